@@ -1,0 +1,3 @@
+from kefu.cli import main
+
+main()

