@@ -1,0 +1,38 @@
+"""The one small interface every engine implements: stream a chat completion as text chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class GenParams:
+    """Sampling settings of one request (OpenAI names). temperature 0 means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Chunk:
+    """A piece of generated text; the last one carries finish_reason ('stop' or 'length') and token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Engine(Protocol):
+    """Local transformers, fast GPU path, OpenAI-compatible upstream, or scripted (tests) all look like this."""
+
+    name: str
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
+        """Yield chunks of the assistant's answer to `messages` (OpenAI role/content dicts)."""
+        ...
