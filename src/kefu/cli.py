@@ -45,6 +45,27 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the pr
     console.print(f"[green]Project written to {written}[/]. Next: cd {directory} && kefu data prepare")
 
 
+# ----------------------------------------------------------------------------- config
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the effective config (file + --set overrides + defaults) as YAML."""
+    from kefu.configdoc import config_yaml
+
+    typer.echo(config_yaml(cfg_from(config, set_)))
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print every config field with its type, default and description (Markdown)."""
+    from kefu.configdoc import config_markdown
+
+    typer.echo(config_markdown())
+
+
 # ----------------------------------------------------------------------------- data
 data_app = typer.Typer(help="Read, check, clean and prepare training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
