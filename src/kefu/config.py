@@ -86,6 +86,10 @@ class PersonaConfig(_Section):
     cannot_do: list[str] = Field(default_factory=list, description="What it must not do (and says so).")
     hours: str = Field(default="每天 9:00-21:00", description="Human service hours.")
     handoff: str = Field(default="回复“人工”转接人工客服", description="How a customer reaches a human agent.")
+    hours_en: str = Field(default="", description="Human service hours in English; `hours` is used when empty.")
+    handoff_en: str = Field(
+        default="", description="How to reach a human agent, in English; a generic sentence is used when empty."
+    )
     greeting: str = Field(default="您好", description="How answers open.")
     sign_off: str = Field(default="", description="How answers close (empty for none).")
     emoji: bool = Field(default=False, description="Whether answers may use emoji.")
