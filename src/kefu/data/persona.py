@@ -1,0 +1,315 @@
+"""The persona as data: the system prompt, and identity (self-cognition) Q&A for training.
+
+A small model forgets who it is unless taught: without identity data it answers "我是ChatGPT" or "I am Qwen".
+`identity_conversations` writes varied zh and en questions about who the assistant is, who built it, what it can
+and cannot do, hours and how to reach a human, with answers built only from PersonaConfig (no invented policy) and
+following its style rules: greeting, sign-off, no emoji unless allowed, at most max_chars, no forbidden phrases.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kefu.config import PersonaConfig
+from kefu.data.schema import Conversation, Turn
+
+_EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d]")
+_MODELS = ("ChatGPT", "GPT-4", "GPT-4o", "Claude", "文心一言", "通义千问", "豆包", "Kimi", "DeepSeek", "Qwen")
+_MODELS_EN = ("ChatGPT", "GPT-4", "GPT-4o", "Claude", "Gemini", "Llama", "Qwen", "DeepSeek")
+
+
+def system_prompt(persona: PersonaConfig) -> str:
+    """The zh system prompt used by training and serving: identity, can/cannot, hours, handoff and style rules."""
+    p = persona
+    lines = [
+        f"你是{p.shop}的智能客服“{p.name}”（英文名 {p.name_en}），由{p.company}开发。"
+        "你不是ChatGPT或其他通用AI助手；被问到身份时如实说明自己是AI客服。",
+    ]
+    if p.can_do:
+        lines.append(f"你可以：{'；'.join(p.can_do)}。")
+    if p.cannot_do:
+        lines.append(f"你不能：{'；'.join(p.cannot_do)}。遇到这些请求要礼貌说明，并告诉客户如何转人工。")
+    lines.append(f"人工客服时间：{p.hours}。转人工方式：{p.handoff}。")
+    lines.append("回答要求：" + "；".join(_style_rules(p)) + "。")
+    return "\n".join(lines)
+
+
+def _style_rules(p: PersonaConfig) -> list[str]:
+    rules = []
+    if p.greeting:
+        rules.append(f"以“{p.greeting}”开头")
+    if p.sign_off:
+        rules.append(f"以“{p.sign_off}”结尾")
+    if not p.emoji:
+        rules.append("不使用表情符号")
+    rules.append(f"每次回答不超过{p.max_chars}字")
+    rules.append("只根据店铺政策和已知信息回答，不确定时不要编造，建议转人工")
+    if p.forbidden_phrases:
+        rules.append("不要使用这些说法：" + "、".join(f"“{x}”" for x in p.forbidden_phrases))
+    rules.append("客户用英文提问时用英文回答")
+    return rules
+
+
+# --------------------------------------------------------------------------- questions
+@dataclass(frozen=True)
+class Action:
+    """Something customers ask the assistant to do; the persona's can/cannot lists decide the answer."""
+
+    keywords: tuple[str, ...]
+    zh: tuple[str, ...]
+    en: tuple[str, ...]
+    zh_name: str
+    en_name: str
+
+
+ACTIONS = (
+    Action(("地址",), ("你能帮我改地址吗", "可以帮我修改收货地址吗", "地址填错了，你能帮我改一下吗"),
+           ("can you change my address", "could you update my shipping address"), "修改收货地址",
+           "change your shipping address"),
+    Action(("退款", "赔偿"), ("你能直接给我退款吗", "可以现在就帮我退款吗"),
+           ("can you refund me right now", "can you give me a refund"), "直接退款", "issue a refund"),
+    Action(("价格", "改价", "补偿"), ("能给我改个价吗", "可以给我便宜点吗"),
+           ("can you lower the price for me", "can you give me a discount"), "修改价格", "change the price"),
+    Action(("送达", "到货"), ("能保证明天送到吗", "你能保证我哪天到货吗"),
+           ("can you guarantee delivery tomorrow", "can you promise when it arrives"), "保证送达日期",
+           "guarantee a delivery date"),
+    Action(("物流", "订单"), ("你能帮我查物流吗", "可以帮我查一下订单吗"),
+           ("can you track my order", "can you check my order status"), "查询订单和物流",
+           "check your order and shipping status"),
+)  # fmt: skip
+
+QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "who": {
+        "zh": ("你是谁", "请问你是谁", "你是什么", "你是机器人吗", "你是真人吗", "介绍一下你自己", "你是干什么的"),
+        "en": ("who are you", "what are you", "are you a bot", "are you a real person", "introduce yourself"),
+    },
+    "name": {
+        "zh": ("你叫什么名字", "你叫什么", "怎么称呼你", "你的名字是什么", "你有名字吗"),
+        "en": ("what's your name", "what is your name", "what should I call you", "do you have a name"),
+    },
+    "model": {
+        "zh": ("你是{m}吗", "你是不是{m}", "你用的是{m}吗", "你背后是{m}吗"),
+        "en": ("are you {m}", "is this {m}", "am I talking to {m}", "are you built on {m}"),
+    },
+    "maker": {
+        "zh": ("你是哪家公司开发的", "谁开发了你", "你是谁做的", "你属于哪个公司", "你是哪个团队做的"),
+        "en": ("who made you", "who created you", "which company built you", "who developed you"),
+    },
+    "abilities": {
+        "zh": ("你能做什么", "你可以帮我做什么", "你有什么功能", "你能帮我什么忙"),
+        "en": ("what can you do", "what can you help me with", "how can you help me"),
+    },
+    "handoff": {
+        "zh": ("人工客服怎么联系", "怎么转人工", "我要找人工客服", "能不能找真人客服", "人工客服在哪"),
+        "en": (
+            "how do I reach a human",
+            "can I talk to a real person",
+            "I want a human agent",
+            "how do I contact support",
+        ),
+    },
+    "hours": {
+        "zh": ("几点有人工", "人工客服什么时候上班", "你们客服几点下班", "晚上有人工客服吗", "客服工作时间是几点"),
+        "en": ("when are human agents available", "what are your service hours", "is anyone there at night"),
+    },
+}
+_PREFIX = {"zh": ("", "", "你好，", "在吗？", "请问", "嗯，", "hi，"), "en": ("", "", "hi, ", "hello, ", "hey, ")}
+_SUFFIX = {"zh": ("", "？", "?", "呀", "啊？"), "en": ("?", "?", "", " please?")}
+
+
+# --------------------------------------------------------------------------- answers
+def _handoff(p: PersonaConfig, lang: str) -> str:
+    if lang == "zh":
+        return f"如需人工服务，请{p.handoff}。"
+    return p.handoff_en or f"To reach a human agent, ask in this chat ({p.handoff})."
+
+
+def _hours(p: PersonaConfig, lang: str) -> str:
+    return p.hours if lang == "zh" else (p.hours_en or p.hours)
+
+
+def _who(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "zh":
+        return [
+            f"我是{p.shop}的智能客服{p.name}，是AI助手，不是真人，可以帮您解答购物中的问题。",
+            f"我是{p.name}，{p.shop}的AI客服，由{p.company}开发。{_handoff(p, lang)}",
+            f"我是{p.shop}的在线智能客服{p.name}（英文名{p.name_en}），有问题可以直接问我。",
+        ]
+    return [
+        f"I'm {p.name_en}, the AI customer-service assistant of {p.shop_en}. I'm not a human, but I can help "
+        "with your shopping questions.",
+        f"I'm {p.name_en} ({p.name}), an AI assistant for {p.shop_en}, made by {p.company}.",
+    ]
+
+
+def _name(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "zh":
+        return [
+            f"我叫{p.name}，英文名是{p.name_en}，是{p.shop}的智能客服。",
+            f"您可以叫我{p.name}，我是{p.shop}的AI客服。",
+        ]
+    return [f"My name is {p.name_en} ({p.name}), {p.shop_en}'s customer-service assistant.", f"Call me {p.name_en}."]
+
+
+def _model(p: PersonaConfig, lang: str, model: str) -> list[str]:
+    if lang == "zh":
+        return [
+            f"不是的，我不是{model}。我是{p.shop}的智能客服{p.name}，由{p.company}开发。",
+            f"我是{p.name}，{p.company}为{p.shop}开发的客服助手，不是{model}。",
+        ]
+    return [
+        f"No, I'm not {model}. I'm {p.name_en}, the customer-service assistant of {p.shop_en}, made by {p.company}.",
+        f"No. I'm {p.name_en}, {p.shop_en}'s own AI assistant, not {model}.",
+    ]
+
+
+def _maker(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "zh":
+        return [
+            f"我由{p.company}开发，是{p.shop}的智能客服{p.name}。",
+            f"{p.company}开发了我，我是{p.shop}的客服助手{p.name}。",
+        ]
+    return [f"I was made by {p.company}, the company behind {p.shop_en}. I'm {p.name_en}, its AI assistant."]
+
+
+def _abilities(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "en":
+        return [f"I can answer questions about shopping at {p.shop_en}: orders, shipping, returns and policies."]
+    can = "；".join(p.can_do) if p.can_do else f"解答{p.shop}购物相关的问题"
+    body = f"我可以帮您：{can}。"
+    cannot = f"不过我不能{p.cannot_do[0]}。" if p.cannot_do else ""
+    return [body + cannot, body]
+
+
+def _handoff_answer(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "zh":
+        return [
+            f"{_handoff(p, lang)}人工客服时间：{p.hours}。",
+            f"需要人工的话，请{p.handoff}。人工客服时间是{p.hours}。",
+        ]
+    return [f"{_handoff(p, lang)} Human agents are available: {_hours(p, lang)}."]
+
+
+def _hours_answer(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "zh":
+        return [f"人工客服时间：{p.hours}。{_handoff(p, lang)}", f"我们的人工服务时间是{p.hours}。"]
+    return [f"Human agents are available: {_hours(p, lang)}. {_handoff(p, lang)}"]
+
+
+def _decide(p: PersonaConfig, keywords: tuple[str, ...]) -> tuple[str, str | None]:
+    """('cannot'|'can'|'unknown', matching list item): cannot_do wins over can_do."""
+    for verdict, items in (("cannot", p.cannot_do), ("can", p.can_do)):
+        for item in items:
+            if any(k in item for k in keywords):
+                return verdict, item
+    return "unknown", None
+
+
+def action_answer(p: PersonaConfig, action: Action, lang: str) -> str:
+    """The body of the answer to 'can you <action>?', decided by the persona's can/cannot lists."""
+    verdict, item = _decide(p, action.keywords)
+    if lang == "en":
+        if verdict == "can":
+            return f"Yes, I can help you {action.en_name}. Please tell me your order number."
+        return f"Sorry, I can't {action.en_name} myself. {_handoff(p, lang)}"
+    if verdict == "can":
+        return f"可以的，我可以帮您{item}，请提供一下订单号。"
+    if verdict == "cannot":
+        return f"抱歉，我不能{item}。{_handoff(p, lang)}"
+    return f"抱歉，{action.zh_name}我这边没办法直接操作。{_handoff(p, lang)}"
+
+
+TopicAnswer = Callable[[PersonaConfig, str, str], list[str]]
+_ANSWERS: dict[str, TopicAnswer] = {
+    "who": _who,
+    "name": _name,
+    "model": _model,
+    "maker": _maker,
+    "abilities": _abilities,
+    "handoff": _handoff_answer,
+    "hours": _hours_answer,
+}
+
+
+# --------------------------------------------------------------------------- style and generation
+def _sign_off(p: PersonaConfig, lang: str) -> str:
+    if not p.sign_off or lang == "zh":
+        return p.sign_off
+    return p.sign_off if p.sign_off.isascii() else "Feel free to ask me anything else."
+
+
+def _fit(text: str, limit: int) -> str:
+    """Cut at the last sentence end that fits, so a long can-do list never breaks max_chars."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(c) for c in "。；！？.;!?")
+    return cut[: end + 1] if end > 0 else cut
+
+
+def styled(p: PersonaConfig, body: str, lang: str) -> str:
+    """Apply the persona's style: greeting, sign-off, emoji policy and the length limit."""
+    greeting = p.greeting if lang == "zh" else ("Hello!" if p.greeting else "")
+    sep = "" if not greeting or greeting[-1] in "，。！,.!" else ("，" if lang == "zh" else " ")
+    head = f"{greeting}{sep}" + ("" if lang == "zh" or not greeting or sep else " ")
+    sign = _sign_off(p, lang)
+    text = head + body + ((" " if lang == "en" else "") + sign if sign else "")
+    if len(text) > p.max_chars:
+        text = _fit(head + body, p.max_chars)
+    return text if p.emoji else _EMOJI.sub("", text)
+
+
+def _question(rng: random.Random, p: PersonaConfig, lang: str, topic: str) -> tuple[str, list[str]]:
+    """A paraphrased question of a topic and the answer bodies that fit it."""
+    if topic == "action":
+        action = rng.choice(ACTIONS)
+        return rng.choice(action.zh if lang == "zh" else action.en), [action_answer(p, action, lang)]
+    if topic == "item":
+        verdict, items = rng.choice([("can", p.can_do), ("cannot", p.cannot_do)])
+        item = rng.choice(items)
+        body = f"可以的，我可以{item}。" if verdict == "can" else f"抱歉，我不能{item}。{_handoff(p, 'zh')}"
+        return f"你可以{item}吗", [body]
+    model = rng.choice(_MODELS if lang == "zh" else _MODELS_EN)
+    return rng.choice(QUESTIONS[topic][lang]).format(m=model), _ANSWERS[topic](p, lang, model)
+
+
+def _dress(rng: random.Random, question: str, lang: str) -> str:
+    """Vary how people actually type: greetings in front, question marks or particles at the end."""
+    # "吗呀" reads wrong: a question that already ends in a particle only gets a question mark.
+    suffixes = ("", "？", "?") if question.endswith(("吗", "呢")) else _SUFFIX[lang]
+    question = rng.choice(_PREFIX[lang]) + question + rng.choice(suffixes)
+    return question[0].upper() + question[1:] if lang == "en" and rng.random() < 0.5 else question
+
+
+def _topics(p: PersonaConfig) -> list[tuple[str, str]]:
+    zh = [*QUESTIONS, "action"] + (["item"] if p.can_do and p.cannot_do else [])
+    en = [*QUESTIONS, "action"]
+    # Chinese shoppers are the main audience: two Chinese questions for each English one.
+    return [("zh", t) for t in zh] * 2 + [("en", t) for t in en]
+
+
+def identity_conversations(persona: PersonaConfig, n: int, seed: int = 42) -> list[Conversation]:
+    """n distinct identity Q&A conversations (zh and en), seeded; fewer only if the paraphrases run out."""
+    rng = random.Random(seed)
+    topics = _topics(persona)
+    out: list[Conversation] = []
+    seen: set[str] = set()
+    for attempt in range(n * 50):
+        if len(out) >= n:
+            break
+        if attempt % len(topics) == 0:
+            rng.shuffle(topics)
+        lang, topic = topics[attempt % len(topics)]
+        question, bodies = _question(rng, persona, lang, topic)
+        question = _dress(rng, question, lang)
+        answer = styled(persona, rng.choice(bodies), lang)
+        if question in seen or any(f.lower() in answer.lower() for f in persona.forbidden_phrases):
+            continue
+        seen.add(question)
+        turns = [Turn(role="user", content=question), Turn(role="assistant", content=answer)]
+        meta = {"source": "persona", "topic": "identity", "lang": lang, "kind": topic}
+        out.append(Conversation(turns=turns, meta=meta))
+    return out
