@@ -1,0 +1,215 @@
+"""Hybrid retrieval: exact dense search (numpy) + BM25, fused by reciprocal rank, optionally reranked.
+
+The serving seam is `Retriever.retrieve(query, history, k)`; `kefu.rag.context` turns hits into prompt text and
+citations. The active version is checked on every query (one indexed SQLite read) and its matrix is loaded once
+and cached by version id, so `kefu kb rollback` or a new ingest takes effect in a running server immediately.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from kefu.config import KefuConfig
+from kefu.data.schema import Turn
+from kefu.errors import KefuError
+from kefu.rag.embed import Embedder
+from kefu.rag.index import embedder_for, open_store
+from kefu.rag.store import IndexData, KBStore
+
+Mode = Literal["hybrid", "dense", "bm25"]
+HistoryItem = Turn | Mapping[str, Any]
+_QUERY_CACHE = 1024
+_HISTORY_CHARS = 120  # each earlier turn is cut to this: it gives the topic, the current question gives the rest
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk. `score` is the fused RRF score; ranks are 1-based, None when outside that list."""
+
+    chunk_id: str
+    source: str
+    heading: tuple[str, ...]
+    position: int
+    text: str
+    kind: str
+    score: float
+    dense_score: float | None
+    dense_rank: int | None
+    bm25_score: float | None
+    bm25_rank: int | None
+    version: int
+    rerank_score: float | None = None
+
+    @property
+    def heading_str(self) -> str:
+        return " > ".join(self.heading)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["heading"] = list(self.heading)
+        return d
+
+
+def top(scores: np.ndarray, n: int, positive_only: bool = False) -> np.ndarray:
+    """Indices of the n highest scores, best first (argpartition: O(N) rather than a full sort)."""
+    idx = np.flatnonzero(scores > 0) if positive_only else np.arange(len(scores))
+    if len(idx) > n:
+        idx = idx[np.argpartition(-scores[idx], n - 1)[:n]]
+    return idx[np.argsort(-scores[idx], kind="stable")]
+
+
+def rrf(ranked_lists: Sequence[np.ndarray], k: int) -> dict[int, float]:
+    """Reciprocal-rank fusion: each list adds 1 / (k + rank) to the documents it ranks."""
+    fused: dict[int, float] = {}
+    for ranked in ranked_lists:
+        for rank, doc in enumerate(ranked.tolist(), 1):
+            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def query_with_history(query: str, history: Sequence[HistoryItem] | None, turns: int) -> str:
+    """The current question preceded by the last `turns` earlier user turns, so follow-ups like '那运费呢？' keep
+    their topic."""
+    if not history or turns == 0:
+        return query
+    users = [t.content if isinstance(t, Turn) else str(t.get("content", "")) for t in history if _role(t) == "user"]
+    users = [u.strip() for u in users if u.strip()]
+    if users and users[-1] == query.strip():
+        users = users[:-1]  # callers may pass the full message list, current question included
+    prev = [u[:_HISTORY_CHARS] for u in users[-turns:]]
+    return "\n".join([*prev, query])
+
+
+def _role(t: HistoryItem) -> str:
+    return t.role if isinstance(t, Turn) else str(t.get("role", ""))
+
+
+class Retriever:
+    """Search over the active knowledge-base version; safe to share between serving threads."""
+
+    def __init__(self, cfg: KefuConfig, store: KBStore | None = None, embedder: Embedder | None = None) -> None:
+        self.cfg = cfg
+        self.kb = cfg.kb
+        self.store = store or open_store(cfg, create=False)
+        self._embedder = embedder
+        self._index: IndexData | None = None
+        self._lock = threading.Lock()
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._reranker: Any = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = embedder_for(self.cfg)
+        return self._embedder
+
+    def index(self) -> IndexData:
+        """The active version, loaded once per version id."""
+        active = self.store.active_version()
+        if active is None:
+            raise KefuError("knowledge base is empty: run `kefu kb ingest` first")
+        with self._lock:
+            if self._index is None or self._index.version != active:
+                self._index = self.store.load(active)
+            return self._index
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Query vector, memoised: customers ask the same questions again and again."""
+        with self._lock:
+            hit = self._qcache.get(text)
+            if hit is not None:
+                self._qcache.move_to_end(text)
+                return hit
+        vec = self.embedder.embed_queries([text])[0]
+        with self._lock:
+            self._qcache[text] = vec
+            while len(self._qcache) > _QUERY_CACHE:
+                self._qcache.popitem(last=False)
+        return vec
+
+    def search(self, query: str, k: int | None = None, mode: Mode = "hybrid") -> list[Hit]:
+        """Top-k chunks for `query` by dense, BM25 or fused ranking."""
+        k = k or self.kb.top_k
+        if not query.strip():
+            return []
+        ix = self.index()
+        depth = min(len(ix.chunks), max(50, 5 * k))
+        dense = ix.matrix @ self.embed_query(query) if mode != "bm25" else None
+        bm25 = ix.lexical.scores(query) if mode != "dense" else None
+        lists = []
+        if dense is not None:
+            lists.append(top(dense, depth))
+        if bm25 is not None:
+            lists.append(top(bm25, depth, positive_only=True))
+        fused = rrf(lists, self.kb.rrf_k)
+        order = sorted(fused, key=lambda d: -fused[d])[: max(k, 4 * k if self.kb.reranker else k)]
+        ranks = [{int(d): r for r, d in enumerate(lst.tolist(), 1)} for lst in lists]
+        dense_ranks = ranks[0] if dense is not None else {}
+        bm25_ranks = ranks[-1] if bm25 is not None else {}
+        hits = [self._hit(ix, d, fused[d], dense, dense_ranks, bm25, bm25_ranks) for d in order]
+        return self._rerank(query, hits)[:k] if self.kb.reranker else hits[:k]
+
+    @staticmethod
+    def _hit(
+        ix: IndexData,
+        d: int,
+        score: float,
+        dense: np.ndarray | None,
+        dense_ranks: dict[int, int],
+        bm25: np.ndarray | None,
+        bm25_ranks: dict[int, int],
+    ) -> Hit:
+        c = ix.chunks[d]
+        return Hit(
+            c.chunk_id, c.source, c.heading, c.position, c.text, c.kind, round(score, 6),
+            None if dense is None else round(float(dense[d]), 6), dense_ranks.get(d),
+            None if bm25 is None else round(float(bm25[d]), 6), bm25_ranks.get(d), ix.version,
+        )  # fmt: skip
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        if not hits:
+            return hits
+        if self._reranker is None:
+            self._reranker = load_reranker(str(self.cfg.resolve(self.kb.reranker or "")))
+        pairs = [(query, (h.heading_str + "\n" + h.text).strip()) for h in hits]
+        scores = [float(s) for s in self._reranker.predict(pairs)]
+        reranked = [replace(h, rerank_score=s) for h, s in zip(hits, scores, strict=True)]
+        return sorted(reranked, key=lambda h: -(h.rerank_score or 0.0))
+
+    def retrieve(self, query: str, history: Sequence[HistoryItem] | None = None, k: int | None = None) -> list[Hit]:
+        """Hybrid top-k for the current question, using the conversation's recent user turns as context."""
+        return self.search(query_with_history(query, history, self.kb.history_turns), k)
+
+    def relevant(self, hits: Sequence[Hit]) -> bool:
+        """Whether the hits can answer the question at all (kb.min_score); when False, say you'll check or hand off."""
+        return relevant(hits, self.kb.min_score)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def relevant(hits: Sequence[Hit], min_score: float) -> bool:
+    """True when the best dense similarity reaches `min_score` (RRF scores are rank-based and always look
+    'relevant', so the absolute cosine decides); BM25-only hits count when any term matched."""
+    dense = [h.dense_score for h in hits if h.dense_score is not None]
+    if dense:
+        return max(dense) >= min_score
+    return any((h.bm25_score or 0.0) > 0 for h in hits)
+
+
+def load_reranker(path: str) -> Any:
+    """A sentence-transformers CrossEncoder from a local folder (kb.reranker)."""
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError:
+        raise KefuError(
+            f"kb.reranker: '{path}' needs the sentence-transformers package (pip install sentence-transformers), "
+            "or set kb.reranker: null"
+        ) from None
+    return CrossEncoder(path, device="cpu")
