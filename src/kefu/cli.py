@@ -75,6 +75,135 @@ pii_app = typer.Typer(help="Mask personal data.", no_args_is_help=True)
 app.add_typer(pii_app, name="pii")
 
 
+@pii_app.command("mask")
+def pii_mask(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Mask stdin line by line to stdout (UTF-8, one line out per line in, flushed per line): data.pii kinds."""
+    import io
+    import os
+
+    from kefu.data.pii import mask_stream
+
+    cfg = cfg_from(config, set_)
+    # Read bytes ourselves: the locale's encoding may not be UTF-8, and a stray bad byte must not kill a pipe.
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
+    stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        mask_stream(stdin, stdout, cfg.data.pii)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other filters do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# ----------------------------------------------------------------------------- eval
+eval_app = typer.Typer(help="Evaluate a model or an endpoint; compare two runs (promotion gate).")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_run(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model folder, .gguf or pkg:PREFIX; default model.path.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
+    url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint to evaluate instead.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key for --url.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name sent to --url.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and report.html.")] = None,
+) -> None:
+    """Answer the eval set (and eval.suites), score every answer, write metrics.json + report.html."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if out is None:
+        raise typer.BadParameter("--out DIR is required", param_hint="--out")
+    from kefu.eval.report import summary_table
+    from kefu.eval.runner import Target, run_eval
+
+    result = run_eval(cfg_from(config, set_), Target(model, adapter, url, api_key, model_name), out)
+    Console().print(summary_table(result.data))
+    console.print(f"[green]Wrote[/] {out / 'metrics.json'} and {out / 'report.html'}")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run folder (its metrics.json).")],
+    run_b: Annotated[Path, typer.Argument(help="Candidate run folder.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for compare.html + compare.json; default RUN_B's.")] = None,
+) -> None:
+    """Compare run B with run A; exit 1 when B regresses past the eval.gate thresholds."""
+    from kefu.eval.compare import run_compare, summary_lines
+
+    out = out or (run_b if run_b.is_dir() else run_b.parent)
+    result = run_compare(run_a, run_b, cfg_from(config, set_).eval.gate, out)
+    for line in summary_lines(result):
+        Console().print(line)
+    console.print(f"Wrote {out / 'compare.html'} and {out / 'compare.json'}")
+    if not result.passed:
+        console.print("[red]gate FAILED:[/] " + "; ".join(result.failures))
+        raise typer.Exit(1)
+    console.print("[green]gate passed[/]")
+
+
+# ----------------------------------------------------------------------------- kb
+kb_app = typer.Typer(help="Knowledge base: ingest documents, search them, manage versions.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+
+
+@kb_app.command("ingest")
+def kb_ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Read kb.sources, chunk, embed and index them as a new version, and switch to it."""
+    from kefu.rag.index import run_ingest
+
+    r = run_ingest(cfg_from(config, set_))
+    console.print(
+        f"[green]kb version {r.version} active[/]: {r.n_chunks} chunks from {r.n_sources} files "
+        f"({r.n_embedded} embedded, {r.n_reused} reused) in {r.seconds:.1f}s"
+    )
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int | None, typer.Option("-k", help="Number of hits; default kb.top_k.")] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Search the active version: hits with fused, dense and BM25 scores/ranks and their sources."""
+    from kefu.rag.views import hits_json, hits_table, run_search
+
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise typer.BadParameter("expected hybrid, dense or bm25", param_hint="--mode")
+    hits = run_search(cfg_from(config, set_), query, k, mode)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(hits_json(query, hits))
+    else:
+        Console(width=200).print(hits_table(hits))
+
+
+@kb_app.command("versions")
+def kb_versions(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """List the kept versions; * marks the active one."""
+    from kefu.rag.index import run_versions
+    from kefu.rag.views import versions_table
+
+    Console(width=200).print(versions_table(run_versions(cfg_from(config, set_))))
+
+
+@kb_app.command("rollback")
+def kb_rollback(
+    version: Annotated[int | None, typer.Argument(help="Version to activate; default the one before the active.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Switch the active version back (one transaction; serving picks it up on the next query)."""
+    from kefu.rag.index import run_rollback
+
+    console.print(f"[green]kb version {run_rollback(cfg_from(config, set_), version)} active[/]")
+
+
 def main() -> None:
     """Entry point: user-facing errors become one clear message and exit code 2."""
     try:

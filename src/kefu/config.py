@@ -58,7 +58,7 @@ class PIIConfig(_Section):
     kinds: list[Literal["phone", "id_card", "bank_card", "email", "address", "name"]] = Field(
         default=["phone", "id_card", "bank_card", "email", "address", "name"], description="Which kinds of PII to mask."
     )
-    placeholders: dict[str, str] = Field(
+    placeholders: dict[Literal["phone", "id_card", "bank_card", "email", "address", "name"], str] = Field(
         default_factory=dict, description="Override placeholders per kind, e.g. {phone: '<手机号>'}; default '[PHONE]'."
     )
 
@@ -209,6 +209,19 @@ class GuardConfig(_Section):
     handoff_keywords: list[str] = Field(
         default_factory=lambda: ["人工", "转人工", "投诉", "human agent", "real person"],
         description="User phrases that hand the conversation to a human.",
+    )
+    policy_limits: dict[str, float] = Field(
+        default_factory=lambda: {"return_days": 7},
+        description=(
+            "Policy numbers answers must not exceed (windows: return_days, quality_return_days, exchange_days, "
+            "price_protection_days, warranty_days) or undercut (timelines: ship_hours, refund_days)."
+        ),
+    )
+    injection_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Prompt-injection score (0-1) at or above which a text is treated as one."
+    )
+    handoff_repeats: int = Field(
+        default=3, ge=2, description="Hand off when the customer has asked the same thing this many times."
     )
 
 
