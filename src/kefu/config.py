@@ -160,7 +160,11 @@ class TrainConfig(_Section):
     seed: int = Field(default=42, description="Seed for weights init, shuffling and dropout.")
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta.")
     dpo_loss: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss type.")
-    sft_adapter: str | None = Field(default=None, description="DPO: the SFT adapter to start from.")
+    sft_adapter: str | None = Field(
+        default=None, description="DPO: the SFT adapter to start from; default <train.output_dir>/adapter."
+    )
+    dpo_output_dir: str = Field(default="runs/dpo", description="DPO run folder (SFT uses train.output_dir).")
+    keep_checkpoints: int = Field(default=2, ge=1, description="Newest complete checkpoints kept for --resume.")
     retrieval_context: bool = Field(
         default=False, description="Add retrieved knowledge-base chunks to SFT prompts (retrieval-aware fine-tuning)."
     )
@@ -179,9 +183,15 @@ class EvalConfig(_Section):
     cases: str = Field(default="data/eval_cases.jsonl", description="Eval set (EvalCase JSONL), relative to config.")
     suites: list[str] = Field(default_factory=list, description="Extra eval case files run as named suites.")
     max_new_tokens: int = Field(default=128, ge=1, description="Answer length limit during evaluation.")
+    batch_size: int = Field(
+        default=4, ge=1, description="Local models: questions generated together (left-padded); 1 times each alone."
+    )
     limit: int | None = Field(default=None, description="Evaluate only the first N cases; all when null.")
     judge_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for LLM-as-judge; off when null.")
     judge_model: str | None = Field(default=None, description="Model name at the judge endpoint.")
+    judge_api_key_env: str = Field(
+        default="KEFU_JUDGE_API_KEY", description="Name of the environment variable holding the judge's API key."
+    )
     gate: GateConfig = Field(default_factory=GateConfig, description="Thresholds of `kefu eval compare`.")
 
 
@@ -198,6 +208,11 @@ class KBConfig(_Section):
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
     min_score: float = Field(default=0.0, description="Below this fused relevance, nothing relevant was found.")
     reranker: str | None = Field(default=None, description="Optional cross-encoder path used to rerank hits.")
+    keep_versions: int = Field(default=5, ge=1, description="Ingested versions kept for rollback (the active one always).")
+    db_schema: str = Field(
+        default="kefu_kb", description="PostgreSQL only (kb.db = postgresql://...): schema holding the kb tables."
+    )
+    history_turns: int = Field(default=2, ge=0, description="Earlier user turns added to the retrieval query.")
 
 
 # --------------------------------------------------------------------------- guard
@@ -240,6 +255,19 @@ class ServeConfig(_Section):
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
     session_token_budget: int = Field(default=2048, ge=64, description="Prompt tokens kept per conversation.")
     max_new_tokens: int = Field(default=256, ge=1, description="Default answer length limit.")
+    model_name: str = Field(
+        default="kefu", description="Model alias clients send: routed to the active version (or the canary split)."
+    )
+    redis_prefix: str = Field(default="kefu:", description="Prefix of every Redis key (rate limits, cache).")
+    versions_refresh_s: float = Field(
+        default=1.0, gt=0, le=5, description="How often servers re-check model versions (promote/rollback delay)."
+    )
+    key_cache_s: float = Field(default=2.0, ge=0, description="Seconds a verified API key is trusted before re-check.")
+    max_batch_size: int = Field(default=8, ge=1, description="Local engine: most requests generated together.")
+    batch_wait_ms: float = Field(default=2.0, ge=0, description="Local engine: wait this long to gather a batch.")
+    upstream_timeout_s: float = Field(default=60.0, gt=0, description="Upstream engine: read timeout per request.")
+    upstream_health_s: float = Field(default=2.0, gt=0, description="Upstream engine: health check interval.")
+    shutdown_timeout_s: int = Field(default=30, ge=0, description="Graceful shutdown: wait this long for streams.")
 
 
 # --------------------------------------------------------------------------- root

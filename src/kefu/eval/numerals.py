@@ -1,0 +1,172 @@
+"""Normalise numbers and units so that 七天, 7天, 七日, "seven days" and ７天 all read the same.
+
+Both the answer and the key fact go through `normalize`, so matching is a plain substring test on canonical text:
+digits are ASCII, Chinese and English number words are digits, units are one canonical word (天, 小时, 元, ...),
+ranges use '-', and whitespace survives only between ASCII words.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_CN_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+# A numeral run starts with a digit or 十 (十五 = 15); runs starting with 百/千/万 are words (百货, 千万别).
+_CN_RUN = re.compile(r"[零〇一二两三四五六七八九十][零〇一二两三四五六七八九十百千万]*")
+# Words that contain a numeral character but mean no number; converting them would invent numbers.
+_IDIOMS = (
+    "十分", "一下", "一些", "一起", "一直", "一定", "一般", "一样", "一点", "一旦", "一切", "一律", "一致", "一方面",
+    "统一", "唯一", "万一", "一会", "一边", "一向", "一同", "同一", "之一", "一一", "三思", "一时", "不一",
+)  # fmt: skip
+_EN_ONES = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+]  # fmt: skip
+_EN_TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+_EN_NUM_WORD = "|".join([*_EN_ONES, *_EN_TENS])
+_EN_NUMBER = re.compile(
+    rf"\b(?:({_EN_NUM_WORD})\s+hundred(?:\s+(?:and\s+)?)?)?({'|'.join(_EN_TENS)})?[-\s]?({_EN_NUM_WORD})?\b"
+)
+
+# (pattern after a number, canonical unit). Order matters: 工作日 before 日, 分钟 before bare words.
+_UNITS: list[tuple[str, str]] = [
+    (r"个?工作日|working\s+days?|business\s+days?", "工作日"),
+    (r"个?自然日|天|日|days?", "天"),
+    (r"个?小时|个?钟头|hours?|hrs?|h\b", "小时"),
+    (r"分钟|mins?\b|minutes?", "分钟"),
+    (r"个月|months?", "个月"),
+    (r"块钱|元|块|yuan|rmb|cny", "元"),
+    (r"次|times", "次"),
+    (r"期|installments?", "期"),
+]
+_NUM = r"\d+(?:\.\d+)?"
+_UNIT_RES = [(re.compile(rf"({_NUM})[\s-]*(?:{pat})"), canon) for pat, canon in _UNITS]
+_CURRENCY_PREFIX = re.compile(rf"(?:¥|\brmb|\bcny)\s*({_NUM})")
+_RANGE = re.compile(r"(\d)\s*(?:-|–|—|~|〜|到|至|\bto\b)\s*(\d)")
+_CLOCK = re.compile(r"(上午|早上|下午|晚上)?(\d{1,2})\s*(?:点|時|时)(半|(\d{1,2})分)?")
+_NON_ASCII_SPACE = re.compile(r"(?<=[^\x00-\x7f]) +| +(?=[^\x00-\x7f])")
+
+
+def cn_to_int(run: str) -> int:
+    """Value of a Chinese numeral run: 四十八 -> 48, 一百零五 -> 105, 两万 -> 20000, 二〇二六 -> 2026."""
+    if len(run) > 1 and all(ch in _CN_DIGITS for ch in run):
+        return int("".join(str(_CN_DIGITS[ch]) for ch in run))  # read digit by digit, like a year or a phone
+    total = section = number = 0
+    for ch in run:
+        if ch in _CN_DIGITS:
+            number = _CN_DIGITS[ch]
+        elif ch in _CN_UNITS:
+            section += (number or (1 if ch == "十" else 0)) * _CN_UNITS[ch]
+            number = 0
+        else:  # 万
+            total += (section + number) * 10_000
+            section = number = 0
+    return total + section + number
+
+
+def _is_idiom(text: str, start: int, end: int) -> bool:
+    """Whether the numeral run text[start:end] is part of a word like 一定 or 万一."""
+    lo = max(0, start - 3)
+    for idiom in _IDIOMS:
+        pos = text.find(idiom, lo, end + 3)
+        while pos >= 0:
+            if pos < end and pos + len(idiom) > start:
+                return True
+            pos = text.find(idiom, pos + 1, end + 3)
+    return False
+
+
+def _replace_cn_numerals(text: str) -> str:
+    text = re.sub(r"百分之([零〇一二两三四五六七八九十百]+)", lambda m: f"{cn_to_int(m.group(1))}%", text)
+
+    def repl(m: re.Match[str]) -> str:
+        return m.group(0) if _is_idiom(text, m.start(), m.end()) else str(cn_to_int(m.group(0)))
+
+    return _CN_RUN.sub(repl, text)
+
+
+def _en_value(m: re.Match[str]) -> str:
+    hundreds, tens, ones = m.group(1), m.group(2), m.group(3)
+    if not (hundreds or tens or ones):
+        return m.group(0)
+    value = (_EN_ONES.index(hundreds) * 100 if hundreds else 0) + (_EN_TENS[tens] if tens else 0)
+    value += _EN_ONES.index(ones) if ones else 0
+    trailing = m.group(0)[len(m.group(0).rstrip()) :]  # keep the space the optional separator swallowed
+    return f"{value}{trailing}"
+
+
+def _clock(m: re.Match[str]) -> str:
+    hour = int(m.group(2))
+    if m.group(1) in ("下午", "晚上") and hour < 12:
+        hour += 12
+    minute = "30" if m.group(3) == "半" else f"{int(m.group(4)):02d}" if m.group(4) else "00"
+    return f"{hour}:{minute}"
+
+
+def normalize(text: str) -> str:
+    """Canonical form for matching: NFKC, lower case, numerals as digits, canonical units and ranges."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"\s+", " ", text).strip()
+    text = _replace_cn_numerals(text)
+    text = _EN_NUMBER.sub(_en_value, text)
+    text = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", text)
+    text = _CURRENCY_PREFIX.sub(r"\1元", text)
+    text = _CLOCK.sub(_clock, text)
+    text = re.sub(r"(\d{1,2}):(\d{2})", lambda m: f"{int(m.group(1))}:{m.group(2)}", text)
+    for pattern, canon in _UNIT_RES:
+        text = pattern.sub(rf"\g<1>{canon}", text)
+    text = re.sub(r"(\d+)\.0+(?=元)", r"\1", text)
+    text = _RANGE.sub(r"\1-\2", text)
+    return _NON_ASCII_SPACE.sub("", text)
+
+
+def find(text: str, phrase: str) -> list[int]:
+    """Start offsets in normalize(text) where normalize(phrase) occurs, not inside a longer number (7天 in 17天)."""
+    hay, needle = normalize(text), normalize(phrase)
+    if not needle:
+        return []
+    hits, pos = [], hay.find(needle)
+    while pos >= 0:
+        before = hay[pos - 1] if pos else ""
+        after = hay[pos + len(needle)] if pos + len(needle) < len(hay) else ""
+        digit_clash = (needle[0].isdigit() and (before.isdigit() or before == ".")) or (
+            needle[-1].isdigit() and after.isdigit()
+        )
+        if not digit_clash:
+            hits.append(pos)
+        pos = hay.find(needle, pos + 1)
+    return hits
+
+
+def contains(text: str, phrase: str) -> bool:
+    """Whether `phrase` (a key fact) appears in `text` once both are normalised."""
+    return bool(find(text, phrase))
+
+
+def numbers_with_units(text: str) -> list[tuple[float, str]]:
+    """(value, canonical unit) pairs in the text: the numbers a policy limit can be compared with."""
+    units = "|".join(sorted({canon for _, canon in _UNITS}, key=len, reverse=True))
+    return [(float(v), u) for v, u in re.findall(rf"({_NUM})({units})", normalize(text))]

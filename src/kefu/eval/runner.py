@@ -1,0 +1,244 @@
+"""`kefu eval`: answer the eval set with a model or an endpoint, score every answer, write metrics.json + report.html.
+
+run_eval(cfg, target) reads like the job it does: load the cases of each suite, generate the answers (with timing),
+score each answer, aggregate, optionally ask a judge, write the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kefu.config import KefuConfig, PersonaConfig
+from kefu.data.schema import EvalCase
+from kefu.errors import KefuError
+from kefu.eval import judge, metrics
+from kefu.eval.generate import Answer, Messages, Tick, generate_local, generate_openai
+from kefu.eval.similarity import case_similarity
+from kefu.io import write_json, write_text
+
+SCHEMA_VERSION = 1
+MAIN_SUITE = "main"
+
+
+@dataclass
+class Target:
+    """What answers: the configured model (optionally another path / adapter), or an OpenAI-compatible endpoint."""
+
+    model: str | None = None  # a local folder (merged export), .gguf, pkg:PREFIX or hub id; default cfg.model.path
+    adapter: str | None = None  # LoRA adapter folder on top of the model
+    url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    api_key: str | None = None
+    model_name: str | None = None  # model name sent to the endpoint
+
+    def describe(self, cfg: KefuConfig) -> dict[str, Any]:
+        if self.url:
+            return {"kind": "openai", "url": self.url, "model_name": self.model_name}
+        return {"kind": "local", "model": self.model or cfg.model.path, "adapter": self.adapter or cfg.model.adapter}
+
+
+@dataclass
+class EvalResult:
+    """Everything metrics.json holds, plus where it was written."""
+
+    data: dict[str, Any]
+    out_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.data["metrics"])
+
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        return list(self.data["cases"])
+
+
+def load_cases(path: Path) -> list[EvalCase]:
+    """EvalCase JSONL; a bad line is an error naming file:line and the field."""
+    if not path.is_file():
+        raise KefuError(f"{path}: eval case file not found (eval.cases / eval.suites)")
+    cases, seen = [], set()
+    for no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            case = EvalCase.model_validate(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise KefuError(f"{path}:{no}: not valid JSON: {e.msg}") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise KefuError(f"{path}:{no}: {'.'.join(map(str, err['loc'])) or 'case'}: {err['msg']}") from None
+        if case.id in seen:
+            raise KefuError(f"{path}:{no}: id: duplicate case id {case.id!r}")
+        seen.add(case.id)
+        cases.append(case)
+    if not cases:
+        raise KefuError(f"{path}: no eval cases")
+    return cases
+
+
+def suite_files(cfg: KefuConfig) -> dict[str, Path]:
+    """The main eval set and each extra suite, named by file stem."""
+    files = {MAIN_SUITE: cfg.resolve(cfg.eval.cases)}
+    for s in cfg.eval.suites:
+        name = Path(s).stem
+        if name in files:
+            raise KefuError(f"eval.suites: {s}: suite name {name!r} is used twice")
+        files[name] = cfg.resolve(s)
+    return files
+
+
+def messages_for(case: EvalCase, system: str) -> Messages:
+    return [{"role": "system", "content": system}] + [{"role": t.role, "content": t.content} for t in case.turns]
+
+
+def _system_prompt(persona: PersonaConfig) -> str:
+    from kefu.data.persona import system_prompt
+
+    return system_prompt(persona)
+
+
+Answerer = Callable[[Sequence[Messages], Tick], list[Answer]]
+
+
+def make_answerer(cfg: KefuConfig, target: Target) -> Answerer:
+    """A function answering conversations: streamed from the endpoint, or from a model loaded once here."""
+    if target.url:
+        import openai
+
+        client = openai.OpenAI(base_url=target.url, api_key=target.api_key or "none", max_retries=1, timeout=300)
+        name = target.model_name or cfg.serve.upstream_model or "kefu"
+        return lambda convs, tick: generate_openai(client, name, convs, cfg.eval.max_new_tokens, tick)
+    from kefu.train.model import load_model
+
+    update = {k: v for k, v in {"path": target.model, "adapter": target.adapter}.items() if v}
+    model, tok = load_model(cfg.model.model_copy(update=update), cfg_root=cfg.root)
+    model.eval()
+    return lambda convs, tick: generate_local(model, tok, convs, cfg.eval.max_new_tokens, cfg.eval.batch_size, tick)
+
+
+def case_row(suite: str, case: EvalCase, answer: Answer, persona: PersonaConfig) -> dict[str, Any]:
+    """One case's record in metrics.json: the question, the answer, every verdict and its timing."""
+    scored = metrics.score_case(case, answer.text, persona)
+    return {
+        "suite": suite,
+        "id": case.id,
+        "category": case.category,
+        "lang": case.lang,
+        "question": case.turns[-1].content,
+        "turns": len(case.turns),
+        "reference": case.reference,
+        "answer": answer.text,
+        "ok": scored["ok"],
+        "checks": scored["checks"],
+        "similarity": case_similarity(answer.text, case.reference, case.lang),
+        "latency": {
+            "ttft_s": answer.ttft_s,
+            "total_s": answer.total_s,
+            "completion_tokens": answer.completion_tokens,
+            "finish_reason": answer.finish_reason,
+        },
+    }
+
+
+def _judge(cfg: KefuConfig, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not cfg.eval.judge_url:
+        return None
+    if not cfg.eval.judge_model:
+        raise KefuError("eval.judge_model: required when eval.judge_url is set")
+    items = [(r["question"], r["reference"], r["answer"]) for r in rows]
+    verdicts = judge.judge_answers(
+        cfg.eval.judge_url, cfg.eval.judge_model, os.environ.get(cfg.eval.judge_api_key_env), items
+    )
+    for row, verdict in zip(rows, verdicts, strict=True):
+        row["judge"] = verdict
+    return judge.summarize(verdicts)
+
+
+def _evaluate_suite(
+    cfg: KefuConfig, suite: str, cases: list[EvalCase], answer: Answerer, progress: Progress
+) -> tuple[list[dict[str, Any]], float]:
+    system = _system_prompt(cfg.persona)
+    task = progress.add_task(f"eval {suite}", total=len(cases))
+    start = time.perf_counter()
+    answers = answer([messages_for(c, system) for c in cases], lambda n: progress.advance(task, n))
+    wall = time.perf_counter() - start
+    return [case_row(suite, c, a, cfg.persona) for c, a in zip(cases, answers, strict=True)], wall
+
+
+def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> EvalResult:
+    """Answer every suite, score, aggregate; write metrics.json and report.html into out_dir when given."""
+    suites = {name: load_cases(path)[: cfg.eval.limit] for name, path in suite_files(cfg).items()}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    answer = make_answerer(cfg, target)
+    load_s = time.perf_counter() - t0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    per_suite: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    with Progress(*columns, transient=True) as progress:
+        for name, cases in suites.items():
+            suite_rows, wall = _evaluate_suite(cfg, name, cases, answer, progress)
+            rows += suite_rows
+            per_suite[name] = {
+                "metrics": metrics.aggregate(suite_rows, wall),
+                "categories": metrics.categories(suite_rows),
+            }
+    main = per_suite.pop(MAIN_SUITE)
+    main["metrics"]["judge"] = _judge(cfg, [r for r in rows if r["suite"] == MAIN_SUITE])
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "target": target.describe(cfg),
+            "started": started,
+            "load_s": load_s,
+            "duration_s": time.perf_counter() - t0,
+            "n_cases": len(rows),
+            "cases_file": str(suite_files(cfg)[MAIN_SUITE]),
+            "max_new_tokens": cfg.eval.max_new_tokens,
+            "batch_size": None if target.url else cfg.eval.batch_size,
+            "persona": {"name": cfg.persona.name, "shop": cfg.persona.shop},
+        },
+        "metrics": main["metrics"],
+        "categories": main["categories"],
+        "suites": per_suite,
+        "cases": rows,
+    }
+    result = EvalResult(data)
+    if out_dir is not None:
+        write_outputs(result, out_dir)
+    return result
+
+
+def write_outputs(result: EvalResult, out_dir: Path) -> None:
+    """metrics.json (machine-readable, stable keys) and report.html (self-contained) into out_dir."""
+    from kefu.eval.report import render_report
+
+    result.out_dir = out_dir
+    result.files = [out_dir / "metrics.json", out_dir / "report.html"]
+    write_json(result.files[0], result.data)
+    write_text(result.files[1], render_report(result.data))
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """A run's metrics.json (the folder `kefu eval --out` wrote, or the file itself)."""
+    path = run_dir / "metrics.json" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise KefuError(f"{run_dir}: no metrics.json here (write one with `kefu eval --out {run_dir}`)")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise KefuError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    if data.get("schema_version") != SCHEMA_VERSION or "metrics" not in data:
+        raise KefuError(f"{path}: not a kefu eval metrics.json (schema_version {SCHEMA_VERSION} expected)")
+    return data
