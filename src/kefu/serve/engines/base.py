@@ -16,6 +16,9 @@ class GenParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # Which deployed model answers: an adapter or merged-model folder (local engine) or an upstream model name.
+    # None means the engine's base model. The gateway fills it from the routed model version.
+    model: str | None = None
 
 
 @dataclass
@@ -36,3 +39,7 @@ class Engine(Protocol):
     def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
         """Yield chunks of the assistant's answer to `messages` (OpenAI role/content dicts)."""
         ...
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot answer right now (every upstream down, model not loaded): the gateway answers 503."""

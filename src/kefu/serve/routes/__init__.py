@@ -1,0 +1,1 @@
+"""HTTP routes split by area: public, chat, agent, feedback, admin."""

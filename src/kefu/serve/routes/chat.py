@@ -1,0 +1,240 @@
+"""POST /v1/chat/completions (OpenAI contract, SSE streaming), POST /chat (minimal widget API), and
+GET /v1/conversations/{id}/messages (the customer's side of a conversation, e.g. to read an agent's reply).
+
+Sessions: with `kefu.conversation_id`, the server owns the history: only the user messages after the last
+assistant message in the request are new, earlier turns come from the store. Without it, the request is
+stateless (the client sends the whole history) and the exchange is stored under a new id returned in
+`kefu.conversation_id`. Client system messages are ignored: the persona's system prompt is authoritative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from kefu.serve import handoff
+from kefu.serve.auth import ChatKey
+from kefu.serve.engines.base import GenParams
+from kefu.serve.errors import ApiError, error_body
+from kefu.serve.keys import KeyInfo
+from kefu.serve.pipeline import Ask, Outcome, Pipeline, Plan
+from kefu.serve.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    KefuResponse,
+    SimpleChatRequest,
+    SimpleChatResponse,
+    Usage,
+    chunk_dict,
+    completion_id,
+    now,
+)
+from kefu.serve.versions import Version
+
+router = APIRouter()
+MAX_TOKENS_LIMIT = 8192
+
+
+def resolve_version(request: Request, model: str, sticky: str) -> Version:
+    svc = request.app.state.kefu
+    routing = svc.routing
+    if model == svc.cfg.serve.model_name:
+        picked = routing.pick(sticky)
+        if picked is None:
+            raise ApiError(503, "no model version is active", "no_active_model")
+        return picked
+    if model in routing.by_name:
+        return routing.by_name[model]
+    raise ApiError(404, f"model {model!r} does not exist; see GET /v1/models", "model_not_found", "model")
+
+
+def _split(req: ChatCompletionRequest) -> tuple[list[dict[str, str]], list[str]]:
+    """(earlier turns, new user messages): new = user messages after the last assistant message."""
+    turns = [{"role": m.role, "content": m.text()} for m in req.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be a user message", "invalid_messages", "messages")
+    cut = len(turns)
+    while cut > 0 and turns[cut - 1]["role"] == "user":
+        cut -= 1
+    return turns[:cut], [t["content"] for t in turns[cut:]]
+
+
+def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
+    cfg = request.app.state.kefu.cfg
+    earlier, new_user = _split(req)
+    max_tokens = req.max_tokens or req.max_completion_tokens or cfg.serve.max_new_tokens
+    if max_tokens > MAX_TOKENS_LIMIT:
+        raise ApiError(400, f"max_tokens {max_tokens} is over the limit of {MAX_TOKENS_LIMIT}", "invalid_value",
+                       "max_tokens")  # fmt: skip
+    ext = req.kefu
+    cid = (ext.conversation_id if ext else None) or f"conv-{uuid.uuid4().hex}"
+    user_id = (ext.user_id if ext else None) or req.user
+    sticky = cid if ext and ext.conversation_id else (user_id or cid)
+    version = resolve_version(request, req.model, sticky)
+    params = GenParams(
+        max_tokens=max_tokens, temperature=req.temperature if req.temperature is not None else 0.0,
+        top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed, stop=req.stops(), model=version.target,
+    )  # fmt: skip
+    cacheable = params.temperature == 0.0 and req.seed is None and req.n == 1
+    return Ask(
+        conversation_id=cid, key=key, user_id=user_id, earlier=earlier if not (ext and ext.conversation_id) else [],
+        new_user=new_user, params=params, version=version, n=req.n, handoff_requested=bool(ext and ext.handoff),
+        cacheable=cacheable,
+    )  # fmt: skip
+
+
+def kefu_field(plan: Plan) -> KefuResponse:
+    return KefuResponse(
+        conversation_id=plan.ask.conversation_id, citations=plan.context.citations, handoff=plan.handoff,
+        model_version=plan.ask.version.name, kb_version=plan.context.kb_version, cached=plan.cached is not None,
+    )  # fmt: skip
+
+
+def usage(plan: Plan) -> Usage:
+    prompt = plan.outcomes[0].prompt_tokens
+    completion = sum(o.completion_tokens for o in plan.outcomes)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+async def _collect(pipeline: Pipeline, plan: Plan, index: int) -> None:
+    async for _ in pipeline.run(plan, index):
+        pass
+
+
+async def merged(pipeline: Pipeline, plan: Plan) -> AsyncIterator[tuple[int, str]]:
+    """(choice index, text) from all n choices as they come; one choice needs no task machinery."""
+    if plan.ask.n == 1:
+        async for piece in pipeline.run(plan, 0):
+            yield 0, piece
+        return
+    queue: asyncio.Queue[tuple[int, str | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            async for piece in pipeline.run(plan, i):
+                await queue.put((i, piece))
+            await queue.put((i, None))
+        except BaseException as e:
+            await queue.put((i, e))
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(plan.ask.n)]
+    try:
+        for _ in range(plan.ask.n):
+            while True:
+                i, item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+
+async def _stream(request: Request, req: ChatCompletionRequest, plan: Plan) -> StreamingResponse:
+    svc = request.app.state.kefu
+    cid, created, model = completion_id(), now(), req.model
+    pieces = merged(svc.pipeline, plan)
+    first = await anext(pieces, None)  # engine failures before the first token still get a proper status
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for i in range(plan.ask.n):
+                yield _sse(chunk_dict(cid, model, created, i, {"role": "assistant", "content": ""}))
+            if first is not None:
+                yield _sse(chunk_dict(cid, model, created, first[0], {"content": first[1]}))
+            async for i, text in pieces:
+                yield _sse(chunk_dict(cid, model, created, i, {"content": text}))
+            await svc.pipeline.finish(plan)
+            for i, out in enumerate(plan.outcomes):
+                last = chunk_dict(cid, model, created, i, {}, out.finish_reason)
+                last["kefu"] = kefu_field(plan).model_dump()
+                yield _sse(last)
+            if req.stream_options and req.stream_options.include_usage:
+                tail = chunk_dict(cid, model, created, 0, {})
+                tail["choices"], tail["usage"] = [], usage(plan).model_dump()
+                yield _sse(tail)
+        except (asyncio.CancelledError, GeneratorExit):
+            svc.pipeline.cancelled(plan)
+            raise
+        except Exception as e:
+            status = 503 if type(e).__name__ == "EngineUnavailable" else 500
+            yield _sse(error_body(status, f"generation failed: {e}", "generation_failed"))
+        yield b"data: [DONE]\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def answer(request: Request, req: ChatCompletionRequest, key: KeyInfo, route: str) -> Plan | StreamingResponse:
+    svc = request.app.state.kefu
+    ask = to_ask(request, req, key)
+    ask.route = route
+    svc.metrics.in_flight.inc()
+    try:
+        plan = await svc.pipeline.prepare(ask)
+        plan.outcomes = [Outcome() for _ in range(ask.n)]
+        if req.stream:
+            return await _stream(request, req, plan)
+        await asyncio.gather(*(_collect(svc.pipeline, plan, i) for i in range(ask.n)))
+        await svc.pipeline.finish(plan)
+        return plan
+    finally:
+        svc.metrics.in_flight.dec()
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    request: Request, req: ChatCompletionRequest, key: ChatKey
+) -> ChatCompletion | StreamingResponse:
+    result = await answer(request, req, key, "chat.completions")
+    if isinstance(result, StreamingResponse):
+        return result
+    plan = result
+    choices = [
+        Choice(index=i, message={"role": "assistant", "content": o.text}, finish_reason=o.finish_reason)
+        for i, o in enumerate(plan.outcomes)
+    ]
+    return ChatCompletion(
+        id=completion_id(), created=now(), model=req.model, choices=choices, usage=usage(plan), kefu=kefu_field(plan)
+    )
+
+
+@router.post("/chat")
+async def simple_chat(request: Request, req: SimpleChatRequest, key: ChatKey) -> SimpleChatResponse:
+    svc = request.app.state.kefu
+    full = ChatCompletionRequest.model_validate(
+        {"model": svc.cfg.serve.model_name, "messages": [{"role": "user", "content": req.question}],
+         "kefu": {"conversation_id": req.conversation_id or f"conv-{uuid.uuid4().hex}"}}
+    )  # fmt: skip
+    plan = await answer(request, full, key, "chat")
+    assert isinstance(plan, Plan)
+    return SimpleChatResponse(
+        answer=plan.outcomes[0].text, citations=plan.context.citations, handoff=plan.handoff is not None,
+        conversation_id=plan.ask.conversation_id,
+    )  # fmt: skip
+
+
+@router.get("/v1/conversations/{conversation_id}/messages")
+async def conversation_messages(request: Request, conversation_id: str, key: ChatKey, after: int = 0) -> dict[str, Any]:
+    """A customer reads their conversation, including agent replies while it is handed off."""
+    svc = request.app.state.kefu
+    from kefu.serve.sessions import conversation_status
+
+    status, owner = await asyncio.to_thread(conversation_status, svc.store, conversation_id)
+    if status is None or (owner not in (None, key.id) and not key.can("admin")):
+        raise ApiError(404, f"conversation {conversation_id!r} not found", "conversation_not_found")
+    rows = await asyncio.to_thread(handoff.messages, svc.store, conversation_id, after)
+    return {"conversation_id": conversation_id, "status": status, "messages": rows}
