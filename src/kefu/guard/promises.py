@@ -1,0 +1,340 @@
+"""Over-promise detection: answers that promise what shop policy cannot (guarantees, compensation, exceptions).
+
+Rules are data: `PROMISE_RULES` (phrases that promise) and `LIMIT_RULES` (numbers stated for a policy concept, such as
+the return window). A rule does not fire when its clause negates it ("无法保证", "I cannot guarantee").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from kefu.errors import KefuError
+from kefu.guard.findings import Finding, clause_before, sentence_of
+
+Lang = Literal["zh", "en"]
+
+_C = r"[^，。！？；,.!?;\n]"  # any character inside the same clause
+_GUAR = r"(?:保证|承诺|一定(?!要|得|记得|注意|的)|肯定|绝对|百分之?百|100%|确保|包您|包你|打包票|必定)"
+_NEG_INNER = rf"(?:(?!没|不|未|别){_C})"  # the guarantee itself must not be negated inside the match
+_ZH_END = r"(?=[，。！？；!?,.;\s]|$|的|哦|啦|了|吧|呢)"
+_YOU = r"(?:您|你)"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A promise pattern. `unless` (optional) is a regex that, found earlier in the clause, also disarms it."""
+
+    id: str
+    lang: Lang
+    pattern: str
+    unless: str = ""
+
+
+PROMISE_RULES: tuple[Rule, ...] = (
+    Rule(
+        "zh.guarantee_delivery",
+        "zh",
+        rf"{_GUAR}{_NEG_INNER}{{0,10}}?(?:到货|送达|送到|寄到|到达|发货|发出|收到|到{_ZH_END})"
+        r"|(?:保证|承诺|确保)(?:今天|明天|后天|今晚|明早|周[一二三四五六日末]|星期[一二三四五六日天])",
+    ),
+    Rule(
+        "zh.guarantee_outcome",
+        "zh",
+        rf"{_GUAR}{_NEG_INNER}{{0,10}}?(?:退款|退货|退钱|退还|换货|赔|补偿|报销|返现|到账|满意|解决|不会?坏|不会出问题"
+        r"|[0-9一二两三四五六七八九十百]+(?:年|个月))",
+    ),
+    Rule(
+        "zh.date_promise",
+        "zh",
+        rf"(?:今天|明天|后天|今晚|明早|周[一二三四五六日末]|星期[一二三四五六日天])"
+        rf"(?:就|一定|肯定|准时)?(?:能|会|可以)?(?:到货|送到|送达|到达|到{_ZH_END})",
+        unless="如果|若|假如|要是|万一|一般|预计",
+    ),
+    Rule(
+        "zh.compensation",
+        "zh",
+        rf"(?:给|送|赔|补|发|返|赠)(?:{_YOU}){_C}{{0,6}}?(?:优惠券|红包|代金券|礼品|赠品|积分|现金|运费险|无门槛|券)"
+        rf"|(?:赔偿|补偿){_YOU}|(?:给|为){_YOU}(?:一些|一点|适当的?)?(?:赔偿|补偿)"
+        rf"|(?:给|为){_YOU}(?:补|再发|补发)(?:一|1)张|(?:给|为){_YOU}(?:免费)?升级(?:顺丰|快递)",
+    ),
+    Rule(
+        "zh.extra_refund",
+        "zh",
+        r"额外(?:的)?(?:退款|赔偿|补偿|返现|退还|优惠|赠送|送)|多退(?:您|你)?[0-9一二三四五六七八九十]|免单"
+        r"|(?:双倍|两倍|三倍|[23]倍)(?:赔偿|退款|返还)|退一赔[一二三四五六七八九十0-9]+"
+        r"|全额(?:退款|赔偿)(?:并|再|还|另|外加|加|同时|之外)|(?:退款|赔偿)(?:之外|以外)再",
+    ),
+    Rule(
+        "zh.exception",
+        "zh",
+        rf"特殊处理|特殊照顾|破例|破个例|通融|网开一面|开个绿灯"
+        rf"|超过?{_C}{{0,3}}?[0-9一二三四五六七八九十]+ *天{_C}{{0,8}}?(?:也|还|仍然?|照样)(?:可以|能|可)"
+        rf"|过了{_C}{{0,6}}?期{_C}{{0,6}}?(?:也|还|仍然?|照样)(?:可以|能|可)",
+    ),
+    Rule(
+        "zh.immediate_action",
+        "zh",
+        rf"(?:先|马上|立刻|立即|现在就|这就)就?(?:给|为|帮){_YOU}(?:办理)?"
+        r"(?:退款|退钱|退货|赔偿|补偿|补发|改价|修改价格|发券|发放)",
+    ),
+    Rule(
+        "zh.done_claim",
+        "zh",
+        rf"已经?(?:为|给|帮){_YOU}(?:办理了?(?:退款|退货|退换|赔偿|补偿|无理由)|退款|退货|改价|改好|修改了?价格|补发"
+        r"|发放|补了|发了(?:券|优惠券|红包)|申请了?(?:退款|赔偿)|赔偿|补偿|破例|延长)|券已(?:发放|补发|到账)|已经?(?:补发|改价)",
+    ),
+    Rule(
+        "en.guarantee",
+        "en",
+        r"\b(?:I|we)(?: can| do)? guarantee\b|\bguaranteed? (?:to|by|delivery|arrival|refund)\b"
+        r"|\b100% (?:guaranteed|sure|certain)\b",
+    ),
+    Rule(
+        "en.definitely",
+        "en",
+        r"\b(?:will|'ll|shall) (?:definitely|certainly|surely|absolutely|100%)\b"
+        r"|\b(?:definitely|certainly) (?:will|arrive|get|be (?:delivered|refunded|there))\b",
+    ),
+    Rule("en.promise", "en", r"\b(?:I|we) promise\b|\bI assure you\b|\byou have my word\b"),
+    Rule(
+        "en.delivery_date",
+        "en",
+        r"\b(?:will|'ll) (?:arrive|be delivered|be there|reach you|get to you) (?:by |on )?"
+        r"(?:tomorrow|today|tonight|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+        unless=r"\b(?:if|usually|typically|normally|estimated|may|might)\b",
+    ),
+    Rule(
+        "en.compensation",
+        "en",
+        r"\bfull refund (?:plus|and (?:a|an) (?:extra|additional|bonus))\b"
+        r"|\b(?:extra|additional|bonus) (?:refund|compensation|credit|voucher|coupon|discount)\b|\bcompensate you\b"
+        r"|\b(?:give|send|offer) you (?:a |an )?(?:free |complimentary |bonus |extra )?"
+        r"(?:coupon|voucher|gift card|store credit|discount code)\b"
+        r"|\bon the house\b|\bdouble (?:refund|compensation)\b"
+        r"|\bplus (?:a|an) (?:free )?(?:coupon|voucher|gift card)\b",
+    ),
+    Rule(
+        "en.exception",
+        "en",
+        r"\bmake an exception\b|\bspecial exception\b|\bbend the rules?\b|\bone-time exception\b"
+        r"|\b(?:past|after|beyond|outside|over) the \d+[- ]day\b[^.;!?]{0,30}?\b(?:still|anyway|nonetheless)\b",
+    ),
+    Rule(
+        "en.done_claim",
+        "en",
+        r"\bI(?:'ll| will) (?:refund|reimburse|compensate|reship|waive) (?:you|your|the)\b"
+        r"|\bI(?:'ve| have) (?:refunded|reimbursed|compensated|reshipped|waived)\b"
+        r"|\bI(?:'ve| have) (?:issued|processed) (?:a|your|the) refund\b",
+    ),
+)
+
+_NEG = {
+    "zh": re.compile(
+        r"无法|不能|不可能|不可以|不会|不敢|没法|没办法|没有办法|难以|未必|并非|并不|恕不|不予|很难|做不到|不好说"
+        r"|不一定|不确定|说不准|不保证|不承诺|不$"
+    ),
+    "en": re.compile(
+        r"\b(?:cannot|can't|can ?not|couldn't|won't|will not|unable to|not able to|don't|do not|doesn't|does not"
+        r"|never|no way|not)\b",
+        re.I,
+    ),
+}
+# "额外补偿不在小禾的权限内": negated after the phrase.
+_NEG_AFTER = {
+    "zh": re.compile(rf"{_C}{{0,4}}?(?:不在|不能|无法|不可以?|不支持|不提供|不属于|做不到|不行)"),
+    "en": re.compile(r"[^.;!?]{0,12}?\b(?:is not|isn't|are not|aren't|is beyond|are beyond|not possible)\b", re.I),
+}
+_COMPILED = tuple((r, re.compile(r.pattern, re.I if r.lang == "en" else 0)) for r in PROMISE_RULES)
+
+
+def negated(text: str, start: int, end: int, lang: Lang) -> bool:
+    """Whether the clause around [start, end) negates it: a negator shortly before, or a refusal right after."""
+    before = clause_before(text, start, 12 if lang == "zh" else 40)
+    return bool(_NEG[lang].search(before) or _NEG_AFTER[lang].match(text, end))
+
+
+def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
+    """Over-promises in an answer, in order of position; rules of one language when `lang` is given."""
+    found = []
+    for rule, rx in _COMPILED:
+        if lang is not None and rule.lang != lang:
+            continue
+        for m in rx.finditer(text):
+            if negated(text, m.start(), m.end(), rule.lang):
+                continue
+            if rule.unless and re.search(rule.unless, clause_before(text, m.start(), 20), re.I):
+                continue
+            found.append(Finding(rule.id, m.start(), m.end(), m.group()))
+    return sorted(found, key=lambda f: (f.start, f.rule))
+
+
+# ----------------------------------------------------------------------------- policy limits
+_NUM = r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
+# A number (or range: 1-3, 三到五) and its time unit, Chinese or English: "30天", "十五个工作日", "48 hours", "30-day".
+_N = (
+    rf"(?P<n>(?:{_NUM})(?: *(?:-|~|～|至|到|to) *(?:{_NUM}))?) *-? *(?:个)?(?:business |working |calendar )?"
+    r"(?P<u>工作日|自然日|天|日|小时|钟头|周|星期|月|年|days?\b|hours?\b|weeks?\b|months?\b|years?\b)"
+)
+_CE = r"[^.;!?\n]"
+_QUALITY = r"质量|破损|故障|瑕疵|坏|错发|漏发|(?i:quality|defect|damaged|faulty|broken|wrong item)"
+_DAYS = {"工作日": 1.0, "自然日": 1.0, "天": 1.0, "日": 1.0, "小时": 1 / 24, "钟头": 1 / 24, "周": 7.0, "星期": 7.0}
+_DAYS |= {"月": 30.0, "年": 365.0, "day": 1.0, "hour": 1 / 24, "week": 7.0, "month": 30.0, "year": 365.0}
+
+
+@dataclass(frozen=True)
+class LimitRule:
+    """Phrases stating a number for one policy concept.
+
+    direction 'max': a window (return days) that an answer must not exceed; 'min': a timeline (shipping hours) an
+    answer must not undercut. `skip` disarms a match whose clause mentions it (quality returns have their own window).
+    """
+
+    direction: Literal["max", "min"]
+    unit: Literal["days", "hours"]
+    patterns: tuple[str, ...]
+    skip: str = ""
+
+
+LIMIT_RULES: dict[str, LimitRule] = {
+    "return_days": LimitRule(
+        "max",
+        "days",
+        (
+            rf"{_N}(?:之)?内?{_C}{{0,4}}?无理由",
+            rf"无理由(?:退货|退换货?)?{_C}{{0,10}}?{_N}",
+            rf"{_N}(?:之)?内?{_C}{{0,5}}?(?:随便|随时|都能|都可以|包)退",
+            rf"{_N}(?:之)?内?都?(?:可以|可|能)?(?:申请)?(?:退货|退换|退款退货)",
+            rf"(?i:{_N}[- ]?(?:no[- ]questions?[- ]asked |free |hassle[- ]free |money[- ]back )?returns?\b)",
+            rf"(?i:\breturns?\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
+        ),
+        skip=_QUALITY,
+    ),
+    "quality_return_days": LimitRule(
+        "max",
+        "days",
+        (
+            rf"(?:{_QUALITY})[^。！？；!?;\n]{{0,16}}?{_N}(?:之)?内?{_C}{{0,4}}?(?:退|换)",
+            rf"(?i:\b(?:defective|damaged|faulty|broken|quality)\b{_CE}{{0,30}}?{_N})",
+        ),
+    ),
+    "exchange_days": LimitRule(
+        "max",
+        "days",
+        (rf"{_N}(?:之)?内?{_C}{{0,4}}?换货", rf"换货{_C}{{0,8}}?{_N}", rf"(?i:\bexchanges?\b{_CE}{{0,20}}?{_N})"),
+        skip=_QUALITY,
+    ),
+    "price_protection_days": LimitRule(
+        "max",
+        "days",
+        (
+            rf"(?:价保|保价|价格保护|退还差价|退差价|补差价){_C}{{0,10}}?{_N}",
+            rf"{_N}(?:之)?内?{_C}{{0,6}}?(?:价保|保价|价格保护|退还差价|退差价|补差价)",
+            rf"(?i:\bprice (?:protection|match|guarantee|adjustment)s?\b{_CE}{{0,20}}?{_N})",
+            rf"(?i:{_N}[- ]?price (?:protection|match|guarantee|adjustment))",
+        ),
+    ),
+    "warranty_days": LimitRule(
+        "max",
+        "days",
+        (
+            rf"(?:保修|质保|包修|保固){_C}{{0,6}}?{_N}",
+            rf"{_N}(?:之)?内?{_C}{{0,3}}?(?:保修|质保|包修)",
+            rf"(?i:{_N}[- ]?warranty)",
+            rf"(?i:\bwarranty\b{_CE}{{0,15}}?{_N})",
+        ),
+    ),
+    "ship_hours": LimitRule(
+        "min",
+        "hours",
+        (
+            rf"{_N}(?:之)?内(?:就|即可|会|能)?(?:发货|发出|寄出|出库)",
+            rf"(?:发货时间|发货时效){_C}{{0,6}}?{_N}",
+            rf"(?i:\b(?:ships?|shipped|dispatch(?:ed)?|sent out) (?:out )?within {_N})",
+        ),
+    ),
+    "refund_days": LimitRule(
+        "min",
+        "days",
+        (
+            rf"退款{_C}{{0,12}}?{_N}(?:之)?内?{_C}{{0,3}}?(?:到账|退回|返还)",
+            rf"{_N}(?:之)?内(?:就|即可|会)?(?:到账|退款到账|完成退款)",
+            rf"(?i:\brefunds?\b{_CE}{{0,25}}?\bwithin {_N})",
+        ),
+    ),
+}
+_LIMIT_COMPILED = {key: tuple(re.compile(p) for p in rule.patterns) for key, rule in LIMIT_RULES.items()}
+_ZH_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
+
+
+def parse_number(s: str) -> float:
+    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5."""
+    if s[0].isdigit():
+        return float(s)
+    total, cur = 0.0, 0.0
+    for ch in s:
+        if ch in _ZH_DIGITS:
+            cur = _ZH_DIGITS[ch]
+        elif ch in "十百":
+            total += (cur or 1) * (10 if ch == "十" else 100)
+            cur = 0
+        elif ch == "半":
+            cur += 0.5
+    return total + cur
+
+
+def _amount(m: re.Match[str], unit: str) -> float:
+    """The stated amount in the concept's unit; the upper bound of a range ("1-3个工作日" promises 3)."""
+    hi = re.split(r" *(?:-|~|～|至|到|to) *", m.group("n"))[-1]
+    u = m.group("u").lower().rstrip("s") if m.group("u").isascii() else m.group("u")
+    days = parse_number(hi) * _DAYS[u]
+    return days * 24 if unit == "hours" else days
+
+
+def check_limits(text: str, limits: Mapping[str, float]) -> list[Finding]:
+    """Numbers an answer states beyond policy: a larger window (return_days...) or a faster timeline (ship_hours...).
+
+    `limits` maps concept keys of LIMIT_RULES to the policy's number, e.g. {"return_days": 7}. Rule id: 'limit.KEY'.
+    """
+    unknown = sorted(set(limits) - set(LIMIT_RULES))
+    if unknown:
+        raise KefuError(f"guard.policy_limits: unknown key(s) {unknown}; known: {sorted(LIMIT_RULES)}")
+    found: dict[tuple[int, int, str], Finding] = {}
+    for key, limit in limits.items():
+        rule = LIMIT_RULES[key]
+        for rx in _LIMIT_COMPILED[key]:
+            for m in rx.finditer(text):
+                f = _limit_finding(text, m, key, rule, limit)
+                if f is not None:
+                    found[(f.start, f.end, f.rule)] = f
+    return sorted(found.values(), key=lambda f: (f.start, f.rule))
+
+
+def _limit_finding(text: str, m: re.Match[str], key: str, rule: LimitRule, limit: float) -> Finding | None:
+    amount = _amount(m, rule.unit)
+    beyond = amount > limit if rule.direction == "max" else amount < limit
+    lang: Lang = "en" if m.group("u").isascii() else "zh"
+    if not beyond or negated(text, m.start(), m.end(), lang):
+        return None
+    if rule.skip and re.search(rule.skip, "".join(sentence_of(text, m.start(), m.end()))):
+        return None
+    start, end = m.start("n"), m.end("u")
+    detail = (
+        f"states {amount:g} {rule.unit}; policy {'allows at most' if rule.direction == 'max' else 'needs'} {limit:g}"
+    )
+    return Finding(f"limit.{key}", start, end, text[start:end], detail)
