@@ -23,6 +23,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from kefu.data.chatlog import conversations_from_rows, looks_like_chatlog
 from kefu.data.rows import OnProblem, Problem, RecordError, iter_rows, report
 from kefu.data.schema import Conversation, Preference, Turn
@@ -292,6 +294,11 @@ def read_converted(
             conv = convert(rec, fmt, columns)
         except RecordError as e:
             report(on_problem, Problem(str(path), line, e.field, e.problem))
+            continue
+        except ValidationError as e:  # a rule of the canonical schema the converter did not check itself
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "record"
+            report(on_problem, Problem(str(path), line, where, err["msg"]))
             continue
         conv.item.meta.update(source=source, line=line)
         yield line, conv

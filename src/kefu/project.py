@@ -1,0 +1,52 @@
+"""`kefu init`: start a project from the bundled sample shop (kefu.yaml, data/, kb/), ready for `kefu data prepare`."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from kefu.errors import KefuError
+from kefu.io import atomic_dir
+
+_SKIP = {"__pycache__", "__init__.py"}
+
+
+def sample_shop() -> Traversable:
+    """The sample shop folder inside the installed package (works from a wheel or a source checkout)."""
+    shop = resources.files("kefu") / "samples" / "shop"
+    if not shop.is_dir():
+        raise KefuError("the sample shop is missing from this kefu installation (kefu/samples/shop)")
+    return shop
+
+
+def _copy(src: Traversable, dst: Path) -> None:
+    # Traversable rather than shutil.copytree: package data need not be a real folder (zip imports).
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        if child.name in _SKIP or child.name.endswith(".pyc"):
+            continue
+        if child.is_dir():
+            _copy(child, dst / child.name)
+        else:
+            (dst / child.name).write_bytes(child.read_bytes())
+
+
+def init_project(directory: str | Path) -> Path:
+    """Copy the sample shop into `directory` (created if needed); refuses a non-empty folder. Returns the folder."""
+    target = Path(directory).expanduser()
+    if target.exists() and not target.is_dir():
+        raise KefuError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
+        raise KefuError(f"{target}: folder is not empty; choose a new or empty folder so nothing is overwritten")
+    with atomic_dir(target) as tmp:
+        _copy(sample_shop(), tmp)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a project folder should look like any other
+    return target.resolve()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
