@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -69,6 +69,37 @@ def config_docs() -> None:
 # ----------------------------------------------------------------------------- data
 data_app = typer.Typer(help="Read, check, clean and prepare training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+DataFormat = Literal["auto", "alpaca", "context_response", "cot", "csv", "sharegpt", "openai", "preference", "chatlog"]
+
+
+@data_app.command("check")
+def data_check(
+    files: Annotated[list[Path], typer.Argument(help="Data files to validate (JSON, JSONL or CSV).")],
+    format_: Annotated[DataFormat, typer.Option("--format", help="Record format; detected per file.")] = "auto",
+    encoding: Annotated[str, typer.Option(help="'auto' (UTF-8 / BOM / GB18030) or a codec name.")] = "auto",
+    columns: Annotated[str | None, typer.Option(help="CSV columns, comma-separated: prompt,response.")] = None,
+) -> None:
+    """Validate data files: one `file:line: field: problem` line per problem; exit 1 if there are any."""
+    from kefu.data.check import check_files
+
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    result = check_files(files, typer.echo, format_, encoding, cols)
+    typer.echo(result.summary())
+    raise typer.Exit(1 if result.bad else 0)
+
+
+@data_app.command("prepare")
+def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Read, mask, clean and split the configured sources into data.output_dir (sft/dpo/eval.jsonl + report)."""
+    from rich.progress import Progress
+
+    from kefu.data.prepare import run_prepare, summary_table
+
+    cfg = cfg_from(config, set_)
+    with Progress(console=console, transient=True) as progress:
+        report = run_prepare(cfg, progress)
+    Console().print(summary_table(report))
+
 
 # ----------------------------------------------------------------------------- pii
 pii_app = typer.Typer(help="Mask personal data.", no_args_is_help=True)
