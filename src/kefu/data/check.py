@@ -11,9 +11,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from kefu.data.formats import read_converted
-from kefu.data.rows import Problem
+from kefu.data.rows import Problem, iter_rows
+from kefu.data.schema import EvalCase
 from kefu.errors import KefuError
+
+_EVAL_KEYS = {"id", "turns", "reference"}
 
 
 @dataclass
@@ -42,6 +47,9 @@ def check_file(
         emit(str(problem))
 
     try:
+        if fmt == "auto" and _is_eval_file(Path(path), encoding):
+            _check_eval_cases(Path(path), encoding, result, on_problem)
+            return result
         for line, conv in read_converted(path, fmt, encoding, columns, on_problem):
             for field, problem in conv.soft:
                 emit(str(Problem(str(path), line, field, problem)))
@@ -53,6 +61,28 @@ def check_file(
         result.bad += 1
         emit(str(e))
     return result
+
+
+def _is_eval_file(path: Path, encoding: str) -> bool:
+    """Eval sets (EvalCase JSONL) are checked too: it is the same mistake-prone hand-written JSON."""
+    first = next(iter_rows(path, encoding, on_problem=lambda p: None), None)
+    return first is not None and isinstance(first[1], dict) and set(first[1]) >= _EVAL_KEYS
+
+
+def _check_eval_cases(path: Path, encoding: str, result: CheckResult, on_problem: Callable[[Problem], None]) -> None:
+    seen: dict[str, int] = {}
+    for line, rec in iter_rows(path, encoding, on_problem):
+        try:
+            case = EvalCase.model_validate(rec)
+        except ValidationError as e:
+            err = e.errors()[0]
+            on_problem(Problem(str(path), line, ".".join(str(x) for x in err["loc"]) or "record", err["msg"]))
+            continue
+        if case.id in seen:
+            on_problem(Problem(str(path), line, "id", f"duplicate id '{case.id}' (first on line {seen[case.id]})"))
+            continue
+        seen[case.id] = line
+        result.ok += 1
 
 
 def check_files(

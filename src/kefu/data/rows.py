@@ -56,8 +56,9 @@ def report(on_problem: OnProblem | None, problem: Problem) -> None:
     on_problem(problem)
 
 
-def binary_lines(f: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
+def binary_lines(f: IO[bytes], max_bytes: int | None = None) -> Iterator[tuple[int, bytes | None]]:
     """(line number, raw line) pairs; a line longer than max_bytes is skipped unread and given as None."""
+    max_bytes = max_bytes or MAX_LINE_BYTES
     lineno = 0
     while line := f.readline(max_bytes + 1):
         lineno += 1
@@ -104,9 +105,10 @@ def resolve_encoding(path: Path, encoding: str) -> str:
 
 
 def text_lines(
-    path: Path, encoding: str, on_problem: OnProblem | None, max_bytes: int = MAX_LINE_BYTES
+    path: Path, encoding: str, on_problem: OnProblem | None, max_bytes: int | None = None
 ) -> Iterator[tuple[int, str]]:
     """Decoded lines (with their newline) and numbers; undecodable or huge lines are reported and skipped."""
+    max_bytes = max_bytes or MAX_LINE_BYTES
     with path.open("rb") as f:
         for lineno, raw in binary_lines(f, max_bytes):
             if raw is None:
