@@ -7,7 +7,7 @@ Every check is a plain function of (case, answer, persona); `score_case` runs th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,26 +17,28 @@ from kefu.data.schema import EvalCase
 from kefu.eval import numerals
 
 # Other vendors' models and companies: an answer that presents itself as one of these breaks the persona.
+# ASCII word edges: Chinese characters count as word characters for \b, so "基于GPT-4" would not match it.
+_L, _R = r"(?<![a-z0-9])", r"(?![a-z0-9])"
 VENDORS: dict[str, str] = {
     "ChatGPT": r"chat\s*gpt",
-    "GPT-4/GPT": r"\bgpt(?:-?\d(?:\.\d)?[a-z]*)?\b",
+    "GPT-4/GPT": rf"{_L}gpt(?:-?\d(?:\.\d)?[a-z]*)?{_R}",
     "OpenAI": r"open\s*ai",
     "Anthropic": r"anthropic",
-    "Claude": r"\bclaude\b",
-    "Qwen/通义千问": r"通义|千问|\bqwen",
+    "Claude": rf"{_L}claude{_R}",
+    "Qwen/通义千问": rf"通义|千问|{_L}qwen",
     "阿里云/阿里巴巴": r"阿里云|阿里巴巴|alibaba",
-    "Llama": r"\bllama",
-    "Meta": r"\bmeta\b(?!\s*data)",
+    "Llama": rf"{_L}llama",
+    "Meta": rf"{_L}meta{_R}(?!\s*data)",
     "DeepSeek": r"deep\s*seek|深度求索",
-    "文心一言/百度": r"文心|百度|\bernie\b|baidu",
-    "Gemini/Google": r"\bgemini\b|\bgoogle\b|谷歌|\bbard\b",
+    "文心一言/百度": rf"文心|百度|{_L}ernie{_R}|baidu",
+    "Gemini/Google": rf"{_L}(?:gemini|google|bard){_R}|谷歌",
     "豆包/字节跳动": r"豆包|字节跳动|bytedance|doubao",
-    "Kimi": r"\bkimi\b|月之暗面|moonshot",
-    "智谱/ChatGLM": r"智谱|chatglm|\bglm\b",
+    "Kimi": rf"{_L}kimi{_R}|月之暗面|moonshot",
+    "智谱/ChatGLM": rf"智谱|chatglm|{_L}glm{_R}",
     "讯飞星火": r"讯飞|星火大模型|iflytek",
     "腾讯混元": r"混元|hunyuan",
-    "Mistral": r"\bmistral\b",
-    "Microsoft": r"\bmicrosoft\b|微软|\bcopilot\b",
+    "Mistral": rf"{_L}mistral{_R}",
+    "Microsoft": rf"{_L}(?:microsoft|copilot){_R}|微软",
     "百川": r"百川|baichuan",
 }
 _VENDOR_RES = {name: re.compile(pat, re.IGNORECASE) for name, pat in VENDORS.items()}
@@ -80,11 +82,11 @@ def _describe(finding: Any) -> str:
     return f"{finding.rule}: {finding.text}{detail}"
 
 
-def _limits_violations(answer: str, lang: str) -> list[str]:
-    """Numbers larger than policy allows, via the guard's limit check (e.g. '30天退货' when policy says 7天)."""
+def _limits_violations(answer: str, limits: Mapping[str, float]) -> list[str]:
+    """Numbers beyond policy (guard.policy_limits), via the guard's limit check: '30天无理由' when policy says 7."""
     from kefu.guard.promises import check_limits
 
-    return [_describe(f) for f in check_limits(answer, None)]
+    return [_describe(f) for f in check_limits(answer, limits)]
 
 
 def _contradictions(case: EvalCase, answer: str) -> list[str]:
@@ -99,10 +101,10 @@ def _contradictions(case: EvalCase, answer: str) -> list[str]:
     return hits
 
 
-def check_facts(case: EvalCase, answer: str) -> dict[str, Any]:
+def check_facts(case: EvalCase, answer: str, limits: Mapping[str, float]) -> dict[str, Any]:
     """Every key fact present (after numeral normalisation) and no contradiction asserted."""
     missing = [f for f in case.key_facts if not numerals.contains(answer, f)]
-    contradicted = _contradictions(case, answer) + _limits_violations(answer, case.lang)
+    contradicted = _contradictions(case, answer) + _limits_violations(answer, limits)
     return {"pass": not missing and not contradicted, "missing": missing, "contradicted": contradicted}
 
 
@@ -167,7 +169,9 @@ def check_multi_turn(case: EvalCase, answer: str) -> dict[str, Any]:
     return {"pass": not missing and not reasks, "missing": missing, "reasks": reasks}
 
 
-def score_case(case: EvalCase, answer: str, persona: PersonaConfig) -> dict[str, Any]:
+def score_case(
+    case: EvalCase, answer: str, persona: PersonaConfig, limits: Mapping[str, float] | None = None
+) -> dict[str, Any]:
     """All checks that apply to this case; `ok` is true when every applicable check passes."""
     checks: dict[str, Any] = {
         "overpromise": check_overpromise(case, answer),
@@ -175,7 +179,7 @@ def score_case(case: EvalCase, answer: str, persona: PersonaConfig) -> dict[str,
         "style": check_style(case, answer, persona),
     }
     if case.key_facts:
-        checks["fact"] = check_facts(case, answer)
+        checks["fact"] = check_facts(case, answer, limits or {})
     if case.category == "identity":
         checks["identity"] = check_identity(answer, persona)
     if case.category == "multi_turn" or case.remember:

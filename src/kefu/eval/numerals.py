@@ -25,6 +25,7 @@ _CN_DIGITS = {
     "九": 9,
 }
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+_RUN_START = set(_CN_DIGITS) | {"十"}
 # A numeral run starts with a digit or 十 (十五 = 15); runs starting with 百/千/万 are words (百货, 千万别).
 _CN_RUN = re.compile(r"[零〇一二两三四五六七八九十][零〇一二两三四五六七八九十百千万]*")
 # Words that contain a numeral character but mean no number; converting them would invent numbers.
@@ -46,9 +47,9 @@ _EN_TENS = {
     "eighty": 80,
     "ninety": 90,
 }
-_EN_NUM_WORD = "|".join([*_EN_ONES, *_EN_TENS])
+_ONES_RE, _TENS_RE = "|".join(_EN_ONES), "|".join(_EN_TENS)
 _EN_NUMBER = re.compile(
-    rf"\b(?:({_EN_NUM_WORD})\s+hundred(?:\s+(?:and\s+)?)?)?({'|'.join(_EN_TENS)})?[-\s]?({_EN_NUM_WORD})?\b"
+    rf"\b(?:({_ONES_RE})\s+hundred\b(?:\s+and)?\s*)?(?:({_TENS_RE})(?:[-\s]({_ONES_RE})\b)?|({_ONES_RE})\b)?"
 )
 
 # (pattern after a number, canonical unit). Order matters: 工作日 before 日, 分钟 before bare words.
@@ -88,12 +89,14 @@ def cn_to_int(run: str) -> int:
 
 
 def _is_idiom(text: str, start: int, end: int) -> bool:
-    """Whether the numeral run text[start:end] is part of a word like 一定 or 万一."""
+    """Whether the numeral run text[start:end] is part of a word like 一定 or 万一 (but 三十分 is 30 minutes)."""
     lo = max(0, start - 3)
     for idiom in _IDIOMS:
         pos = text.find(idiom, lo, end + 3)
         while pos >= 0:
-            if pos < end and pos + len(idiom) > start:
+            # An idiom that starts with a numeral must start the run: in 三十分钟 the 十分 is part of 三十.
+            aligned = pos == start if idiom[0] in _RUN_START else pos < end
+            if aligned and pos + len(idiom) > start and not text.startswith("钟", pos + len(idiom)):
                 return True
             pos = text.find(idiom, pos + 1, end + 3)
     return False
@@ -109,12 +112,12 @@ def _replace_cn_numerals(text: str) -> str:
 
 
 def _en_value(m: re.Match[str]) -> str:
-    hundreds, tens, ones = m.group(1), m.group(2), m.group(3)
+    hundreds, tens, tens_ones, ones = m.groups()
     if not (hundreds or tens or ones):
         return m.group(0)
     value = (_EN_ONES.index(hundreds) * 100 if hundreds else 0) + (_EN_TENS[tens] if tens else 0)
-    value += _EN_ONES.index(ones) if ones else 0
-    trailing = m.group(0)[len(m.group(0).rstrip()) :]  # keep the space the optional separator swallowed
+    value += _EN_ONES.index(tens_ones or ones) if (tens_ones or ones) else 0
+    trailing = m.group(0)[len(m.group(0).rstrip()) :]  # "one hundred " swallowed a space; give it back
     return f"{value}{trailing}"
 
 

@@ -127,9 +127,9 @@ def make_answerer(cfg: KefuConfig, target: Target) -> Answerer:
     return lambda convs, tick: generate_local(model, tok, convs, cfg.eval.max_new_tokens, cfg.eval.batch_size, tick)
 
 
-def case_row(suite: str, case: EvalCase, answer: Answer, persona: PersonaConfig) -> dict[str, Any]:
+def case_row(suite: str, case: EvalCase, answer: Answer, cfg: KefuConfig) -> dict[str, Any]:
     """One case's record in metrics.json: the question, the answer, every verdict and its timing."""
-    scored = metrics.score_case(case, answer.text, persona)
+    scored = metrics.score_case(case, answer.text, cfg.persona, cfg.guard.policy_limits)
     return {
         "suite": suite,
         "id": case.id,
@@ -173,7 +173,7 @@ def _evaluate_suite(
     start = time.perf_counter()
     answers = answer([messages_for(c, system) for c in cases], lambda n: progress.advance(task, n))
     wall = time.perf_counter() - start
-    return [case_row(suite, c, a, cfg.persona) for c, a in zip(cases, answers, strict=True)], wall
+    return [case_row(suite, c, a, cfg) for c, a in zip(cases, answers, strict=True)], wall
 
 
 def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> EvalResult:
