@@ -129,7 +129,7 @@ def jsonl_rows(path: Path, encoding: str, on_problem: OnProblem | None) -> Itera
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
+            yield lineno, json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as e:
             report(on_problem, _json_problem(path, lineno, e))
 
