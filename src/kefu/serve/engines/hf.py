@@ -1,0 +1,244 @@
+"""Local transformers engine: base model + LoRA adapters (hot-swapped), on CPU or GPU, with request batching.
+
+A background thread takes waiting requests for the same model version (up to serve.max_batch_size, gathered for
+serve.batch_wait_ms), left-pads them into one batch and decodes token by token, sending each request its own
+text as soon as it decodes. Batches are static: a request arriving mid-batch waits for the next one. A cancelled
+request (client gone, stop sequence seen) is dropped from its batch's output at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kefu.config import KefuConfig
+from kefu.serve.engines.base import Chunk, EngineUnavailable, GenParams
+
+log = logging.getLogger("kefu.serve.hf")
+
+
+@dataclass
+class _Req:
+    ids: list[int]
+    params: GenParams
+    target: str | None
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[Chunk | BaseException]
+    cancelled: bool = False
+    generated: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of decoded text already sent
+
+    def send(self, item: Chunk | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, max_batch: int = 8, batch_wait_ms: float = 2.0) -> None:
+        from kefu.train.templates import stop_token_ids
+
+        self.model, self.tok = model, tokenizer
+        self.max_batch, self.batch_wait = max_batch, batch_wait_ms / 1000
+        self.eos = set(stop_token_ids(tokenizer)) | ({tokenizer.eos_token_id} - {None})
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos))
+        self._adapters: dict[str, str] = {}  # adapter folder -> adapter name inside the model
+        self._merged: dict[str, tuple[Any, Any]] = {}  # merged model folder -> (model, tokenizer)
+        self._load_lock = threading.Lock()
+        self._pending: queue.Queue[_Req | None] = queue.Queue()
+        self._deferred: collections.deque[_Req] = collections.deque()
+        self._thread = threading.Thread(target=self._loop, name="kefu-hf-batcher", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, cfg: KefuConfig) -> HFEngine:
+        from kefu.train.model import load_model
+
+        model, tok = load_model(cfg.model, for_training=False, cfg_root=cfg.root)
+        model.eval()
+        return cls(model, tok, cfg.serve.max_batch_size, cfg.serve.batch_wait_ms)
+
+    # ------------------------------------------------------------------ model versions
+    @property
+    def queue_depth(self) -> int:
+        return self._pending.qsize() + len(self._deferred)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text, add_special_tokens=False))
+
+    async def prepare_model(self, target: str | None) -> None:
+        """Load an adapter or merged model ahead of traffic (hot-swap: no restart, other versions keep serving)."""
+        await asyncio.to_thread(self._ensure, target)
+
+    def _ensure(self, target: str | None) -> None:
+        if target is None or target in self._adapters or target in self._merged:
+            return
+        folder = Path(target)
+        with self._load_lock:
+            if target in self._adapters or target in self._merged:
+                return
+            if (folder / "adapter_config.json").is_file():
+                name = f"v{len(self._adapters) + 1}"
+                self.model.load_adapter(str(folder), adapter_name=name)
+                self._adapters[target] = name
+            elif (folder / "config.json").is_file():
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                device = next(self.model.parameters()).device
+                merged = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
+                self._merged[target] = (merged, AutoTokenizer.from_pretrained(str(folder)))
+            else:
+                raise EngineUnavailable(f"{target}: neither an adapter nor a model folder")
+        log.info("loaded model version %s", target)
+
+    def _model_for(self, target: str | None) -> tuple[Any, Any]:
+        if target in self._merged:
+            return self._merged[target]
+        self._activate(self._adapters.get(target) if target else None)
+        return self.model, self.tok
+
+    def _activate(self, adapter: str | None) -> None:
+        """Switch the shared model between its base weights and one loaded adapter (batcher thread only)."""
+        if not self._adapters:
+            return
+        if adapter is None:
+            self.model.disable_adapters()
+        else:
+            self.model.enable_adapters()
+            self.model.set_adapter(adapter)
+
+    # ------------------------------------------------------------------ requests
+    async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
+        if params.model is not None and params.model not in self._adapters and params.model not in self._merged:
+            await asyncio.to_thread(self._ensure, params.model)
+        tok = self._merged[params.model][1] if params.model in self._merged else self.tok
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tok.encode(prompt, add_special_tokens=False)
+        req = _Req(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
+        self._pending.put(req)
+        try:
+            while True:
+                item = await req.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason:
+                    return
+        finally:
+            req.cancelled = True  # read by the batcher at its next token
+
+    async def close(self) -> None:
+        self._pending.put(None)
+        await asyncio.to_thread(self._thread.join, 30)
+
+    # ------------------------------------------------------------------ batcher thread
+    def _next_batch(self) -> list[_Req] | None:
+        first = self._deferred.popleft() if self._deferred else self._pending.get()
+        if first is None:
+            return None
+        if self.batch_wait:
+            time.sleep(self.batch_wait)
+        batch: list[_Req] = [first]
+        later: list[_Req] = []
+        while len(batch) < self.max_batch:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._pending.put(None)
+                break
+            (batch if item.target == first.target else later).append(item)
+        self._deferred.extend(later)
+        return [r for r in batch if not r.cancelled]
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            try:
+                self._generate(batch)
+            except Exception as e:  # one bad batch must not kill the engine
+                log.exception("generation failed")
+                for r in batch:
+                    r.send(EngineUnavailable(f"generation failed: {e}"))
+
+    def _generate(self, batch: list[_Req]) -> None:
+        import torch
+
+        model, tok = self._model_for(batch[0].target)
+        device = next(model.parameters()).device
+        width = max(len(r.ids) for r in batch)
+        ids = torch.tensor([[self.pad] * (width - len(r.ids)) + r.ids for r in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        gens = [_generator(r.params.seed, device) for r in batch]
+        done = [False] * len(batch)
+        past = None
+        with torch.inference_mode():
+            for _step in range(max(r.params.max_tokens for r in batch)):
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+                past, logits = out.past_key_values, out.logits[:, -1, :].float()
+                nxt = [_sample(logits[i], r.params, gens[i]) for i, r in enumerate(batch)]
+                for i, r in enumerate(batch):
+                    if not done[i]:
+                        done[i] = self._advance(r, nxt[i], tok)
+                if all(done):
+                    return
+                ids = torch.tensor([[t] for t in nxt], device=device)
+                mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=device)], dim=1)
+                pos = pos[:, -1:] + 1
+
+    def _advance(self, r: _Req, token: int, tok: Any) -> bool:
+        """Add one token to a request and send its new text; True when the request is finished."""
+        if r.cancelled:
+            return True
+        finish = None
+        if token in self.eos:
+            finish = "stop"
+        else:
+            r.generated.append(token)
+            if len(r.generated) >= r.params.max_tokens:
+                finish = "length"
+        text = tok.decode(r.generated, skip_special_tokens=True)
+        if finish is None and text.endswith("\ufffd"):
+            return False  # half of a multi-byte character: wait for the rest
+        piece, r.sent = text[r.sent :], len(text)
+        if piece or finish:
+            r.send(Chunk(piece, finish, prompt_tokens=len(r.ids), completion_tokens=len(r.generated)))
+        return finish is not None
+
+
+def _generator(seed: int | None, device: Any) -> Any:
+    import torch
+
+    if seed is None:
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def _sample(logits: Any, params: GenParams, gen: Any) -> int:
+    """Greedy at temperature 0, else temperature + nucleus (top_p) sampling with the request's own generator."""
+    import torch
+
+    if params.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))
