@@ -20,7 +20,7 @@ from kefu.data.schema import Conversation
 Kind = Literal["phone", "id_card", "bank_card", "email", "address", "name"]
 # Most specific first: breaks ties between candidates of the same length.
 ALL_KINDS: tuple[Kind, ...] = ("id_card", "bank_card", "email", "phone", "address", "name")
-DEFAULT_PLACEHOLDERS: dict[str, str] = {
+DEFAULT_PLACEHOLDERS: dict[Kind, str] = {
     "phone": "[PHONE]",
     "id_card": "[ID_CARD]",
     "bank_card": "[BANK_CARD]",
@@ -150,7 +150,7 @@ def _find_emails(t: str) -> Iterator[_Cand]:
 _CJK = r"\u4e00-\u9fff"
 # A place-name character: CJK, but not a function word that ends a place name when reading leftwards, and not the
 # start of a field label that often follows an address without punctuation.
-_PLACE_STOP = "在是到寄送住我您你的址请发往从和与及给把了吗呢吧啊要想改换"
+_PLACE_STOP = "在是为到寄送住我您你的址请发往从和与及给把了吗呢吧啊要想改换"
 _PN = rf"(?:(?!电话|手机|联系|收件|收货|姓名|邮编|谢谢)[^\W\d_A-Za-z{_PLACE_STOP}])"
 _ADMIN = rf"{_PN}{{1,5}}?(?:省|自治区|特别行政区|市|自治州|地区|盟|区|县|旗|镇|乡|街道)"
 _PROVINCE_NAMES = (
@@ -221,7 +221,7 @@ _NAME_STOP = "的和与及或是在了吗呢吧啊呀要需请您你我他她它
 _ZH_NAME = rf"(?:(?!先生|女士|小姐|信息)[{_CJK}·](?<![{_NAME_STOP}])){{2,4}}"
 _EN_NAME = r"[A-Z][a-z]+(?:[ '-][A-Z][a-z]+){0,3}"
 _NAME = re.compile(
-    rf"(?:收件人|收货人|联系人|寄件人|提货人|姓名|名字|真实姓名|户名|持卡人|开户人|我叫) *(?:[:：]|是|为|叫)? *"
+    rf"(?:收件人|收货人|联系人(?!工)|寄件人|提货人|姓名|名字|真实姓名|户名|持卡人|开户人|我叫) *(?:[:：]|是|为|叫)? *"
     rf"(?P<v>{_ZH_NAME}|{_EN_NAME})"
     r"|(?<![Pp]roduct )(?<![Ii]tem )(?<![Ss]hop )(?<![Ss]tore )(?<![Bb]rand )(?<![Cc]ompany )(?<![Ff]ile )"
     r"\b(?:[Nn]ame|[Ff]ull [Nn]ame|[Rr]ecipient|[Cc]onsignee|[Cc]ontact(?: [Pp]erson)?|[Aa]ddressee|[Cc]ardholder)"
@@ -333,7 +333,7 @@ def mask(text: str, cfg: PIIConfig | None = None) -> str:
     have their own switch).
     """
     cfg = cfg or PIIConfig()
-    holders = {**DEFAULT_PLACEHOLDERS, **cfg.placeholders}
+    holders: dict[Kind, str] = {**DEFAULT_PLACEHOLDERS, **cfg.placeholders}
     out: list[str] = []
     pos = 0
     for span in find_pii(text, cfg.kinds):

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kefu.config import GuardConfig
 from kefu.guard.findings import normalise_with_map, sentence_of
 
 # Any one of these alone hands off.
@@ -76,13 +77,17 @@ def _similar(a: str, b: str) -> bool:
 
 
 def needs_handoff(
-    user_text: str, keywords: Iterable[str] = (), history: Sequence[str] = (), repeats: int = 3
+    user_text: str, keywords: Iterable[str] | GuardConfig = (), history: Sequence[str] = (), repeats: int = 3
 ) -> HandoffDecision:
     """Whether the customer's message should go to a human agent.
 
-    keywords: configured phrases (guard.handoff_keywords), matched case- and width-insensitively. history: the
-    customer's earlier messages in this conversation; asking the same thing `repeats` times in all hands off.
+    keywords: configured phrases (guard.handoff_keywords), matched case- and width-insensitively; passing the
+    GuardConfig itself takes its handoff_keywords and handoff_repeats. history: the customer's earlier messages in
+    this conversation; asking the same thing `repeats` times in all hands off.
     """
+    if isinstance(keywords, GuardConfig):
+        repeats = keywords.handoff_repeats
+        keywords = keywords.handoff_keywords
     norm = _NOT_A_REQUEST.sub(lambda m: " " * len(m.group()), normalise_with_map(user_text)[0])
     reasons: list[str] = []
     matched: list[str] = []
