@@ -75,13 +75,11 @@ def register(store: Store, name: str, kind: str, path: str | None, actor: str = 
 
 
 def _gate(a_dir: str, b_dir: str, gate: Any) -> dict[str, Any]:
-    """Run the eval comparison between the current model's run (A) and the candidate's (B)."""
+    """Run the eval comparison of the current model's run (A) with the candidate's (B); the gate's verdict."""
     from kefu.eval.compare import run_compare
 
     result = run_compare(Path(a_dir), Path(b_dir), gate)
-    report = result if isinstance(result, dict) else getattr(result, "__dict__", {"result": str(result)})
-    passed = bool(report.get("passed", getattr(result, "passed", False)))
-    return {"passed": passed, "report": report}
+    return {"passed": result.passed, "failures": result.failures, "a": a_dir, "b": b_dir}
 
 
 def promote(
@@ -97,7 +95,7 @@ def promote(
         raise KefuError(f"--percent {percent}: must be between 1 and 100")
     report = _gate(*eval_dirs, gate) if eval_dirs else None
     if report is not None and not report["passed"]:
-        raise KefuError(f"model version {name!r}: eval gate failed, not promoted: {json.dumps(report, default=str)}")
+        raise KefuError(f"model version {name!r}: eval gate failed, not promoted: {'; '.join(report['failures'])}")
     with store.session() as s:
         row = s.get(ModelVersion, name)
         if row is None:
