@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import Request  # module level: FastAPI resolves the string annotation below against module globals
 
 from kefu.config import KefuConfig, load_config
 from kefu.data.schema import EvalCase, Turn
@@ -46,7 +47,7 @@ def _sse(obj: dict[str, Any]) -> str:
 
 def openai_app(answer_for: AnswerFor, piece_delay: float = 0.0) -> Any:
     """A minimal OpenAI-compatible /v1/chat/completions (streamed and not) answering with answer_for(messages)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
 
     app = FastAPI()
