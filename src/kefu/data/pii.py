@@ -150,7 +150,7 @@ def _find_emails(t: str) -> Iterator[_Cand]:
 _CJK = r"\u4e00-\u9fff"
 # A place-name character: CJK, but not a function word that ends a place name when reading leftwards, and not the
 # start of a field label that often follows an address without punctuation.
-_PLACE_STOP = "在是为到寄送住我您你的址请发往从和与及给把了吗呢吧啊要想改换"
+_PLACE_STOP = "在是为到寄送放搬去帮住我您你的址请发往从和与及给把了吗呢吧啊要想改换"
 _PN = rf"(?:(?!电话|手机|联系|收件|收货|姓名|邮编|谢谢)[^\W\d_A-Za-z{_PLACE_STOP}])"
 _ADMIN = rf"{_PN}{{1,5}}?(?:省|自治区|特别行政区|市|自治州|地区|盟|区|县|旗|镇|乡|街道)"
 _PROVINCE_NAMES = (
