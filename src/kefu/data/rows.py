@@ -74,25 +74,33 @@ def _strip_bom(line: bytes, lineno: int) -> bytes:
     return line[3:] if lineno == 1 and line.startswith(codecs.BOM_UTF8) else line
 
 
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def detect_encoding(path: Path) -> str:
-    """'utf-8' or 'gb18030': UTF-8 unless non-ASCII lines mostly fail to decode as UTF-8 (a few bad bytes in a
-    UTF-8 file are reported as undecodable lines rather than turning the whole file into GB18030 gibberish)."""
+    """'utf-8' or 'gb18030', by which decodes more non-ASCII lines. A few bad bytes in a UTF-8 file are then
+    reported as undecodable lines instead of turning the whole file into GB18030 gibberish."""
     with path.open("rb") as f:
         if f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             raise KefuError(f"{path}: encoding: UTF-16 is not supported; save the file as UTF-8")
         f.seek(0)
-        utf8_ok = utf8_bad = 0
+        utf8 = gb = 0
         for lineno, line in binary_lines(f):
             if line is None or line.isascii():
                 continue
-            try:
-                _strip_bom(line, lineno).decode("utf-8")
-                utf8_ok += 1
-            except UnicodeDecodeError:
-                utf8_bad += 1
-            if utf8_ok + utf8_bad >= _DETECT_LINES:
+            line = _strip_bom(line, lineno)
+            if _decodes(line, "utf-8"):
+                utf8 += 1
+            elif _decodes(line, "gb18030"):
+                gb += 1
+            if utf8 + gb >= _DETECT_LINES:
                 break
-    return "utf-8" if utf8_bad == 0 or utf8_ok > utf8_bad else "gb18030"
+    return "gb18030" if gb > utf8 else "utf-8"
 
 
 def resolve_encoding(path: Path, encoding: str) -> str:
