@@ -1,0 +1,119 @@
+"""Supervised fine-tuning recipe: prepared conversations -> LoRA adapter (or full weights) + reports.
+
+Read `run_sft` top to bottom: load data, load model, attach LoRA, train, save, report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
+
+from kefu.config import KefuConfig
+from kefu.data.schema import Conversation
+from kefu.train import common
+from kefu.train.tokenize import IGNORE, Record, encode_all
+
+log = logging.getLogger("kefu.train")
+Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+# Attention kernels that honour position_ids resets, so packed samples cannot attend to each other.
+_PACKING_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
+    """Fine-tune cfg.model on `<data.output_dir>/sft.jsonl` (eval loss on eval.jsonl); write to train.output_dir."""
+    t = cfg.train
+    run_dir = cfg.resolve(t.output_dir)
+    checkpoint = common.prepare_run_dir(run_dir, resume=resume)
+    set_seed(t.seed)  # before LoRA init, so the adapter's random A matrices are reproducible
+
+    # 1. data
+    train_rows = common.read_prepared(cfg, "sft.jsonl", Conversation)
+    eval_rows = common.read_prepared(cfg, "eval.jsonl", Conversation, required=False)
+
+    # 2. model (+ the adapter to continue from) and LoRA
+    model, tokenizer = common.load_for_training(cfg, t.init_adapter)
+    model = common.attach_lora(model, t)
+    trainable, total = common.count_params(model)
+    log.info("training %s of %s parameters (%s)", f"{trainable:,}", f"{total:,}", t.method)
+
+    # 3. tokenize with the loss on assistant answers only
+    system = common.default_system(cfg)
+    train_set = encode(tokenizer, train_rows, cfg, system)
+    eval_set = encode(tokenizer, eval_rows, cfg, system) if eval_rows else None
+
+    # 4. train
+    trainer_cls, collator = pick_trainer(cfg, model, tokenizer)
+    args = common.training_args(
+        cfg, run_dir, has_eval=eval_set is not None, cls=TrainingArguments, remove_unused_columns=False
+    )
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=common.callbacks(cfg, run_dir, "sft"),
+    )
+    report = common.fit(trainer, checkpoint)
+
+    # 5. save the adapter (or model) with its tokenizer and config; reports were written by the Report callback
+    output = common.save_outputs(trainer, tokenizer, cfg, run_dir)
+    return common.result("sft", run_dir, output, report)
+
+
+def encode(
+    tokenizer: Any, rows: list[tuple[Conversation, str]], cfg: KefuConfig, system: str
+) -> list[dict[str, list[int]]]:
+    records = [Record(conv, where) for conv, where in rows]
+    return encode_all(
+        tokenizer, records, system=system, cot=cfg.train.cot, max_len=cfg.train.max_seq_len, template=cfg.model.template
+    )
+
+
+def pick_trainer(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[type[Trainer], Collator]:
+    """The one place the Trainer class and collator are chosen: kefu's fast GPU path when asked for and usable."""
+    if cfg.train.backend == "fast" and torch.cuda.is_available() and importlib.util.find_spec("kefu.train.fast"):
+        fast = importlib.import_module("kefu.train.fast")  # lazily: it pulls in CUDA-only kernels
+        trainer_cls, collator = fast.trainer_and_collator(cfg, model, tokenizer)
+        return trainer_cls, collator
+    return Trainer, plain_collator(cfg, model, tokenizer)
+
+
+def plain_collator(cfg: KefuConfig, model: Any, tokenizer: Any) -> Collator:
+    if not cfg.train.packing:
+        return PadCollator(tokenizer.pad_token_id)
+    attention = getattr(model.config, "_attn_implementation", None)
+    if attention in _PACKING_ATTENTION:
+        log.info("packing: samples flattened into one row, position_ids reset per sample (%s)", attention)
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+    log.warning(
+        "train.packing is on but attention '%s' cannot keep packed samples apart (needs flash or flex attention, "
+        "i.e. a CUDA GPU): padding each batch to its longest sample instead",
+        attention,
+    )
+    return PadCollator(tokenizer.pad_token_id)
+
+
+class PadCollator:
+    """Pad a batch to its longest sample: ids with the pad token, labels with IGNORE, attention mask 0 on padding."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            labels[row, :n] = torch.tensor(f["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from kefu.config import KefuConfig, load_config
+from kefu.errors import KefuError
+from kefu.train.sft import run_sft
+
+QA = [
+    ("你好", "您好，我是小禾，请问有什么可以帮您？"),
+    ("可以退货吗", "七天无理由退货，签收后7天内可申请。"),
+    ("什么时候发货", "订单48小时内发货，顺丰快递。"),
+    ("优惠券能叠加吗", "优惠券不可叠加使用。"),
+    ("Hello", "Hello! How can I help you today?"),
+    ("Returns?", "Returns are accepted within 7 days."),
+]
+
+
+def conv(q: str, a: str, line: int) -> dict[str, Any]:
+    turns = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return {"system": "你是小禾。", "turns": turns, "meta": {"source": "chats.jsonl", "line": line}}
+
+
+def make_project(
+    root: Path, model_dir: Path, *, sft: list[dict[str, Any]], eval_rows: list[dict[str, Any]] | None = None,
+    dpo: list[dict[str, Any]] | None = None, train: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """A project folder: kefu.yaml (tiny model, small fast training) and prepared data; returns the yaml path."""
+    data = root / "data" / "prepared"
+    data.mkdir(parents=True)
+    for name, rows in (("sft.jsonl", sft), ("eval.jsonl", eval_rows), ("dpo.jsonl", dpo)):
+        if rows is not None:
+            (data / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    train_cfg = {"lr": 1e-2, "batch_size": 4, "max_steps": 30, "logging_steps": 1, "eval_steps": 10,
+                 "save_steps": 100, "warmup_ratio": 0.0, "scheduler": "constant", "lora_r": 8, "lora_alpha": 16,
+                 "lora_dropout": 0.0, "max_seq_len": 256, **(train or {})}  # fmt: skip
+    cfg = {
+        "model": {"path": str(model_dir), "sha256": None, "template": "chatml"},
+        "data": {"output_dir": "data/prepared"},
+        "train": train_cfg,
+    }
+    path = root / "kefu.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), "utf-8")
+    return path
+
+
+def sft_rows(repeat: int = 4) -> list[dict[str, Any]]:
+    return [conv(q, a, i) for i, (q, a) in enumerate(QA * repeat, 1)]
+
+
+def losses(report: dict[str, Any], key: str = "loss") -> list[tuple[int, float]]:
+    return [(e["step"], e[key]) for e in report["history"] if key in e]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread, and a second intra-op thread stalls badly on a busy shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, tiny_model_dir: Path) -> KefuConfig:
+    return load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), eval_rows=sft_rows(1)))
+
+
+def test_lora_sft_trains_and_reports(cfg: KefuConfig, tiny_model_dir: Path) -> None:
+    result = run_sft(cfg)
+    run = cfg.resolve("runs/sft")
+    assert result.run_dir == run and result.global_step == 30 and not result.stopped_early
+    report = json.loads((run / "train_report.json").read_text("utf-8"))
+    train = losses(report)
+    assert [s for s, _ in train] == list(range(1, 31))
+    first, last = sum(v for _, v in train[:3]) / 3, sum(v for _, v in train[-3:]) / 3
+    assert last < first - 0.15, (first, last)  # logits of a 32-wide random model are bounded: no big drop
+    assert [s for s, _ in losses(report, "eval_loss")] == [10, 20, 30]
+    assert report["tokens_seen"] > 0 and report["tokens_per_s"] > 0 and report["peak_memory_mb"] > 0
+    assert report["config"]["method"] == "lora" and result.eval_loss == report["final_eval_loss"]
+    # Adapter: only LoRA tensors (the base weights stay untouched and are not saved), and they moved from init (B=0).
+    adapter = load_file(result.output / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert (result.output / "tokenizer.json").is_file() and (result.output / "kefu.yaml").is_file()
+    assert result.plot_path.read_bytes()[:4] == b"\x89PNG"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert all((p / "kefu-complete.json").is_file() for p in run.glob("checkpoint-*"))
+
+
+def test_incremental_training_from_adapter(cfg: KefuConfig) -> None:
+    first = run_sft(cfg)
+    before = load_file(first.output / "adapter_model.safetensors")
+    more = cfg.model_copy(deep=True)
+    more.train = more.train.model_copy(update={"output_dir": "runs/sft2", "init_adapter": "runs/sft/adapter",
+                                                "max_steps": 5, "lora_r": 4})  # fmt: skip
+    second = run_sft(more)
+    after = load_file(second.output / "adapter_model.safetensors")
+    assert before.keys() == after.keys()  # the existing adapter (rank 8) was continued, not a new rank-4 one
+    assert all(before[k].shape == after[k].shape for k in before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # It starts where the first run ended: its first loss is near the first run's last, far below a fresh start.
+    report = json.loads(second.report_path.read_text("utf-8"))
+    first_report = json.loads(first.report_path.read_text("utf-8"))
+    assert losses(report)[0][1] < losses(first_report)[0][1] - 0.2
+
+
+def test_full_fine_tune(cfg: KefuConfig, tiny_model_dir: Path) -> None:
+    full = cfg.model_copy(deep=True)
+    full.train = full.train.model_copy(update={"method": "full", "lr": 2e-3, "max_steps": 15})
+    result = run_sft(full)
+    assert result.output.name == "model"
+    base = load_file(tiny_model_dir / "model.safetensors")
+    tuned = load_file(result.output / "model.safetensors")
+    assert base.keys() == tuned.keys()
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)
+    first_loss = losses(json.loads(result.report_path.read_text("utf-8")))[0][1]
+    assert result.train_loss is not None and result.train_loss < first_loss - 0.5
+
+
+def test_early_stopping_stops_early(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # Eval answers contradict the training answers: once the model memorises the training set, eval loss rises.
+    wrong = [conv(q, "".join(reversed(a)), i) for i, (q, a) in enumerate(QA, 1)]
+    train = {"max_steps": 200, "eval_steps": 5, "early_stopping_patience": 2, "lr": 2e-2}
+    path = make_project(tmp_path, tiny_model_dir, sft=sft_rows(), eval_rows=wrong, train=train)
+    result = run_sft(load_config(path))
+    assert result.stopped_early and result.global_step < 200
+    report = json.loads(result.report_path.read_text("utf-8"))
+    evals = [v for _, v in losses(report, "eval_loss")]
+    best = min(evals)
+    assert evals.index(best) == len(evals) - 3  # stopped after `patience` evaluations without improvement
+
+
+def test_missing_or_empty_data_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = make_project(tmp_path, tiny_model_dir, sft=[])
+    with pytest.raises(KefuError, match=r"sft\.jsonl is empty"):
+        run_sft(load_config(path))
+    (tmp_path / "data" / "prepared" / "sft.jsonl").unlink()
+    with pytest.raises(KefuError, match="run `kefu data prepare` first"):
+        run_sft(load_config(path))
+
+
+def test_qlora_on_cpu_is_refused(cfg: KefuConfig) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only check")
+    cfg.train.method = "qlora"
+    with pytest.raises(KefuError, match="qlora needs a CUDA GPU"):
+        run_sft(cfg)
