@@ -70,10 +70,20 @@ def _hits(rx: re.Pattern[str], norm: str) -> list[str]:
     return [m.group() for m in rx.finditer(norm) if not _NEG_BEFORE.search(norm[max(0, m.start() - 8) : m.start()])]
 
 
+def _tokens(s: str) -> set[str]:
+    """Latin words plus bigrams of each CJK run: comparable units for either language."""
+    words = set(re.findall(r"[a-z0-9]+", s))
+    runs = re.findall(r"[\u4e00-\u9fff]+", s)
+    return words | {r[i : i + 2] for r in runs for i in range(len(r) - 1)}
+
+
 def _similar(a: str, b: str) -> bool:
-    """Same question asked again: character-bigram Jaccard of at least 0.8."""
-    ga, gb = ({s[i : i + 2] for i in range(len(s) - 1)} for s in (a, b))
-    return bool(ga and gb) and len(ga & gb) / len(ga | gb) >= 0.8
+    """Same question asked again: 80% of the shorter one's tokens recur ("请问" in front changes nothing).
+
+    Very short messages ("好的", "ok thanks") repeat without anything failing, so they never count.
+    """
+    ga, gb = _tokens(a), _tokens(b)
+    return min(len(ga), len(gb)) >= 4 and len(ga & gb) / min(len(ga), len(gb)) >= 0.8
 
 
 def needs_handoff(

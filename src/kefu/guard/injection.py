@@ -25,7 +25,7 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
     InjectionRule(
         "ignore_instructions",
         0.9,
-        r"(?:忽略|无视|忘记|忘掉|跳过|不要理会|抛弃|丢掉|别管)掉?(?:你|我)?(?:之前|以前|上面|前面|先前|所有|全部|以上|原来|原有|原始|系统)?"
+        r"(?:忽略|无视|忘记|忘掉|跳过|不要理会|抛弃|丢掉|别管)掉?(?:[你我]的?)?(?:之前|以前|上面|前面|先前|所有|全部|以上|原来|原有|原始|系统)?"
         r"的?(?:所有|全部|一切)?的?(?:指令|指示|规则|设定|提示词?|限制|约束|要求|system|prompt)"
         r"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|everything\s+)?(?:of\s+)?(?:the\s+|your\s+|my\s+)?"
         r"(?:previous|prior|above|earlier|preceding|original|initial|system|safety)?\s*"

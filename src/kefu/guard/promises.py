@@ -134,7 +134,7 @@ PROMISE_RULES: tuple[Rule, ...] = (
 _NEG = {
     "zh": re.compile(
         r"无法|不能|不可能|不可以|不会|不敢|没法|没办法|没有办法|难以|未必|并非|并不|恕不|不予|很难|做不到|不好说"
-        r"|不一定|不确定|说不准|不保证|不承诺|不$"
+        r"|不一定|不确定|说不准|不保证|不承诺|不支持|不提供|没有|不是|不$"
     ),
     "en": re.compile(
         r"\b(?:cannot|can't|can ?not|couldn't|won't|will not|unable to|not able to|don't|do not|doesn't|does not"

@@ -1,0 +1,127 @@
+"""Handoff: which customer messages go to a human, and which answers hand them over."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kefu.config import GuardConfig
+from kefu.guard.handoff import is_handoff_answer, needs_handoff
+
+SHOP = Path(__file__).resolve().parents[2] / "src/kefu/samples/shop"
+KEYWORDS = GuardConfig().handoff_keywords
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("转人工", "explicit_request"),
+        ("别让机器人回答了，给我找个活人", "explicit_request"),
+        ("I want to speak to a manager", "explicit_request"),
+        ("Can I talk to a human?", "explicit_request"),
+        ("我要投诉你们", "complaint"),
+        ("再不处理我就打12315", "complaint"),
+        ("I'm going to report your shop", "complaint"),
+        ("我要找律师起诉你们", "legal"),
+        ("My lawyer will contact you", "legal"),
+        ("我要求三倍赔偿", "compensation_demand"),
+        ("这都第三次发错货了", "repeated_failure"),
+        ("说了多少遍了，地址错了", "repeated_failure"),
+        ("说好三个工作日到账，现在还没收到", "repeated_failure"),
+        ("This is the third time I'm asking", "repeated_failure"),
+        ("你们太差了，气死我了", "anger"),
+        ("垃圾客服！！", "anger"),
+        ("帮我接人工", "explicit_request"),
+    ],
+)
+def test_messages_that_need_a_human(text: str, reason: str) -> None:
+    decision = needs_handoff(text, KEYWORDS)
+    assert decision and decision.handoff and reason in decision.reasons and decision.matched
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "你是人工智能吗",  # 人工 inside 人工智能
+        "不用转人工了，谢谢",
+        "人工客服晚上几点下班？",  # a question about the service, answered by the bot
+        "Are you a real person or a bot?",
+        "What time can I chat with a human agent?",
+        "How do I return this?",
+        "质量太差了",  # one anger word alone is not enough
+        "我的快递到哪了",
+    ],
+)
+def test_messages_the_assistant_keeps(text: str) -> None:
+    decision = needs_handoff(text, KEYWORDS)
+    assert not decision and decision.reasons == ()
+
+
+def test_configured_keywords_and_width_insensitivity() -> None:
+    assert needs_handoff("ＨＵＭＡＮ ＡＧＥＮＴ please", ["human agent"]).reasons == ("explicit_request", "keyword")
+    assert needs_handoff("找店长", ["店长"]).reasons == ("keyword",)
+    assert not needs_handoff("找店长", [])
+
+
+def test_repeating_the_same_question_hands_off() -> None:
+    history = ["我的快递到哪了？", "请问我的快递到哪了"]
+    assert needs_handoff("我的快递到哪了", KEYWORDS, history=history).reasons == ("repeated_question",)
+    assert not needs_handoff("我的快递到哪了", KEYWORDS, history=history[:1])
+    assert not needs_handoff("发票怎么开", KEYWORDS, history=history)
+
+
+def test_guard_config_can_be_passed_whole() -> None:
+    cfg = GuardConfig(handoff_keywords=["店长"], handoff_repeats=2)
+    assert needs_handoff("找店长", cfg).reasons == ("keyword",)
+    assert needs_handoff("发票怎么开", cfg, history=["发票怎么开？"]).reasons == ("repeated_question",)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "您好，好的，马上为您转接人工客服。",
+        "非常抱歉，我已为您转接人工客服登记投诉，专人会在24小时内回复您。",
+        "这个问题需要人工审核，我为您转接人工客服，请准备好订单号。",
+        "请回复“转人工”，由人工客服为您处理。",
+        "售后专员会在24小时内联系您。",
+        "I'm transferring you to a human agent now.",
+        "I'm passing this to a human agent right away.",
+        "A colleague will contact you within 24 hours.",
+        "Let me connect you with our support team.",
+    ],
+)
+def test_answers_that_hand_off(answer: str) -> None:
+    assert is_handoff_answer(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "如需人工客服，回复“转人工”即可。",
+        "在线人工客服每天9:00-22:00服务，需要人工时回复“转人工”即可。",
+        "我可以帮您解答退换货问题，也可以为您转接人工客服。",
+        "需要为您转接人工客服吗？",
+        "您不需要转人工，我可以直接帮您查询。",
+        "Human agents are available every day 9:00-22:00. Reply 转人工 to reach one.",
+        "I can pass your request to a human agent who will review it.",
+        "If you'd like a human agent, reply 转人工.",
+        "退货请在7天内申请。",
+    ],
+)
+def test_answers_that_do_not_hand_off(answer: str) -> None:
+    assert not is_handoff_answer(answer)
+
+
+def test_sample_shop_references_agree_with_needs_handoff() -> None:
+    cases = [json.loads(line) for line in (SHOP / "data/eval_cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    wrong = [c["id"] for c in cases if is_handoff_answer(c["reference"]) != c["needs_handoff"]]
+    assert wrong == []
+
+
+def test_short_acknowledgements_repeated_do_not_hand_off() -> None:
+    assert not needs_handoff("好的", KEYWORDS, history=["好的", "好的"])
+    assert not needs_handoff("ok thanks", KEYWORDS, history=["ok thanks", "ok thanks"])
+    history = ["Where is my parcel?", "where is my parcel"]
+    assert needs_handoff("WHERE IS MY PARCEL", KEYWORDS, history=history).reasons == ("repeated_question",)
