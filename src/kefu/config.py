@@ -108,7 +108,10 @@ class ModelConfig(_Section):
     )
     sha256: str | None = Field(
         default="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        description="Expected sha256 of an assembled or given GGUF file; loading refuses on mismatch. Null skips it.",
+        description=(
+            "Expected sha256 of an assembled or given GGUF file; loading refuses on mismatch. Null skips it. "
+            "The default is the default model's hash and applies only while model.path is the default."
+        ),
     )
     tokenizer: str | None = Field(default=None, description="Tokenizer path or id when it differs from the model's.")
     template: Literal["auto", "chatml", "qwen", "llama3", "gemma", "deepseek-r1"] = Field(
