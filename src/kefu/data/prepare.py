@@ -86,7 +86,7 @@ def read_source(cfg: KefuConfig, src: SourceConfig) -> tuple[list[Conversation],
             f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
         )
         raise KefuError(
-            f"data source {src.path}: {len(problems)} bad records:\n  {listed}{more}\n"
+            f"data source {src.path}: {len(problems)} bad record(s):\n  {listed}{more}\n"
             f"Run `kefu data check {cfg.resolve(src.path)}` to list them all."
         )
     stats = SourceStats(src.path, src.format, read=len(convs) + len(prefs) + chat_drops.total(), dropped=chat_drops)
