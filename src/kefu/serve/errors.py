@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kefu.serve.engines.base import EngineUnavailable
 
@@ -84,9 +85,28 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return _respond(503, error_body(503, f"model unavailable: {exc}", "engine_unavailable"))
 
 
-async def _internal(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return _respond(500, error_body(500, "internal server error", "internal_error"))
+class CatchAll:
+    """500 in the OpenAI shape for unexpected errors, logged here, so the connection stays usable
+    (an exception reaching uvicorn would make it drop the keep-alive connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("unhandled error")
+            if started or scope["type"] != "http":
+                raise
+            await _respond(500, error_body(500, "internal server error", "internal_error"))(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
@@ -94,4 +114,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EngineUnavailable, _unavailable)
-    app.add_exception_handler(Exception, _internal)
+    app.add_middleware(CatchAll)

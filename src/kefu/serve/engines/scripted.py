@@ -19,6 +19,7 @@ class Reply:
     piece_delay: float = 0.0  # seconds between later pieces
     finish_reason: str = "stop"
     fail: str | None = None  # raise EngineUnavailable with this message instead of answering
+    crash: str | None = None  # raise RuntimeError (an engine bug) with this message
 
     @classmethod
     def text(cls, text: str, **kw: float | str | None) -> Reply:
@@ -66,6 +67,8 @@ class ScriptedEngine:
         reply = self._next()
         if reply.fail:
             raise EngineUnavailable(reply.fail)
+        if reply.crash:
+            raise RuntimeError(reply.crash)
         prompt_tokens = sum(len(m["content"]) for m in messages)
         pieces = list(reply.pieces)[: max(params.max_tokens, 0)]
         truncated = len(pieces) < len(reply.pieces)

@@ -1,0 +1,102 @@
+"""Storage on SQLite (WAL) and PostgreSQL: migrations, masked messages, feedback, tickets, versions, audit chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+from sqlalchemy import inspect, select, text
+
+from kefu.serve import audit, handoff, keys, sessions, versions
+from kefu.serve.app import create_app
+from kefu.serve.db import Store
+from kefu.serve.engines.scripted import Reply, ScriptedEngine
+from kefu.serve.tables import Feedback, Message
+from tests.serve.conftest import make_cfg, start
+
+TABLES = {
+    "kefu_api_keys", "kefu_conversations", "kefu_messages", "kefu_feedback", "kefu_tickets",
+    "kefu_model_versions", "kefu_audit", "kefu_state", "alembic_version",
+}  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_migrations_are_idempotent(db_url: str, tmp_path: Path) -> None:
+    store = Store(db_url, tmp_path)
+    Store(db_url, tmp_path)  # a second start migrates nothing and breaks nothing
+    assert TABLES <= set(inspect(store.engine).get_table_names())
+    with store.engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        if store.dialect == "sqlite":
+            assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert c.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+
+
+def test_relative_sqlite_path_is_relative_to_config(tmp_path: Path) -> None:
+    store = Store("sqlite:///sub/k.sqlite", tmp_path)
+    assert (tmp_path / "sub" / "k.sqlite").is_file() and store.dialect == "sqlite"
+
+
+def test_end_to_end_storage(db_url: str, tmp_path: Path) -> None:
+    engine = ScriptedEngine()
+    srv = start(create_app(make_cfg(tmp_path, f"serve.db_url={db_url}"), engine))
+    try:
+        client = openai.OpenAI(base_url=srv.base, api_key=srv.key(), max_retries=0)
+        engine.queue("您好，已收到。", "您好，订单在路上。")
+        ext = {"kefu": {"conversation_id": "c-1", "user_id": "u-9"}}
+        client.chat.completions.create(
+            model="kefu", messages=[{"role": "user", "content": "我的手机号13812345678，订单到哪了"}], extra_body=ext
+        )
+        client.chat.completions.create(model="kefu", messages=[{"role": "user", "content": "还要多久"}], extra_body=ext)
+        # the second turn's prompt carries the stored (masked) history, not what the client re-sent
+        sent = engine.calls[-1].messages
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+        assert "13812345678" not in sent[1]["content"] and "[PHONE]" in sent[1]["content"]
+        r = srv.svc
+        with r.store.session() as s:
+            stored = [m.content for m in s.scalars(select(Message).order_by(Message.id))]
+        assert stored == ["我的手机号[PHONE]，订单到哪了", "您好，已收到。", "还要多久", "您好，订单在路上。"]
+        import httpx
+
+        fb = httpx.post(f"{srv.base}/feedback", headers={"Authorization": f"Bearer {srv.key()}"},
+                        json={"conversation_id": "c-1", "rating": "down", "text": "打13900001111找我"})  # fmt: skip
+        assert fb.status_code == 404  # another client's conversation is not yours
+        own = client.post(
+            "/feedback", cast_to=object, body={"conversation_id": "c-1", "rating": "up", "text": "打13900001111找我"}
+        )
+        assert own["status"] == "recorded"  # type: ignore[index]
+        with r.store.session() as s:
+            row = s.scalars(select(Feedback)).one()
+        assert row.rating == "up" and row.text == "打[PHONE]找我"
+        r.audit.flush()
+        assert audit.verify(r.store).ok
+    finally:
+        srv.stop()
+
+
+def test_tickets_versions_and_keys_in_store(db_url: str, tmp_path: Path) -> None:
+    store = Store(db_url, tmp_path)
+    sessions.ensure(store, "c-2", None, None)
+    tid = handoff.escalate(store, "c-2", "user", "[user] 我要投诉", actor="test")
+    assert handoff.escalate(store, "c-2", "user", "again", actor="test") == tid  # one open ticket per conversation
+    handoff.claim(store, tid, "agent1")
+    handoff.reply(store, tid, "agent1", "您好，我是人工客服。")
+    assert handoff.release(store, tid, "agent1")["status"] == "closed"
+    versions.ensure_base(store)
+    adapter = tmp_path / "ad"
+    adapter.mkdir()
+    versions.register(store, "v2", "adapter", str(adapter))
+    versions.promote(store, "v2")
+    assert [(v.name, v.status) for v in versions.list_versions(store)] == [("base", "retired"), ("v2", "active")]
+    secret = keys.create(store, "agent", "ops")
+    assert keys.KeyChecker(store).check(secret) is not None
+    assert secret.split("_")[2] not in str(keys.list_keys(store))  # only the hash is stored
+    v = audit.verify(store)
+    assert v.ok and v.rows == 8  # escalate, claim, reply, release, 2 registers, promote, key
