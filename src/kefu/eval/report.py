@@ -101,11 +101,12 @@ def plot_rates(series: dict[str, dict[str, Any]], title: str) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * len(labels) * max(1, len(series))))
     height = 0.8 / len(series)
     for k, (name, m) in enumerate(series.items()):
-        vals = [100 * (get(m, path) or 0.0) for path, _, _, _ in RATE_BARS]
+        raw = [get(m, path) for path, _, _, _ in RATE_BARS]
+        vals = [100 * v if v is not None else 0.0 for v in raw]
         ys = [i + k * height for i in range(len(labels))]
         ax.barh(ys, vals, height=height, label=name)
-        for y, v in zip(ys, vals, strict=True):
-            ax.text(v + 1, y, f"{v:.0f}", va="center", fontsize=8)
+        for y, v, r in zip(ys, vals, raw, strict=True):
+            ax.text(v + 1, y, "n/a" if r is None else f"{v:.0f}", va="center", fontsize=8)  # unmeasured is not 0
     ax.set_yticks([i + height * (len(series) - 1) / 2 for i in range(len(labels))], labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 110)
