@@ -149,7 +149,8 @@ def length_stats(values: Sequence[int]) -> dict[str, float] | None:
         return None
     arr = np.asarray(values, dtype=np.float64)
     pct = np.percentile(arr, [50, 95])
-    return {"min": arr.min(), "mean": round(arr.mean(), 1), "p50": pct[0], "p95": pct[1], "max": arr.max()}
+    stats = {"min": arr.min(), "mean": arr.mean(), "p50": pct[0], "p95": pct[1], "max": arr.max()}
+    return {k: round(float(v), 1) for k, v in stats.items()}
 
 
 def write_histogram(path: Path, chars: Sequence[int], tokens: Sequence[int] | None) -> None:
@@ -206,6 +207,7 @@ def write_outputs(
     held: list[Conversation],
     report: PrepareReport,
     count_tokens: CountTokens | None,
+    start: float,
 ) -> None:
     """All five outputs into `out` (a temp folder that atomic_dir swaps in)."""
     import json
@@ -219,6 +221,7 @@ def write_outputs(
         "eval.jsonl": _write_jsonl(out / "eval.jsonl", held),
     }
     write_histogram(out / "length_hist.png", chars, tokens)
+    report.elapsed_s = round(time.perf_counter() - start, 2)
     (out / "report.json").write_text(json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n")
 
 
@@ -241,59 +244,77 @@ def _tally(stats: dict[str, SourceStats], attr: str, items: Sequence[Conversatio
             setattr(stats[name], attr, getattr(stats[name], attr) + len(group))
 
 
+def read_sources(
+    cfg: KefuConfig, progress: Progress | None = None
+) -> tuple[list[Conversation], list[Preference], dict[str, SourceStats]]:
+    convs: list[Conversation] = []
+    prefs: list[Preference] = []
+    stats: dict[str, SourceStats] = {}
+    step = progress.add_task("reading sources", total=len(cfg.data.sources)) if progress else None
+    for src in cfg.data.sources:
+        c, p, stats[src.path] = read_source(cfg, src)
+        convs += c
+        prefs += p
+        if progress is not None and step is not None:
+            progress.advance(step)
+    return convs, prefs, stats
+
+
+def clean_all(
+    convs: list[Conversation],
+    prefs: list[Preference],
+    stats: dict[str, SourceStats],
+    cfg: KefuConfig,
+    count_tokens: CountTokens | None,
+) -> tuple[list[Conversation], list[Preference]]:
+    """Clean conversations and preference pairs (separately: a DPO prompt may repeat an SFT question)."""
+    sft_cleaner = Cleaner(cfg.data.clean, count_tokens, seed=cfg.data.seed)
+    dpo_cleaner = Cleaner(cfg.data.clean, count_tokens, seed=cfg.data.seed)
+    convs, prefs = sft_cleaner.clean(convs), dpo_cleaner.clean(prefs)
+    for cleaner in (sft_cleaner, dpo_cleaner):
+        for name, reasons in cleaner.dropped_by_source.items():
+            stats[name].dropped.update(reasons)
+    _tally(stats, "kept", [*convs, *prefs])
+    return convs, prefs
+
+
+def _new_report(cfg: KefuConfig, stats: dict[str, SourceStats], identity: int) -> PrepareReport:
+    dropped = Counter[str]()
+    for s in stats.values():
+        dropped.update(s.dropped)
+    clean = cfg.data.clean
+    return PrepareReport(
+        output_dir=cfg.resolve(cfg.data.output_dir),
+        sources=list(stats.values()),
+        dropped=dict(dropped.most_common()),
+        files={},
+        identity=identity,
+        lengths={},
+        dedup={"mode": clean.dedup, "method": "MinHash (128) + LSH, char 5-grams", "threshold": clean.near_threshold},
+        seed=cfg.data.seed,
+    )
+
+
 def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareReport:
     """Read, mask, clean, split, weight and write the training data; returns what was done."""
     start = time.perf_counter()
     data = cfg.data
     count_tokens = load_token_counter(cfg)
-    convs: list[Conversation] = []
-    prefs: list[Preference] = []
-    stats: dict[str, SourceStats] = {}
-    step = progress.add_task("reading sources", total=len(data.sources)) if progress else None
-    for src in data.sources:
-        c, p, stats[src.path] = read_source(cfg, src)
-        convs += c
-        prefs += p
-        if progress and step is not None:
-            progress.advance(step)
+    convs, prefs, stats = read_sources(cfg, progress)
     mask_pii(convs, prefs, data.pii)
-    sft_cleaner = Cleaner(data.clean, count_tokens, seed=data.seed)
-    dpo_cleaner = Cleaner(data.clean, count_tokens, seed=data.seed)
-    convs, prefs = sft_cleaner.clean(convs), dpo_cleaner.clean(prefs)
-    for cleaner in (sft_cleaner, dpo_cleaner):
-        for name, reasons in cleaner.dropped_by_source.items():
-            stats[name].dropped.update(reasons)
-    _tally(stats, "kept", convs + prefs)  # type: ignore[operator]
+    convs, prefs = clean_all(convs, prefs, stats, cfg, count_tokens)
     train, held = split_by_cluster(convs, data.eval_fraction, data.clean.near_threshold, data.seed)
     rng = random.Random(data.seed)
     train, prefs = _weighted(train, data.sources, rng), _weighted(prefs, data.sources, rng)
-    _tally(stats, "train", train)
-    _tally(stats, "eval", held)
-    _tally(stats, "dpo", prefs)
+    for attr, items in (("train", train), ("eval", held), ("dpo", prefs)):
+        _tally(stats, attr, items)
     identity = identity_conversations(cfg.persona, data.identity_samples, data.seed)
     train += identity
     rng.shuffle(train)
-    dropped = Counter[str]()
-    for s in stats.values():
-        dropped.update(s.dropped)
-    report = PrepareReport(
-        output_dir=cfg.resolve(data.output_dir),
-        sources=list(stats.values()),
-        dropped=dict(dropped.most_common()),
-        files={},
-        identity=len(identity),
-        lengths={},
-        dedup={
-            "mode": data.clean.dedup,
-            "method": "MinHash (128 hashes) + LSH over character 5-grams",
-            "threshold": data.clean.near_threshold,
-        },
-        seed=data.seed,
-    )
+    report = _new_report(cfg, stats, len(identity))
     with atomic_dir(report.output_dir) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it private; the outputs are meant to be shared with training jobs
-        report.elapsed_s = round(time.perf_counter() - start, 2)
-        write_outputs(tmp, train, prefs, held, report, count_tokens)
+        write_outputs(tmp, train, prefs, held, report, count_tokens, start)
     return report
 
 
