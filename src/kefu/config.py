@@ -33,7 +33,8 @@ class SourceConfig(_Section):
         default=1.0, ge=0.0, description="Mixing weight: records are repeated (>1) or subsampled (<1) by this factor."
     )
     columns: list[str] | None = Field(
-        default=None, description="CSV only: the [prompt, response] column names, when not 'prompt,response'."
+        default=None,
+        description="Column names: [prompt, response] for two-column tables, [id, time, sender, text] for chat logs.",
     )
 
 
@@ -43,12 +44,16 @@ class CleanConfig(_Section):
         description="'exact' drops records whose normalised text repeats; 'near' also drops MinHash near-duplicates.",
     )
     near_threshold: float = Field(
-        default=0.85, gt=0.0, le=1.0, description="Jaccard similarity of character 5-gram shingles counted as duplicate."
+        default=0.85,
+        gt=0.0,
+        le=1.0,
+        description="Jaccard similarity of character 5-gram shingles counted as duplicate.",
     )
     min_chars: int = Field(default=2, ge=0, description="Drop records whose answer is shorter than this.")
     max_chars: int = Field(default=4000, ge=1, description="Drop records whose whole text is longer than this.")
     max_tokens: int | None = Field(
-        default=None, description="Drop records longer than this many tokens (needs the model's tokenizer); off when null."
+        default=None,
+        description="Drop records longer than this many tokens (needs model.tokenizer); off when null.",
     )
     drop_junk: bool = Field(default=True, description="Drop ads, URL spam and garbled (mojibake) text.")
 
