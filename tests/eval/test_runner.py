@@ -149,3 +149,18 @@ def test_cli_eval_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> Non
     for row in data["cases"]:
         assert {"answer", "checks", "ok", "latency", "similarity"} <= set(row)
         assert row["latency"]["completion_tokens"] <= 6 and row["latency"]["ttft_s"] > 0
+
+
+def test_eval_through_a_serving_engine(tmp_path: Path) -> None:
+    from kefu.serve.engines.scripted import Reply, ScriptedEngine
+
+    engine = ScriptedEngine()
+    for c in CASES[:2]:
+        engine.queue(Reply.text(ANSWERS[c.turns[-1].content], first_delay=0.02))
+    cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", CASES[:2]))
+    result = run_eval(cfg, Target(engine=engine))
+    assert result.data["run"]["target"] == {"kind": "engine", "name": "scripted"}
+    assert [r["answer"] for r in result.cases] == [ANSWERS[c.turns[-1].content] for c in CASES[:2]]
+    assert all(r["latency"]["ttft_s"] >= 0.02 for r in result.cases)
+    assert result.cases[0]["latency"]["completion_tokens"] == len(ANSWERS[CASES[0].turns[-1].content])
+    assert engine.calls[0].params.temperature == 0.0 and engine.calls[0].messages[0]["role"] == "system"

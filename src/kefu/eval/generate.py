@@ -1,16 +1,18 @@
-"""Answer the eval questions: a local model (greedy, batched, left-padded) or an OpenAI-compatible endpoint (streamed).
-
-Both return one `Answer` per conversation with its timing: time to first token, total time and output tokens.
+"""Answer the eval questions: a local model (greedy, batched, left-padded), an OpenAI-compatible endpoint (streamed
+through the openai client), or any serving Engine. All return one `Answer` per conversation with its timing: time to
+first token, total time and output tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kefu.errors import KefuError
+from kefu.serve.engines.base import Engine, GenParams
 
 Messages = list[dict[str, str]]
 Tick = Callable[[int], None]  # advance the progress display by n answers
@@ -144,3 +146,32 @@ def generate_openai(
             raise KefuError(f"{client.base_url}: model {model_name!r}: HTTP {e.status_code}: {e.message}") from e
         tick(1)
     return answers
+
+
+# --------------------------------------------------------------------------- any serving engine
+async def _engine_one(engine: Engine, messages: Messages, params: GenParams) -> Answer:
+    t0 = time.perf_counter()
+    ttft: float | None = None
+    parts: list[str] = []
+    tokens, finish = 0, None
+    async for chunk in engine.stream(messages, params):
+        if chunk.text:
+            ttft = ttft if ttft is not None else time.perf_counter() - t0
+            parts.append(chunk.text)
+        if chunk.finish_reason:
+            finish, tokens = chunk.finish_reason, chunk.completion_tokens
+    return Answer("".join(parts).strip(), time.perf_counter() - t0, ttft, tokens or len(parts), finish)
+
+
+def generate_engine(engine: Engine, conversations: Sequence[Messages], max_new_tokens: int, tick: Tick) -> list[Answer]:
+    """Greedy answers from any Engine (local transformers, upstream, scripted), one request at a time."""
+    params = GenParams(max_tokens=max_new_tokens, temperature=0.0)
+
+    async def run_all() -> list[Answer]:
+        answers = []
+        for messages in conversations:
+            answers.append(await _engine_one(engine, messages, params))
+            tick(1)
+        return answers
+
+    return asyncio.run(run_all())

@@ -22,9 +22,10 @@ from kefu.config import KefuConfig, PersonaConfig
 from kefu.data.schema import EvalCase
 from kefu.errors import KefuError
 from kefu.eval import judge, metrics
-from kefu.eval.generate import Answer, Messages, Tick, generate_local, generate_openai
+from kefu.eval.generate import Answer, Messages, Tick, generate_engine, generate_local, generate_openai
 from kefu.eval.similarity import case_similarity
 from kefu.io import write_json, write_text
+from kefu.serve.engines.base import Engine
 
 SCHEMA_VERSION = 1
 MAIN_SUITE = "main"
@@ -39,8 +40,11 @@ class Target:
     url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
     api_key: str | None = None
     model_name: str | None = None  # model name sent to the endpoint
+    engine: Engine | None = None  # any serving engine, in process (e.g. the server's HFEngine or UpstreamEngine)
 
     def describe(self, cfg: KefuConfig) -> dict[str, Any]:
+        if self.engine is not None:
+            return {"kind": "engine", "name": self.engine.name}
         if self.url:
             return {"kind": "openai", "url": self.url, "model_name": self.model_name}
         return {"kind": "local", "model": self.model or cfg.model.path, "adapter": self.adapter or cfg.model.adapter}
@@ -112,7 +116,10 @@ Answerer = Callable[[Sequence[Messages], Tick], list[Answer]]
 
 
 def make_answerer(cfg: KefuConfig, target: Target) -> Answerer:
-    """A function answering conversations: streamed from the endpoint, or from a model loaded once here."""
+    """A function answering conversations: an engine, the endpoint (streamed), or a model loaded once here."""
+    if target.engine is not None:
+        engine = target.engine
+        return lambda convs, tick: generate_engine(engine, convs, cfg.eval.max_new_tokens, tick)
     if target.url:
         import openai
 
@@ -206,7 +213,7 @@ def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> Ev
             "n_cases": len(rows),
             "cases_file": str(suite_files(cfg)[MAIN_SUITE]),
             "max_new_tokens": cfg.eval.max_new_tokens,
-            "batch_size": None if target.url else cfg.eval.batch_size,
+            "batch_size": cfg.eval.batch_size if target.describe(cfg)["kind"] == "local" else None,
             "persona": {"name": cfg.persona.name, "shop": cfg.persona.shop},
         },
         "metrics": main["metrics"],
