@@ -124,6 +124,32 @@ def pii_mask(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+# ----------------------------------------------------------------------------- train
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    stage: Annotated[Literal["sft", "dpo"] | None, typer.Option(help="Stage to run; default train.stage.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's last complete checkpoint.")] = False,
+) -> None:
+    """Fine-tune: SFT on sft.jsonl (LoRA, QLoRA or full), or DPO on dpo.jsonl starting from the SFT adapter."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    from kefu.train.common import describe
+
+    cfg = cfg_from(config, set_)
+    logger = logging.getLogger("kefu.train")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(RichHandler(console=console, show_path=False, show_time=False))
+    if (stage or cfg.train.stage) == "dpo":
+        from kefu.train.dpo import run_dpo as run_stage
+    else:
+        from kefu.train.sft import run_sft as run_stage
+    console.print(describe(run_stage(cfg, resume=resume)))
+
+
 # ----------------------------------------------------------------------------- eval
 eval_app = typer.Typer(help="Evaluate a model or an endpoint; compare two runs (promotion gate).")
 app.add_typer(eval_app, name="eval")
