@@ -126,7 +126,7 @@ def redis_prefix() -> Iterator[str]:
         client.ping()
     except Exception as e:
         unavailable("Redis", e)
-    prefix = f"kefu-test-{uuid.uuid4().hex[:12]}:"
+    prefix = f"kefu-test-{uuid.uuid4().hex[:12]}."  # no trailing colon: --set values are YAML
     yield prefix
     for k in client.scan_iter(match=f"{prefix}*"):
         client.delete(k)

@@ -99,7 +99,7 @@ def verify(store: Store, batch: int = 5000) -> Verdict:
             for r in chunk:
                 problem = _check_row(r, expect, prev)
                 if problem:
-                    return Verdict(False, n, r.id, problem, _as_dict(r))
+                    return Verdict(False, n, min(r.id, expect), problem, _as_dict(r))
                 prev, expect, n = r.hash, expect + 1, n + 1
             if len(chunk) < batch:
                 break
