@@ -253,3 +253,36 @@ def test_sample_shop_files_read_cleanly() -> None:
     assert any("发票" in c.text() for c in gbk)
     cot = read_all(SAMPLE / "sft_cot.json")[0]
     assert all(c.turns[-1].reasoning for c in cot)
+
+
+def test_json_array_syntax_error_points_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "arr.json"
+    path.write_text('[\n  {"context": "a", "response": "b"},\n  {"context": "c", "response": }\n]\n', encoding="utf-8")
+    items, problems = read_all(path)
+    assert len(items) == 1
+    assert problems == [f"{path}:3: json: invalid JSON: Expecting value (column 32)"]
+
+
+def test_preference_problems(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "pref.jsonl",
+        [
+            json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}),
+            json.dumps({"prompt": "q", "chosen": "a"}),
+            json.dumps(
+                {
+                    "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                    "chosen": "a",
+                    "rejected": "b",
+                }
+            ),
+            json.dumps({"prompt": "q", "chosen": 1, "rejected": "b"}),
+        ],
+    )
+    items, problems = read_all(path)
+    assert len(items) == 1
+    assert problems == [
+        f"{path}:2: rejected: missing field",
+        f"{path}:3: prompt: role order: the prompt must end with a user turn",
+        f"{path}:4: chosen: wrong type: expected a string or message, got int",
+    ]
