@@ -106,3 +106,11 @@ def test_sample_chatlog() -> None:
     assert problems == []
     assert convs and sum(stats.values()) > 0  # the sample has bot-only / unanswered threads to drop
     assert all(c.turns[0].role == "user" and c.turns[-1].role == "assistant" for c in convs)
+
+
+def test_wrong_number_of_columns_is_a_config_error(tmp_path: Path) -> None:
+    from kefu.errors import KefuError
+
+    path = write_csv(tmp_path / "log.csv", ROWS[:2], "conversation_id,timestamp,sender,text")
+    with pytest.raises(KefuError, match=r"log\.csv: columns: a chat log needs 4 columns"):
+        list(read_chatlog(path, columns=["conversation_id", "sender", "text"]))

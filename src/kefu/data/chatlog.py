@@ -25,6 +25,7 @@ from typing import Any
 
 from kefu.data.rows import OnProblem, Problem, RecordError, iter_rows, report
 from kefu.data.schema import Conversation, Turn
+from kefu.errors import KefuError
 
 FIELDS = ("id", "time", "sender", "text")
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -111,7 +112,10 @@ def _group(
             report(on_problem, Problem(path, line, "record", f"wrong type: expected an object, got {type(rec)}"))
             continue
         rec = {str(k).strip().lower(): v for k, v in rec.items()}
-        cols = cols or resolve_columns(rec, columns)
+        try:
+            cols = cols or resolve_columns(rec, columns)
+        except RecordError as e:
+            raise KefuError(f"{path}: {e.field}: {e.problem}") from None
         try:
             msg = _message(rec, cols, order, line)
         except RecordError as e:
