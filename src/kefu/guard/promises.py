@@ -175,6 +175,8 @@ def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
 _NUM = r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
 # A number (or range: 1-3, 三到五) and its time unit, Chinese or English: "30天", "十五个工作日", "48 hours", "30-day".
 _N = (
+    # The lookbehind starts a number only where its digits start: no retrying every suffix of a long digit run.
+    r"(?<![0-9.零〇一二两三四五六七八九十百半])"
     rf"(?P<n>(?:{_NUM})(?: *(?:-|~|～|至|到|to) *(?:{_NUM}))?) *-? *(?:个)?(?:business |working |calendar )?"
     r"(?P<u>工作日|自然日|天|日|小时|钟头|周|星期|月|年|days?\b|hours?\b|weeks?\b|months?\b|years?\b)"
 )
