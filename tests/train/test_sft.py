@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,11 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from kefu.config import KefuConfig, load_config
 from kefu.errors import KefuError
-from kefu.train.sft import run_sft
+from kefu.train.sft import PadCollator, plain_collator, run_sft
 
 QA = [
     ("你好", "您好，我是小禾，请问有什么可以帮您？"),
@@ -137,6 +139,11 @@ def test_early_stopping_stops_early(tmp_path: Path, tiny_model_dir: Path) -> Non
     evals = [v for _, v in losses(report, "eval_loss")]
     best = min(evals)
     assert evals.index(best) == len(evals) - 3  # stopped after `patience` evaluations without improvement
+    # The best checkpoint survived pruning and its weights are the ones saved (load_best_model_at_end).
+    best_step = losses(report, "eval_loss")[evals.index(best)][0]
+    best_ckpt = load_file(result.run_dir / f"checkpoint-{best_step}" / "adapter_model.safetensors")
+    saved = load_file(result.output / "adapter_model.safetensors")
+    assert best_ckpt.keys() == saved.keys() and all(torch.equal(best_ckpt[k], saved[k]) for k in saved)
 
 
 def test_missing_or_empty_data_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -154,3 +161,27 @@ def test_qlora_on_cpu_is_refused(cfg: KefuConfig) -> None:
     cfg.train.method = "qlora"
     with pytest.raises(KefuError, match="qlora needs a CUDA GPU"):
         run_sft(cfg)
+
+
+def test_packing_falls_back_to_padding_on_cpu_attention(cfg: KefuConfig, caplog: pytest.LogCaptureFixture) -> None:
+    cfg.train.packing, cfg.train.max_steps = True, 2
+    with caplog.at_level(logging.WARNING, logger="kefu.train"):
+        assert run_sft(cfg).global_step == 2
+    assert "padding each batch to its longest sample instead" in caplog.text
+
+
+def test_packing_collator_resets_positions_with_flex_attention(cfg: KefuConfig, tiny_model_dir: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="flex_attention")
+    cfg.train.packing = True
+    collate = plain_collator(cfg, model, tokenizer=None)
+    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]  # each sample starts over: no cross-attention
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]  # never predict a sample from the previous one
+
+
+def test_pad_collator_pads_to_the_longest_in_batch() -> None:
+    batch = PadCollator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
