@@ -164,3 +164,18 @@ def test_eval_through_a_serving_engine(tmp_path: Path) -> None:
     assert all(r["latency"]["ttft_s"] >= 0.02 for r in result.cases)
     assert result.cases[0]["latency"]["completion_tokens"] == len(ANSWERS[CASES[0].turns[-1].content])
     assert engine.calls[0].params.temperature == 0.0 and engine.calls[0].messages[0]["role"] == "system"
+
+
+def test_base_plus_adapter_target(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", CASES[:3]), max_new_tokens=8)
+    plain = run_eval(cfg, Target(model=str(tiny_model_dir)))
+    adapted = run_eval(cfg, Target(model=str(tiny_model_dir), adapter=str(tmp_path / "adapter")))
+    assert adapted.data["run"]["target"]["adapter"] == str(tmp_path / "adapter")
+    assert [r["answer"] for r in adapted.cases] != [r["answer"] for r in plain.cases]  # the adapter was applied

@@ -183,6 +183,21 @@ def _evaluate_suite(
     return [case_row(suite, c, a, cfg) for c, a in zip(cases, answers, strict=True)], wall
 
 
+def _run_info(cfg: KefuConfig, target: Target, started: str, load_s: float, t0: float, n: int) -> dict[str, Any]:
+    kind = target.describe(cfg)["kind"]
+    return {
+        "target": target.describe(cfg),
+        "started": started,
+        "load_s": load_s,
+        "duration_s": time.perf_counter() - t0,
+        "n_cases": n,
+        "cases_file": str(suite_files(cfg)[MAIN_SUITE]),
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "batch_size": cfg.eval.batch_size if kind == "local" else None,  # only local generation batches
+        "persona": {"name": cfg.persona.name, "shop": cfg.persona.shop},
+    }
+
+
 def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> EvalResult:
     """Answer every suite, score, aggregate; write metrics.json and report.html into out_dir when given."""
     suites = {name: load_cases(path)[: cfg.eval.limit] for name, path in suite_files(cfg).items()}
@@ -203,25 +218,14 @@ def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> Ev
             }
     main = per_suite.pop(MAIN_SUITE)
     main["metrics"]["judge"] = _judge(cfg, [r for r in rows if r["suite"] == MAIN_SUITE])
-    data = {
+    result = EvalResult({
         "schema_version": SCHEMA_VERSION,
-        "run": {
-            "target": target.describe(cfg),
-            "started": started,
-            "load_s": load_s,
-            "duration_s": time.perf_counter() - t0,
-            "n_cases": len(rows),
-            "cases_file": str(suite_files(cfg)[MAIN_SUITE]),
-            "max_new_tokens": cfg.eval.max_new_tokens,
-            "batch_size": cfg.eval.batch_size if target.describe(cfg)["kind"] == "local" else None,
-            "persona": {"name": cfg.persona.name, "shop": cfg.persona.shop},
-        },
+        "run": _run_info(cfg, target, started, load_s, t0, len(rows)),
         "metrics": main["metrics"],
         "categories": main["categories"],
         "suites": per_suite,
         "cases": rows,
-    }
-    result = EvalResult(data)
+    })  # fmt: skip
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result
