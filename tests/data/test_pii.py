@@ -365,3 +365,13 @@ def test_cli_rejects_an_unknown_placeholder_kind() -> None:
         _cli("--set", "data.pii.placeholders={phon: x}"), input="", capture_output=True, text=True, encoding="utf-8"
     )
     assert run.returncode == 2 and "placeholders" in run.stderr
+
+
+def test_masking_is_idempotent_and_linear_on_hostile_input() -> None:
+    text = f"收件人：张三，手机13812345678，身份证{ID_A}，地址北京市朝阳区建国路88号，Name: Tom Lee, a@b.com"
+    once = mask(text)
+    assert mask(once) == once
+    start = time.monotonic()
+    for hostile in ("1" * 20_000, "市区路1号" * 4_000, "收件人" * 7_000, "a@" * 10_000, "6222 " * 4_000):
+        mask(hostile)
+    assert time.monotonic() - start < 10  # each is linear: well under a second here; quadratic would take minutes
