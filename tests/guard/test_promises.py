@@ -169,3 +169,12 @@ def test_long_digit_runs_take_linear_time() -> None:
     start = time.monotonic()
     assert check_limits("1" * 20_000, limits) == [] and find_promises("保证" * 10_000) == []
     assert time.monotonic() - start < 10  # a 2,000-digit run once took 13 s
+
+
+def test_calendar_dates_are_not_durations() -> None:
+    from kefu.guard.promises import check_limits
+
+    limits = {"return_days": 7}
+    assert check_limits("您11月10日签收，7天无理由退货截止到11月17日", limits) == []
+    assert check_limits("2026年11月3日签收的可以退货", limits) == []
+    assert [f.text for f in check_limits("3个月内都可以退货", limits)] == ["3个月"]

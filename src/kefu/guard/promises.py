@@ -176,9 +176,11 @@ _NUM = r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
 # A number (or range: 1-3, 三到五) and its time unit, Chinese or English: "30天", "十五个工作日", "48 hours", "30-day".
 _N = (
     # The lookbehind starts a number only where its digits start: no retrying every suffix of a long digit run.
-    r"(?<![0-9.零〇一二两三四五六七八九十百半])"
+    # Calendar dates are not durations: "11月17日" (the 17 follows 月), "11月" without 个, "2026年11月".
+    r"(?<![0-9.零〇一二两三四五六七八九十百半月])"
     rf"(?P<n>(?:{_NUM})(?: *(?:-|~|～|至|到|to) *(?:{_NUM}))?) *-? *(?:个)?(?:business |working |calendar )?"
-    r"(?P<u>工作日|自然日|天|日|小时|钟头|周|星期|月|年|days?\b|hours?\b|weeks?\b|months?\b|years?\b)"
+    r"(?P<u>工作日|自然日|天|日|小时|钟头|周|星期|(?<=个)月|年(?![0-9零〇一二两三四五六七八九十]+月)"
+    r"|days?\b|hours?\b|weeks?\b|months?\b|years?\b)"
 )
 _CE = r"[^.;!?\n]"
 _QUALITY = r"质量|破损|故障|瑕疵|坏|错发|漏发|(?i:quality|defect|damaged|faulty|broken|wrong item)"
