@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import openai
 import pytest
+from tests.serve.conftest import Server
 
 from kefu.serve.engines.scripted import Reply, ScriptedEngine
-from tests.serve.conftest import Server
 
 Q = [{"role": "user", "content": "退货要几天？"}]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from tests.serve.conftest import Server, make_cfg, start
 
 from kefu.serve.app import create_app
 from kefu.serve.engines.scripted import Reply, ScriptedEngine
-from tests.serve.conftest import Server, make_cfg, start
 
 Q = [{"role": "user", "content": "在吗"}]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import httpx
 import openai
+from tests.serve.conftest import Server, make_cfg, start
 
 from kefu.serve.app import create_app
 from kefu.serve.engines.scripted import ScriptedEngine
-from tests.serve.conftest import Server, make_cfg, start
 
 
 def _say(client: openai.OpenAI, cid: str, text: str, **ext: object) -> tuple[str, dict]:
@@ -41,7 +41,9 @@ def test_user_escalation_agent_flow(server: Server, engine: ScriptedEngine) -> N
     other = httpx.post(f"{server.url}/v1/agent/tickets/{ticket}/claim",
                        headers={"Authorization": f"Bearer {server.key('agent')}"})  # fmt: skip
     assert other.status_code == 409  # already claimed by someone else
-    assert agent.post(f"/tickets/{ticket}/reply", json={"text": "您好，我是人工客服，马上为您补发。"}).status_code == 200
+    assert (
+        agent.post(f"/tickets/{ticket}/reply", json={"text": "您好，我是人工客服，马上为您补发。"}).status_code == 200
+    )
     seen = httpx.get(f"{server.base}/conversations/c-h/messages", headers={"Authorization": f"Bearer {client_key}"})
     last = seen.json()["messages"][-1]
     assert last["author"].startswith("agent:") and last["content"] == "您好，我是人工客服，马上为您补发。"

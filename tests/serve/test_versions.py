@@ -9,11 +9,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from tests.serve.conftest import Server
 
 from kefu.errors import KefuError
 from kefu.serve import versions
 from kefu.serve.engines.scripted import Reply, ScriptedEngine
-from tests.serve.conftest import Server
 
 
 def _adapter(tmp_path: Path, name: str) -> str:

@@ -103,17 +103,22 @@ class Pipeline:
             plan.handoff = {"status": "with_agent", "ticket_id": ticket, "reason": None}
             return plan
         question = ask.new_user[-1]
-        plan.verdict = seams.check_input(question, self.cfg, self.have)
-        for hit in plan.verdict.hits:
-            self.metrics.guard_hits.labels(hit).inc()
         stored = await asyncio.to_thread(sessions.history, self.store, cid) if status else []
         history = stored or ask.earlier
         turns = [*history, *({"role": "user", "content": t} for t in ask.new_user)]
+        said_before = [t["content"] for t in turns[:-1] if t["role"] == "user"]
+        plan.verdict = seams.check_input(question, said_before, self.cfg, self.have)
+        for hit in plan.verdict.hits:
+            self.metrics.guard_hits.labels(hit.split(":")[0]).inc()
         reason = self._handoff_reason(ask, plan.verdict, turns)
         if reason is not None:
             await self._escalate(plan, reason, turns)
-            return plan
-        await self._answer_plan(plan, question, history, turns)
+        elif plan.verdict.injection:
+            p = self.cfg.persona  # the model never sees an injection attempt; the customer gets a fixed refusal
+            plan.notice = f"{p.greeting}，抱歉，我只能回答与{p.shop}商品和服务相关的问题。{p.handoff}。"
+            plan.handoff = None
+        else:
+            await self._answer_plan(plan, question, history, turns)
         return plan
 
     def _handoff_reason(self, ask: Ask, verdict: seams.InputVerdict, turns: list[dict[str, str]]) -> str | None:
@@ -149,7 +154,8 @@ class Pipeline:
                 return
         if self.retriever is not None:
             plan.context = await asyncio.to_thread(seams.retrieve, self.retriever, question, history)
-        system = self._system + (f"\n\n参考资料：\n{plan.context.text}" if plan.context.text else "")
+        # same composition as retrieval-aware training (kefu.rag.context.build_rag_sft)
+        system = f"{self._system}\n\n{plan.context.text}" if plan.context.text else self._system
         plan.messages = sessions.trim(
             {"role": "system", "content": system}, list(turns), self.cfg.serve.session_token_budget, self._count
         )
@@ -158,8 +164,8 @@ class Pipeline:
     async def run(self, plan: Plan, index: int) -> AsyncIterator[str]:
         """The text of choice `index`, clause by clause, as the customer may see it."""
         out = plan.outcomes[index]
-        if plan.handoff is not None or plan.cached is not None:
-            text = plan.notice if plan.handoff is not None else (plan.cached.text if plan.cached else "")
+        if plan.handoff is not None or plan.cached is not None or plan.verdict.injection:
+            text = plan.cached.text if plan.cached else plan.notice
             out.text, out.ttft = text, time.perf_counter() - plan.started
             if text:
                 yield text
@@ -203,7 +209,8 @@ class Pipeline:
     async def finish(self, plan: Plan) -> None:
         """Store (masked), escalate when the model handed off, cache, audit, count."""
         ask, first = plan.ask, plan.outcomes[0]
-        if plan.handoff is None and plan.cached is None and seams.model_handed_off(first.text, self.have):
+        generated = plan.handoff is None and plan.cached is None and not plan.verdict.injection
+        if generated and seams.model_handed_off(first.text, self.have):
             turns = [*ask.earlier, *({"role": "user", "content": t} for t in ask.new_user)]
             await self._escalate(plan, "model", turns)
             plan.notice = ""
@@ -225,6 +232,7 @@ class Pipeline:
         """Only clean, complete, first-turn answers are worth serving again."""
         ask, first = plan.ask, plan.outcomes[0]
         fresh = ask.cacheable and plan.cached is None and plan.handoff is None and self.cache.enabled
+        fresh = fresh and not plan.verdict.injection
         single = len(ask.new_user) == 1 and not ask.earlier
         return fresh and single and first.finish_reason == "stop" and not first.guard_hits
 

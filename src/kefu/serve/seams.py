@@ -60,17 +60,20 @@ class InputVerdict:
     hits: list[str] = field(default_factory=list)
 
 
-def check_input(text: str, cfg: KefuConfig, have: dict[str, bool]) -> InputVerdict:
+def check_input(text: str, history: list[str], cfg: KefuConfig, have: dict[str, bool]) -> InputVerdict:
+    """Guard verdicts on the customer's newest message; `history` is their earlier messages (repeat detection)."""
     v = InputVerdict()
     if have.get("handoff"):
         from kefu.guard.handoff import needs_handoff
 
-        v.handoff = bool(needs_handoff(text, cfg.guard))
+        decision = needs_handoff(text, cfg.guard, history=history)
+        v.handoff = bool(decision)
+        v.hits += [f"handoff:{r}" for r in decision.reasons]
     if have.get("injection") and cfg.guard.injection_check:
         from kefu.guard.injection import is_injection
 
         v.injection = bool(is_injection(text))
-    v.hits = [name for name, hit in (("handoff", v.handoff), ("injection", v.injection)) if hit]
+        v.hits += ["injection"] if v.injection else []
     return v
 
 
@@ -93,7 +96,10 @@ def check_output(clause: str, cfg: KefuConfig, have: dict[str, bool]) -> tuple[s
         from kefu.guard.promises import find_promises
 
         if find_promises(clause):
+            # The clause promises what policy cannot (a guarantee, compensation, an exception): the customer
+            # never sees it. The rest of the answer still goes out; the audit record names the guard.
             hits.append("promise")
+            clause = ""
     return clause, hits
 
 
