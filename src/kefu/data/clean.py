@@ -30,13 +30,13 @@ from kefu.data.schema import Conversation, Preference
 Item = TypeVar("Item", Conversation, Preference)
 CountTokens = Callable[[str], int]
 
-_SPACE_OR_PUNCT = ("P", "Z", "C")
+# Everything that is not a letter or digit (any script): whitespace, punctuation, symbols, emoji, controls.
+_NOT_WORD = re.compile(r"[\W_]+")
 
 
 def normalize(text: str) -> str:
-    """NFKC, lowercase, with whitespace, punctuation and control characters removed: the key for exact dedup."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if not unicodedata.category(ch).startswith(_SPACE_OR_PUNCT))
+    """NFKC, lowercase, with whitespace, punctuation and symbols removed: the key for exact dedup."""
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 # --------------------------------------------------------------------------- near duplicates
@@ -78,21 +78,26 @@ class NearDuplicateIndex:
         self.threshold = threshold
         self.seeds = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True)
         self.rows = next((r for r in (16, 8, 4, 2) if (r / num_perm) ** (1 / r) <= threshold - 0.1), 1)
-        self.buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+        self.band_coeffs = rng.integers(1, np.iinfo(np.uint64).max, size=self.rows, dtype=np.uint64) | np.uint64(1)
+        self.buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.signatures: list[np.ndarray] = []
 
     def signature(self, text: str) -> np.ndarray:
         x = shingle_hashes(normalize(text))
         return _mix(x[:, None] ^ self.seeds[None, :]).min(axis=0)
 
-    def _bands(self, sig: np.ndarray) -> Iterable[tuple[int, bytes]]:
-        for i in range(0, len(sig) - self.rows + 1, self.rows):
-            yield i, sig[i : i + self.rows].tobytes()
+    def _bands(self, sig: np.ndarray) -> list[tuple[int, int]]:
+        """(band number, hash of the band's rows): one bucket key per band."""
+        bands = sig[: len(sig) // self.rows * self.rows].reshape(-1, self.rows)
+        return list(enumerate((bands * self.band_coeffs).sum(axis=1).tolist()))
 
     def matches(self, sig: np.ndarray) -> list[int]:
         """Ids of indexed texts whose estimated Jaccard with `sig` reaches the threshold."""
-        candidates = {j for band in self._bands(sig) for j in self.buckets.get(band, ())}
-        return sorted(j for j in candidates if float(np.mean(self.signatures[j] == sig)) >= self.threshold)
+        candidates = sorted({j for band in self._bands(sig) for j in self.buckets.get(band, ())})
+        if not candidates:
+            return []
+        agree = (np.stack([self.signatures[j] for j in candidates]) == sig).mean(axis=1)
+        return [j for j, a in zip(candidates, agree.tolist(), strict=True) if a >= self.threshold]
 
     def add(self, sig: np.ndarray) -> int:
         idx = len(self.signatures)
