@@ -89,10 +89,9 @@ def test_stop_never_emitted_even_across_chunks(
     # "END" arrives split over three chunks; neither it nor anything after it may reach the client
     engine.queue(Reply(pieces=["您好，", "订单已发货", "E", "N", "D", "后面不该出现"]))
     r = client.chat.completions.create(model="kefu", messages=Q, stop=["END", "xyz"], stream=stream, temperature=0.1)
-    if stream:
-        text = "".join(c.choices[0].delta.content or "" for c in r if c.choices)  # type: ignore[union-attr]
-    else:
-        text = r.choices[0].message.content  # type: ignore[union-attr]
+    chunks = list(r) if stream else []  # type: ignore[call-overload]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) if stream else None
+    text = text if stream else r.choices[0].message.content  # type: ignore[union-attr]
     assert text == "您好，订单已发货"
     assert engine.calls[-1].cancelled  # generation stopped at the stop sequence
 

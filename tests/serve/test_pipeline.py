@@ -30,7 +30,7 @@ def client(server: Server) -> openai.OpenAI:
 
 
 def test_complaint_hands_off_without_the_model(server: Server, engine: ScriptedEngine, client: openai.OpenAI) -> None:
-    text, ext = _ask(client, "我要投诉你们，马上转人工！", "c-1")
+    _, ext = _ask(client, "我要投诉你们，马上转人工！", "c-1")
     assert ext["handoff"]["status"] == "escalated" and ext["handoff"]["reason"] == "user" and not engine.calls
 
 
