@@ -193,6 +193,15 @@ def load_gguf(gguf: Path) -> tuple[Any, Any]:
     return model, tok
 
 
+def _publish(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder into place; if another process got there first, keep theirs (same content)."""
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not _is_complete(dest):
+            raise
+
+
 def convert_gguf(gguf: Path, dest: Path) -> float:
     """Dequantise a GGUF through transformers once and save model + tokenizer as safetensors; returns seconds."""
     start = time.perf_counter()
@@ -203,8 +212,7 @@ def convert_gguf(gguf: Path, dest: Path) -> float:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
+        _publish(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return time.perf_counter() - start
