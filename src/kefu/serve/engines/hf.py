@@ -53,6 +53,7 @@ class HFEngine:
         self._adapters: dict[str, str] = {}  # adapter folder -> adapter name inside the model
         self._merged: dict[str, tuple[Any, Any]] = {}  # merged model folder -> (model, tokenizer)
         self._load_lock = threading.Lock()
+        self.batch_sizes: collections.Counter[int] = collections.Counter()  # how well batching works
         self._pending: queue.Queue[_Req | None] = queue.Queue()
         self._deferred: collections.deque[_Req] = collections.deque()
         self._thread = threading.Thread(target=self._loop, name="kefu-hf-batcher", daemon=True)
@@ -167,6 +168,7 @@ class HFEngine:
                 return
             if not batch:
                 continue
+            self.batch_sizes[len(batch)] += 1
             try:
                 self._generate(batch)
             except Exception as e:  # one bad batch must not kill the engine
