@@ -1,0 +1,128 @@
+"""Attention over packed token streams: every batch becomes one flat [tokens, ...] stream plus document offsets.
+
+Padding is dropped and packed samples never see each other: on CUDA through flash attention's variable-length
+kernel (torch.nn.attention.varlen), on CPU through one causal SDPA call per document (the reference).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from itertools import accumulate
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+try:
+    from torch.nn.attention.varlen import varlen_attn
+
+    _VARLEN_PARAMS = set(inspect.signature(varlen_attn).parameters)
+except ImportError:  # older torch: the per-document reference is used
+    varlen_attn = None
+    _VARLEN_PARAMS = set()
+
+
+@dataclass
+class Stream:
+    """A batch flattened to its real tokens: ids, labels, positions and document offsets (cu_seqlens)."""
+
+    ids: torch.Tensor  # [T]
+    labels: torch.Tensor | None  # [T]
+    positions: torch.Tensor  # [T]
+    cu_seqlens: torch.Tensor  # [docs + 1] int32
+    max_len: int
+    lengths: list[int]
+
+    def targets(self) -> torch.Tensor:
+        """Next-token targets inside each document; the last token of a document predicts nothing."""
+        assert self.labels is not None
+        tgt = torch.full_like(self.labels, IGNORE)
+        tgt[:-1] = self.labels[1:]
+        tgt[self.cu_seqlens[1:].long() - 1] = IGNORE
+        return tgt
+
+
+def flatten(
+    input_ids: torch.Tensor,
+    labels: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+) -> Stream:
+    """Stream for a padded batch (attention_mask), a packed row (position_ids restart at 0), or full rows."""
+    rows, width = input_ids.shape
+    dev = input_ids.device
+    if attention_mask is not None and not bool(attention_mask.all()):
+        keep = attention_mask.bool()
+        lengths = keep.sum(1)
+        pos = attention_mask.long().cumsum(1) - 1 if position_ids is None else position_ids
+        return _stream(input_ids[keep], None if labels is None else labels[keep], pos[keep], lengths)
+    if position_ids is not None and rows == 1 and int((position_ids == 0).sum()) > 1:
+        pos = position_ids[0]
+        starts = torch.nonzero(pos == 0).flatten()
+        ends = torch.cat([starts[1:], torch.tensor([width], device=dev)])
+        return _stream(input_ids[0], None if labels is None else labels[0], pos, ends - starts)
+    pos = torch.arange(width, device=dev).repeat(rows)
+    lengths = torch.full((rows,), width, device=dev)
+    return _stream(input_ids.flatten(), None if labels is None else labels.flatten(), pos, lengths)
+
+
+def _stream(ids: torch.Tensor, labels: torch.Tensor | None, pos: torch.Tensor, lengths: torch.Tensor) -> Stream:
+    lens = [int(n) for n in lengths.tolist() if n > 0]
+    cu = torch.tensor([0, *accumulate(lens)], dtype=torch.int32, device=ids.device)
+    return Stream(ids, labels, pos, cu, max(lens), lens)
+
+
+# ----------------------------------------------------------------------------- rotary embedding
+def rope_tables(rotary: Any, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, head_dim] from the model's own rotary module (its inv_freq and attention scaling), as HF does."""
+    inv_freq = rotary.inv_freq.float()
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    scaling = float(getattr(rotary, "attention_scaling", 1.0))
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, heads, D] rotated by position (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:, None] + rot * sin[:, None]
+
+
+# ----------------------------------------------------------------------------- attention
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -> torch.Tensor:
+    """Causal attention inside each document of the stream; q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]."""
+    if q.is_cuda and varlen_attn is not None and q.dtype in (torch.float16, torch.bfloat16):
+        return _varlen(q, k, v, stream)
+    return attention_reference(q, k, v, stream)
+
+
+def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -> torch.Tensor:
+    kw: dict[str, Any] = {}
+    if "enable_gqa" in _VARLEN_PARAMS:
+        kw["enable_gqa"] = True
+    elif k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if "is_causal" in _VARLEN_PARAMS:
+        kw["is_causal"] = True
+    else:
+        kw["window_size"] = (-1, 0)
+    cu, n = stream.cu_seqlens, stream.max_len
+    assert varlen_attn is not None
+    return varlen_attn(q, k, v, cu, cu, n, n, **kw)  # type: ignore[no-any-return]
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -> torch.Tensor:
+    """One causal SDPA per document: the specification the packed kernel must match."""
+    rep = q.shape[1] // k.shape[1]
+    outs = []
+    for start, n in zip(stream.cu_seqlens[:-1].tolist(), stream.lengths):
+        qs, ks, vs = (t[start : start + n].transpose(0, 1) for t in (q, k, v))
+        ks, vs = ks.repeat_interleave(rep, dim=0), vs.repeat_interleave(rep, dim=0)
+        outs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=1 / math.sqrt(q.shape[-1])))
+    return torch.cat([o.transpose(0, 1) for o in outs])

@@ -1,0 +1,214 @@
+"""Memory-bound pieces of a decoder layer as Triton kernels on CUDA, with pure-torch twins for CPU and tests.
+
+Each public function picks the Triton kernel when the tensor lives on a CUDA device and Triton imports, else the
+torch reference. The references are the specification: tests compare the kernels against them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # CPU-only installs: the torch references below do the work
+    HAS_TRITON = False
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    return HAS_TRITON and t.is_cuda
+
+
+# ----------------------------------------------------------------------------- RMSNorm (frozen weight: dx only)
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, rstd) for rows of x: y = weight * round(x * rstd) as in HF's Qwen2/Llama RMSNorm; rstd in fp32."""
+    if _use_triton(x):
+        return _rmsnorm_triton(x, weight, eps)
+    xf = x.float()
+    rstd = torch.rsqrt(xf.pow(2).mean(-1) + eps)
+    return weight * (xf * rstd[:, None]).to(x.dtype), rstd
+
+
+def rmsnorm_backward(
+    dy: torch.Tensor, x: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """dL/dx of `rmsnorm` (plus `residual`, a gradient reaching x by another path, added in the same pass)."""
+    if _use_triton(x):
+        return _rmsnorm_bwd_triton(dy, x, rstd, weight, residual)
+    xhat = x.float() * rstd[:, None]
+    g = dy.float() * weight.float()
+    dx = rstd[:, None] * (g - xhat * (g * xhat).mean(-1, keepdim=True))
+    if residual is not None:
+        dx = dx + residual.float()
+    return dx.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- SwiGLU on a fused [gate | up] tensor
+def swiglu(gu: torch.Tensor, out: torch.Tensor) -> None:
+    """out <- silu(gate) * up, where gu = [gate | up] along columns; `out` may be a strided column slice."""
+    n = gu.shape[1] // 2
+    if _use_triton(gu):
+        _swiglu_triton(gu, out, n)
+        return
+    out.copy_(F.silu(gu[:, :n]) * gu[:, n:])
+
+
+def swiglu_backward_(gu: torch.Tensor, d_act: torch.Tensor) -> torch.Tensor:
+    """Overwrite gu = [gate | up] with [d gate | d up] given d_act; returns gu."""
+    n = gu.shape[1] // 2
+    if _use_triton(gu):
+        _swiglu_bwd_triton(gu, d_act, n)
+        return gu
+    g, u, da = gu[:, :n].float(), gu[:, n:].float(), d_act.float()
+    s = torch.sigmoid(g)
+    dg = da * u * s * (1 + g * (1 - s))
+    du = da * g * s
+    gu[:, :n] = dg.to(gu.dtype)
+    gu[:, n:] = du.to(gu.dtype)
+    return gu
+
+
+# ----------------------------------------------------------------------------- cross-entropy rows, gradient in place
+def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    """Per-row CE loss (fp32) of `logits` [rows, vocab] against valid `targets`; logits are overwritten with
+    grad_scale * (softmax - onehot), the gradient of grad_scale * sum(loss). No [rows, vocab] fp32 copy on CUDA."""
+    if _use_triton(logits):
+        return _ce_triton(logits, targets, grad_scale)
+    lf = logits.float()
+    lse = torch.logsumexp(lf, -1)
+    loss = lse - lf.gather(1, targets[:, None]).squeeze(1)
+    grad = torch.exp(lf - lse[:, None])
+    grad[torch.arange(len(targets), device=logits.device), targets] -= 1.0
+    logits.copy_(grad * grad_scale)
+    return loss
+
+
+# ============================================================================= Triton implementations
+def _block(n: int) -> tuple[int, int]:
+    block = triton.next_power_of_2(n)
+    return block, 4 if block <= 1024 else 8 if block <= 4096 else 16
+
+
+def _rmsnorm_triton(x: torch.Tensor, w: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, n = x.shape
+    y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
+    block, warps = _block(n)
+    _rmsnorm_fwd_kernel[(rows,)](x, w, y, rstd, x.stride(0), y.stride(0), n, eps, BLOCK=block, num_warps=warps)
+    return y, rstd
+
+
+def _rmsnorm_bwd_triton(
+    dy: torch.Tensor, x: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor, res: torch.Tensor | None
+) -> torch.Tensor:
+    rows, n = x.shape
+    dx = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    block, warps = _block(n)
+    r = res if res is not None else dx
+    _rmsnorm_bwd_kernel[(rows,)](
+        dy, x, w, rstd, r, dx, dy.stride(0), x.stride(0), r.stride(0), n,
+        HAS_RES=res is not None, BLOCK=block, num_warps=warps,
+    )  # fmt: skip
+    return dx
+
+
+def _swiglu_triton(gu: torch.Tensor, out: torch.Tensor, n: int) -> None:
+    rows = gu.shape[0]
+    grid = (rows, triton.cdiv(n, 1024))
+    _swiglu_fwd_kernel[grid](gu, out, gu.stride(0), out.stride(0), n, BLOCK=1024, num_warps=4)
+
+
+def _swiglu_bwd_triton(gu: torch.Tensor, d_act: torch.Tensor, n: int) -> None:
+    rows = gu.shape[0]
+    grid = (rows, triton.cdiv(n, 1024))
+    _swiglu_bwd_kernel[grid](gu, d_act, gu.stride(0), d_act.stride(0), n, BLOCK=1024, num_warps=4)
+
+
+def _ce_triton(logits: torch.Tensor, targets: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    rows, vocab = logits.shape
+    loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    _ce_kernel[(rows,)](logits, targets, loss, logits.stride(0), vocab, grad_scale, BLOCK=4096, num_warps=8)
+    return loss
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _rmsnorm_fwd_kernel(X, W, Y, RSTD, stride_x, stride_y, n, eps, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n + eps)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        y = (x * rstd).to(Y.dtype.element_ty).to(tl.float32) * w
+        tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
+        tl.store(RSTD + row, rstd)
+
+    @triton.jit
+    def _rmsnorm_bwd_kernel(  # type: ignore[no-untyped-def]
+        DY, X, W, RSTD, RES, DX, stride_dy, stride_x, stride_r, n, HAS_RES: tl.constexpr, BLOCK: tl.constexpr
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n
+        dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + row)
+        xhat = x * rstd
+        g = dy * w
+        dx = rstd * (g - xhat * (tl.sum(g * xhat, axis=0) / n))
+        if HAS_RES:
+            dx += tl.load(RES + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(DX + row * n + cols, dx.to(DX.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _swiglu_fwd_kernel(GU, OUT, stride_gu, stride_out, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = cols < n
+        g = tl.load(GU + row * stride_gu + cols, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(GU + row * stride_gu + n + cols, mask=mask, other=0.0).to(tl.float32)
+        act = g * tl.sigmoid(g) * u
+        tl.store(OUT + row * stride_out + cols, act.to(OUT.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _swiglu_bwd_kernel(GU, DA, stride_gu, stride_da, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = cols < n
+        g = tl.load(GU + row * stride_gu + cols, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(GU + row * stride_gu + n + cols, mask=mask, other=0.0).to(tl.float32)
+        da = tl.load(DA + row * stride_da + cols, mask=mask, other=0.0).to(tl.float32)
+        s = tl.sigmoid(g)
+        dg = da * u * s * (1.0 + g * (1.0 - s))
+        du = da * g * s
+        tl.store(GU + row * stride_gu + cols, dg.to(GU.dtype.element_ty), mask=mask)
+        tl.store(GU + row * stride_gu + n + cols, du.to(GU.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _ce_kernel(LOGITS, TGT, LOSS, stride, vocab, grad_scale, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+        row = tl.program_id(0).to(tl.int64)
+        base = LOGITS + row * stride
+        cols = tl.arange(0, BLOCK)
+        m = tl.full((), float("-inf"), tl.float32)
+        s = tl.zeros((), tl.float32)
+        for off in range(0, vocab, BLOCK):  # online max / sum of exp over the row
+            x = tl.load(base + off + cols, mask=off + cols < vocab, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, tl.max(x, axis=0))
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+            m = m_new
+        lse = m + tl.log(s)
+        t = tl.load(TGT + row)
+        x_t = tl.load(base + t).to(tl.float32)
+        tl.store(LOSS + row, lse - x_t)
+        for off in range(0, vocab, BLOCK):
+            idx = off + cols
+            mask = idx < vocab
+            x = tl.load(base + idx, mask=mask, other=0.0).to(tl.float32)
+            g = tl.exp(x - lse) - tl.where(idx == t, 1.0, 0.0)
+            tl.store(base + idx, (g * grad_scale).to(LOGITS.dtype.element_ty), mask=mask)

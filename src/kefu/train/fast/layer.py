@@ -1,0 +1,186 @@
+"""One Qwen2/Llama decoder layer computed from the HF module's weights with fused LoRA products.
+
+The attention half runs under autograd (custom Functions for the norm and the fused products). The MLP half has a
+hand-written backward, run in token chunks, which needs neither the down projection's forward output (only its
+input), nor [tokens, intermediate] tensors larger than one chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from kefu.train.fast.attention import Stream, apply_rope, attention
+from kefu.train.fast.kernels import rmsnorm, rmsnorm_backward, swiglu, swiglu_backward_
+from kefu.train.fast.lora import LoraGroup, build_group, lora_project, member_of, release_group
+
+DEFAULT_MLP_CHUNK_BYTES = 256 * 2**20
+
+
+class RMSNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        y, rstd = rmsnorm(x, weight, eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> Any:
+        x, rstd, weight = ctx.saved_tensors
+        return rmsnorm_backward(dy, x, rstd, weight), None, None
+
+
+@dataclass
+class Rope:
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
+@dataclass
+class FastLayer:
+    """Views of one decoder layer's weights, grouped for fused products."""
+
+    qkv: LoraGroup
+    o: LoraGroup
+    gate_up: LoraGroup
+    down: LoraGroup
+    ln1: torch.Tensor
+    ln2: torch.Tensor
+    eps: float
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mlp_chunk_bytes: int = DEFAULT_MLP_CHUNK_BYTES
+
+    @classmethod
+    def build(cls, layer: nn.Module, config: Any, adapter: str) -> FastLayer:
+        attn, mlp = layer.self_attn, layer.mlp
+        groups = [
+            build_group([member_of(getattr(attn, n), adapter) for n in ("q_proj", "k_proj", "v_proj")]),
+            build_group([member_of(attn.o_proj, adapter)]),
+            build_group([member_of(getattr(mlp, n), adapter) for n in ("gate_proj", "up_proj")]),
+            build_group([member_of(mlp.down_proj, adapter)]),
+        ]
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return cls(
+            *groups,
+            ln1=layer.input_layernorm.weight,
+            ln2=layer.post_attention_layernorm.weight,
+            eps=float(layer.input_layernorm.variance_epsilon),
+            heads=config.num_attention_heads,
+            kv_heads=config.num_key_value_heads,
+            head_dim=head_dim,
+        )
+
+    def groups(self) -> list[LoraGroup]:
+        return [self.qkv, self.o, self.gate_up, self.down]
+
+    def release(self) -> None:
+        for g in self.groups():
+            release_group(g)
+
+    def attn_params(self) -> list[nn.Parameter]:
+        return self.qkv.lora_params() + self.o.lora_params()
+
+    def params(self) -> list[nn.Parameter]:
+        return [p for g in self.groups() for p in g.lora_params()]
+
+    # ------------------------------------------------------------------------- attention half (autograd)
+    def attn_block(self, h: torch.Tensor, stream: Stream, rope: Rope) -> torch.Tensor:
+        """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h and the q/k/v/o adapters."""
+        x = RMSNormFn.apply(h, self.ln1, self.eps)
+        qkv = lora_project(x, self.qkv, self.qkv.bias)
+        d, hq, hk = self.head_dim, self.heads, self.kv_heads
+        q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=1)
+        q = apply_rope(q.view(-1, hq, d), rope.cos, rope.sin)
+        k = apply_rope(k.view(-1, hk, d), rope.cos, rope.sin)
+        o = attention(q, k, v.view(-1, hk, d), stream).reshape(-1, hq * d)
+        return lora_project(o, self.o, h)
+
+    # ------------------------------------------------------------------------- MLP half (manual, chunked)
+    def chunk_rows(self) -> int:
+        width = self.gate_up.w_ext.shape[0] * self.gate_up.w_ext.element_size()
+        return max(256, self.mlp_chunk_bytes // width // 256 * 256)
+
+    @torch.no_grad()
+    def mlp_forward(self, h: torch.Tensor) -> torch.Tensor:
+        self.gate_up.sync_b()
+        self.down.sync_b()
+        a_gu, a_d = self.gate_up.a_cat(), self.down.a_cat()
+        out = torch.empty_like(h)
+        step = self.chunk_rows()
+        for s in range(0, h.shape[0], step):
+            act_ext, _, _ = self._mlp_inner(h[s : s + step], a_gu, a_d)
+            out[s : s + step] = self.down.matmul(act_ext, h[s : s + step])
+        return out
+
+    def _mlp_inner(
+        self, h: torch.Tensor, a_gu: torch.Tensor | None, a_d: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """[act | act A_d^T], gate/up output, and (norm output, rstd, [x | x A_gu^T]) for the backward."""
+        x, rstd = rmsnorm(h, self.ln2, self.eps)
+        ext = self.gate_up.extend(x, a_gu)
+        gu = self.gate_up.matmul(ext, None)
+        inter = gu.shape[1] // 2
+        act_ext = torch.empty(h.shape[0], inter + self.down.rank, dtype=h.dtype, device=h.device)
+        swiglu(gu, act_ext[:, :inter])
+        if a_d is not None:
+            act_ext[:, inter:] = act_ext[:, :inter] @ a_d.t()
+        return act_ext, gu, (x, rstd, ext)
+
+    @torch.no_grad()
+    def mlp_backward(self, h: torch.Tensor, d_out: torch.Tensor, grads: dict[nn.Parameter, torch.Tensor]) -> torch.Tensor:
+        """dL/dh of h + mlp(norm(h)) given dL/d(out); adds the gate/up/down adapter grads into `grads`."""
+        self.gate_up.sync_b()
+        self.down.sync_b()
+        a_gu, a_d = self.gate_up.a_cat(), self.down.a_cat()
+        dh = torch.empty_like(h)
+        step = self.chunk_rows()
+        for s in range(0, h.shape[0], step):
+            dh[s : s + step] = self._mlp_chunk_backward(h[s : s + step], d_out[s : s + step], a_gu, a_d, grads)
+        return dh
+
+    def _mlp_chunk_backward(
+        self,
+        h: torch.Tensor,
+        dy: torch.Tensor,
+        a_gu: torch.Tensor | None,
+        a_d: torch.Tensor | None,
+        grads: dict[nn.Parameter, torch.Tensor],
+    ) -> torch.Tensor:
+        act_ext, gu, (x, rstd, ext) = self._mlp_inner(h, a_gu, a_d)
+        inter = gu.shape[1] // 2
+        d_act = self._group_backward(self.down, dy, act_ext, a_d, grads)
+        del act_ext
+        d_gu = swiglu_backward_(gu, d_act)
+        del d_act
+        dx = self._group_backward(self.gate_up, d_gu, ext, a_gu, grads)
+        assert inter > 0
+        return rmsnorm_backward(dx, h, rstd, self.ln2, residual=dy)
+
+    @staticmethod
+    def _group_backward(
+        group: LoraGroup,
+        dy: torch.Tensor,
+        ext: torch.Tensor,
+        a: torch.Tensor | None,
+        grads: dict[nn.Parameter, torch.Tensor],
+    ) -> torch.Tensor:
+        """dL/dx of y = [x | xA^T] @ w_ext^T, accumulating the group's A and B gradients."""
+        d_ext = dy @ group.w_ext
+        n = group.in_features
+        if a is None:
+            return d_ext
+        _accumulate(grads, group.b_params(), group.b_grads(dy, ext))
+        d_xa = d_ext[:, n:]
+        params_a = [m.lora_a for m in group.members if m.lora_a is not None]
+        _accumulate(grads, params_a, group.a_grads(d_xa, ext[:, :n]))
+        return torch.addmm(d_ext[:, :n], d_xa, a)
+
+
+def _accumulate(grads: dict[nn.Parameter, torch.Tensor], params: list[Any], values: list[torch.Tensor]) -> None:
+    for p, g in zip(params, values):
+        grads[p] = grads[p] + g if p in grads else g

@@ -1,0 +1,170 @@
+"""LoRA projections that share an input, run as ONE matrix product with the adapter folded into its K dimension.
+
+For projections j sharing input x (q/k/v; gate/up; or a single one), with frozen W_j, adapters A_j [r, in],
+B_j [out_j, r] and scale s_j:
+
+    y = [x | x A^T] @ [W | s * blockdiag(B)]^T        (A = A_j stacked)
+
+so the adapter's output is never written and re-read as a separate [tokens, out] tensor (peft and Unsloth add it
+afterwards, one more pass over the largest activation). Backward is one product as well: dY @ [W | sB] gives
+[dx | d(xA^T)]. The base weights live in the first `in` columns of one buffer and the model's own Linear weights
+become views of it, so memory does not grow; the last R columns hold s*B in the compute dtype, refreshed from the
+fp32 LoRA parameters at every forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Member:
+    """One projection of a group: its Linear (peft-wrapped or plain) and its LoRA parameters, if any."""
+
+    module: nn.Module
+    base: nn.Linear
+    lora_a: nn.Parameter | None = None
+    lora_b: nn.Parameter | None = None
+    scale: float = 0.0
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.lora_a is None else self.lora_a.shape[0]
+
+
+@dataclass
+class LoraGroup:
+    members: list[Member]
+    w_ext: torch.Tensor  # [sum out_j, in + R]
+    bias: torch.Tensor | None
+    in_features: int
+    out_splits: list[int] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return sum(m.rank for m in self.members)
+
+    def lora_params(self) -> list[nn.Parameter]:
+        return [p for m in self.members for p in (m.lora_a, m.lora_b) if p is not None]
+
+    def b_params(self) -> list[nn.Parameter]:
+        return [m.lora_b for m in self.members if m.lora_b is not None]
+
+    def a_cat(self) -> torch.Tensor | None:
+        """Stacked A in the compute dtype (differentiable back to the fp32 parameters when grad is on)."""
+        parts = [m.lora_a for m in self.members if m.lora_a is not None]
+        return torch.cat(parts).to(self.w_ext.dtype) if parts else None
+
+    def extend(self, x: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
+        """[x | x A^T]: the product's left operand."""
+        return x if a is None else torch.cat([x, x @ a.t()], dim=1)
+
+    @torch.no_grad()
+    def sync_b(self) -> None:
+        """Write s*B into the weight buffer's adapter columns (B changed at the last optimizer step)."""
+        row, col = 0, self.in_features
+        for m, out in zip(self.members, self.out_splits):
+            if m.lora_b is not None:
+                self.w_ext[row : row + out, col : col + m.rank].copy_(m.lora_b * m.scale)
+                col += m.rank
+            row += out
+
+    def b_grads(self, dy: torch.Tensor, ext: torch.Tensor) -> list[torch.Tensor]:
+        """dL/dB_j = s_j * dY_j^T @ (x A_j^T), in each B's dtype."""
+        grads, row, col = [], 0, self.in_features
+        for m, out in zip(self.members, self.out_splits):
+            if m.lora_b is not None:
+                g = dy[:, row : row + out].t() @ ext[:, col : col + m.rank]
+                grads.append((g.float() * m.scale).to(m.lora_b.dtype))
+                col += m.rank
+            row += out
+        return grads
+
+    def a_grads(self, d_xa: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """dL/dA_j from d(x A^T) [tokens, R] and x."""
+        g = (d_xa.t() @ x).float()
+        out, col = [], 0
+        for m in self.members:
+            if m.lora_a is not None:
+                out.append(g[col : col + m.rank].to(m.lora_a.dtype))
+                col += m.rank
+        return out
+
+    def matmul(self, ext: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
+        """add + ext @ w_ext^T; `add` is the bias, a residual, or None. No autograd."""
+        if add is None:
+            return ext @ self.w_ext.t()
+        return torch.addmm(add, ext, self.w_ext.t())
+
+
+class LoraMatmul(torch.autograd.Function):
+    """Autograd for `LoraGroup.matmul`: gradients for ext, for a residual `add`, and for each B."""
+
+    @staticmethod
+    def forward(ctx: Any, ext: torch.Tensor, add: torch.Tensor | None, group: LoraGroup, *bs: torch.Tensor) -> Any:
+        group.sync_b()
+        ctx.group = group
+        ctx.residual = add is not None and add.dim() == 2
+        ctx.save_for_backward(ext)
+        return group.matmul(ext, add)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> Any:
+        (ext,) = ctx.saved_tensors
+        group: LoraGroup = ctx.group
+        d_ext = dy @ group.w_ext if ctx.needs_input_grad[0] else None
+        d_add = dy if ctx.residual else None
+        return (d_ext, d_add, None, *group.b_grads(dy, ext))
+
+
+def lora_project(x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None) -> torch.Tensor:
+    """Differentiable y = add + x W^T + sum_j s_j (x A_j^T) B_j^T for the whole group."""
+    ext = group.extend(x, group.a_cat())
+    return LoraMatmul.apply(ext, add, group, *group.b_params())  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------- building groups from a peft model
+def member_of(module: nn.Module, adapter: str) -> Member:
+    """Member for a Linear, unwrapping peft's LoRA layer (its A, B and scale for `adapter`)."""
+    base = getattr(module, "base_layer", module)
+    if not isinstance(base, nn.Linear):
+        raise TypeError(f"{type(base).__name__} is not a Linear")
+    lora_a = getattr(module, "lora_A", None)
+    if lora_a is None or adapter not in lora_a:
+        return Member(module, base)
+    a = module.lora_A[adapter].weight  # type: ignore[index, union-attr]
+    b = module.lora_B[adapter].weight  # type: ignore[index, union-attr]
+    return Member(module, base, a, b, float(module.scaling[adapter]))  # type: ignore[index, union-attr]
+
+
+@torch.no_grad()
+def build_group(members: list[Member]) -> LoraGroup:
+    """One weight buffer [W_1; W_2; ... | 0 + s*B slots]; the modules' weights become views into it."""
+    first = members[0].base.weight
+    in_features = first.shape[1]
+    outs = [m.base.weight.shape[0] for m in members]
+    rank = sum(m.rank for m in members)
+    w_ext = torch.zeros(sum(outs), in_features + rank, dtype=first.dtype, device=first.device)
+    row = 0
+    for m, out in zip(members, outs):
+        w_ext[row : row + out, :in_features].copy_(m.base.weight)
+        m.base.weight.data = w_ext[row : row + out, :in_features]
+        row += out
+    biases = [m.base.bias for m in members]
+    bias = None if all(b is None for b in biases) else torch.cat(
+        [b if b is not None else torch.zeros(o, dtype=first.dtype, device=first.device) for b, o in zip(biases, outs)]
+    )  # fmt: skip
+    group = LoraGroup(members, w_ext, bias, in_features, outs)
+    group.sync_b()
+    return group
+
+
+@torch.no_grad()
+def release_group(group: LoraGroup) -> None:
+    """Give each module back a contiguous weight of its own (undo the shared buffer)."""
+    for m in group.members:
+        m.base.weight.data = m.base.weight.data.clone()

@@ -1,0 +1,65 @@
+"""The last linear layer fused with cross-entropy, in chunks of tokens: [tokens, vocab] logits never exist whole.
+
+Only tokens with a target enter (prompt and padding positions are skipped before the product). Each chunk's logits
+are computed in the compute dtype, turned into their gradient in place, and multiplied back into the hidden-state
+gradient at once, so backward has nothing left to do but scale it. lm_head is frozen under LoRA: no weight gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kefu.train.fast.attention import IGNORE
+from kefu.train.fast.kernels import cross_entropy_rows_
+
+DEFAULT_CHUNK_BYTES = 512 * 2**20
+
+
+def chunk_rows(vocab: int, itemsize: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Tokens per chunk so one chunk's logits take about `budget_bytes` (a multiple of 256, at least 256)."""
+    return max(256, budget_bytes // (vocab * itemsize) // 256 * 256)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        normalizer: float | None,
+        rows_per_chunk: int,
+    ) -> torch.Tensor:
+        valid = torch.nonzero(targets != IGNORE).flatten()
+        n = valid.numel()
+        denom = float(normalizer) if normalizer is not None else float(max(n, 1))
+        x, t = hidden.index_select(0, valid), targets.index_select(0, valid)
+        dx_valid = torch.empty_like(x)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, rows_per_chunk):
+            logits = x[s : s + rows_per_chunk] @ weight.t()
+            total += cross_entropy_rows_(logits, t[s : s + rows_per_chunk], 1.0 / denom).sum()
+            torch.mm(logits, weight, out=dx_valid[s : s + rows_per_chunk])
+        dx = torch.zeros_like(hidden)
+        dx.index_copy_(0, valid, dx_valid)
+        ctx.save_for_backward(dx)
+        return total / denom
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        (dx,) = ctx.saved_tensors
+        return dx * grad.to(dx.dtype), None, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    normalizer: float | None = None,
+    rows_per_chunk: int | None = None,
+) -> torch.Tensor:
+    """sum of CE(hidden @ weight^T, targets) over targets != IGNORE, divided by `normalizer` (default: their count)."""
+    rows = rows_per_chunk or chunk_rows(weight.shape[0], weight.element_size())
+    return LinearCrossEntropy.apply(hidden, weight, targets, normalizer, rows)  # type: ignore[no-any-return]

@@ -1,0 +1,135 @@
+"""Put kefu's fast training forward on a HF Qwen2/Llama causal LM carrying a peft LoRA adapter, and take it off.
+
+The patched model is the same object, with the same parameters (the adapter is what trains and what is saved):
+only its forward changes, and only for training calls (labels given, no KV cache). Anything else goes to the
+original forward, which still works on the shared weight buffers.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from kefu.train.fast.attention import flatten, rope_tables
+from kefu.train.fast.checkpoint import Offloader, run_layer
+from kefu.train.fast.kernels import rmsnorm
+from kefu.train.fast.layer import FastLayer, RMSNormFn, Rope
+from kefu.train.fast.loss import DEFAULT_CHUNK_BYTES, chunk_rows, linear_cross_entropy
+
+SUPPORTED = ("Qwen2ForCausalLM", "LlamaForCausalLM")
+
+
+@dataclass
+class FastOptions:
+    offload: bool = True  # keep checkpointed layer inputs in pinned CPU memory (CUDA only)
+    loss_chunk_bytes: int = DEFAULT_CHUNK_BYTES  # logits memory per cross-entropy chunk
+    mlp_chunk_bytes: int = 256 * 2**20  # [tokens, 2*intermediate] memory per MLP chunk
+
+
+@dataclass
+class FastState:
+    layers: list[FastLayer]
+    offloader: Offloader
+    options: FastOptions
+    original_forward: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The HF *ForCausalLM inside a PeftModel (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why the fast path cannot train this model, or None when it can."""
+    lm = causal_lm(model)
+    name = type(lm).__name__
+    if name not in SUPPORTED:
+        return f"architecture {type(model).__name__} (fast path: {', '.join(SUPPORTED)})"
+    cfg = lm.config
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act}"
+    if getattr(cfg, "use_sliding_window", False):
+        return "sliding-window attention"
+    if getattr(cfg, "attention_bias", False) and name == "LlamaForCausalLM":
+        return "attention bias"
+    if getattr(cfg, "mlp_bias", False):
+        return "MLP bias"
+    dtypes = {p.dtype for p in lm.parameters() if not p.requires_grad}
+    if any(not d.is_floating_point for d in dtypes):
+        return "quantized base weights (QLoRA)"
+    if any(p.requires_grad for n, p in lm.named_parameters() if "lora_" not in n):
+        return "base weights are trainable (full fine-tuning)"
+    for mod in lm.modules():
+        drop = getattr(mod, "lora_dropout", None)
+        if isinstance(drop, nn.ModuleDict) and any(not isinstance(d, nn.Identity) for d in drop.values()):
+            return "lora_dropout > 0 (set train.lora_dropout: 0)"
+    return None
+
+
+def patch_model(model: nn.Module, options: FastOptions | None = None, adapter: str = "default") -> FastState:
+    """Switch `model`'s training forward to the fast path; returns its state (also kept on the model)."""
+    reason = unsupported_reason(model)
+    if reason:
+        raise ValueError(f"kefu fast path cannot train this model: {reason}")
+    lm = causal_lm(model)
+    if hasattr(lm, "_kefu_fast"):
+        return lm._kefu_fast  # type: ignore[no-any-return]
+    opts = options or FastOptions()
+    layers = [FastLayer.build(layer, lm.config, adapter) for layer in lm.model.layers]
+    for fl in layers:
+        fl.mlp_chunk_bytes = opts.mlp_chunk_bytes
+    device = next(lm.parameters()).device
+    state = FastState(layers, Offloader(device, enabled=opts.offload), opts, lm.forward)
+    lm._kefu_fast = state
+    lm.forward = types.MethodType(_fast_forward, lm)
+    return state
+
+
+def unpatch_model(model: nn.Module) -> None:
+    """Back to HF's forward, each Linear with a contiguous weight of its own."""
+    lm = causal_lm(model)
+    state: FastState | None = getattr(lm, "_kefu_fast", None)
+    if state is None:
+        return
+    for layer in state.layers:
+        layer.release()
+    del lm.forward  # the instance attribute; the class's forward shows through again
+    del lm._kefu_fast
+
+
+def _fast_forward(
+    self: nn.Module,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    **kwargs: Any,
+) -> Any:
+    state: FastState = self._kefu_fast
+    if labels is None or input_ids is None or kwargs.get("use_cache") or kwargs.get("inputs_embeds") is not None:
+        return state.original_forward(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, labels=labels, **kwargs
+        )
+    stream = flatten(input_ids, labels, attention_mask, position_ids)
+    inner = self.model
+    h = inner.embed_tokens(stream.ids)
+    rope = Rope(*rope_tables(inner.rotary_emb, stream.positions, h.dtype))
+    state.offloader.begin()
+    for i, layer in enumerate(state.layers):
+        h = run_layer(h, layer, i, stream, rope, state.offloader)
+    norm = inner.norm
+    eps = float(norm.variance_epsilon)
+    h = RMSNormFn.apply(h, norm.weight, eps) if torch.is_grad_enabled() else rmsnorm(h, norm.weight, eps)[0]
+    weight = self.lm_head.weight
+    rows = chunk_rows(weight.shape[0], weight.element_size(), state.options.loss_chunk_bytes)
+    normalizer = None if num_items_in_batch is None else float(num_items_in_batch)
+    loss = linear_cross_entropy(h, weight, stream.targets(), normalizer, rows)
+    return CausalLMOutputWithPast(loss=loss, logits=None)

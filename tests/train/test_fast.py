@@ -1,0 +1,212 @@
+"""kefu's fast training path against its references: torch CE, per-document attention, transformers + peft.
+
+CPU tests run in CI; the CUDA ones (Triton kernels, varlen attention, offloading) run where a GPU is present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kefu.train.fast import patch_model, unpatch_model, unsupported_reason
+from kefu.train.fast import kernels as K
+from kefu.train.fast.attention import IGNORE, attention, attention_reference, flatten
+from kefu.train.fast.loss import linear_cross_entropy
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def lora_model(path: Path, dtype: torch.dtype = torch.float32, device: str = "cpu", dropout: float = 0.0) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    torch.manual_seed(1)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=TARGETS))
+    with torch.no_grad():  # B starts at zero, which would make every A gradient zero and hide errors
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.05)
+    return model
+
+
+def loss_and_grads(model: Any, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.item(), torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad])
+
+
+def padded_batch(vocab: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, vocab, (3, 24), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 17:] = 0
+    mask[2, 9:] = 0
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    labels[:, :5] = IGNORE  # a prompt without loss
+    return {k: v.to(device) for k, v in dict(input_ids=ids, attention_mask=mask, labels=labels).items()}
+
+
+# ----------------------------------------------------------------------------- loss
+@pytest.mark.parametrize("normalizer", [None, 50.0])
+def test_chunked_linear_ce_matches_torch(normalizer: float | None) -> None:
+    torch.manual_seed(0)
+    h = torch.randn(37, 16, requires_grad=True)
+    w = torch.randn(101, 16)
+    t = torch.randint(0, 101, (37,))
+    t[::4] = IGNORE
+    loss = linear_cross_entropy(h, w, t, normalizer, rows_per_chunk=8)
+    loss.backward()
+    h2 = h.detach().clone().requires_grad_()
+    ref = F.cross_entropy(h2 @ w.t(), t, ignore_index=IGNORE, reduction="sum") / (normalizer or int((t != IGNORE).sum()))
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-5)
+    assert h.grad is not None and h2.grad is not None
+    assert torch.allclose(h.grad, h2.grad, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- attention
+def test_packed_attention_equals_separate_sequences() -> None:
+    torch.manual_seed(0)
+    lengths = [5, 11, 3]
+    pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    stream = flatten(torch.zeros(1, sum(lengths), dtype=torch.long), None, None, pos)
+    assert stream.lengths == lengths and stream.cu_seqlens.tolist() == [0, 5, 16, 19]
+    q, k, v = torch.randn(19, 4, 8), torch.randn(19, 2, 8), torch.randn(19, 2, 8)
+    out = attention_reference(q, k, v, stream)
+    start = 0
+    for n in lengths:  # each document alone, with no knowledge of the others
+        qs, ks, vs = q[start : start + n], k[start : start + n], v[start : start + n]
+        scores = torch.einsum("thd,shd->hts", qs, ks.repeat_interleave(2, 1)) / 8**0.5
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        alone = torch.einsum("hts,shd->thd", scores.softmax(-1), vs.repeat_interleave(2, 1))
+        assert torch.allclose(out[start : start + n], alone, atol=1e-5)
+        start += n
+
+
+def test_flatten_drops_padding_and_ends_documents() -> None:
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    mask = (ids != 0).long()
+    s = flatten(ids, ids.clone(), mask, None)
+    assert s.ids.tolist() == [1, 2, 3, 4, 5] and s.positions.tolist() == [0, 1, 2, 0, 1]
+    assert s.targets().tolist() == [2, 3, IGNORE, 5, IGNORE]
+
+
+# ----------------------------------------------------------------------------- whole model vs transformers + peft
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_patched_model_matches_peft(arch: str, tiny_model_dir: Path, tiny_llama_dir: Path) -> None:
+    model = lora_model(tiny_model_dir if arch == "qwen2" else tiny_llama_dir)
+    batch = padded_batch(model.config.vocab_size)
+    loss_ref, g_ref = loss_and_grads(model, batch)
+    patch_model(model)
+    loss_fast, g_fast = loss_and_grads(model, batch)
+    unpatch_model(model)
+    loss_back, _ = loss_and_grads(model, batch)
+    assert abs(loss_fast - loss_ref) < 1e-4 * abs(loss_ref)
+    assert F.cosine_similarity(g_ref, g_fast, dim=0) > 0.9999
+    assert torch.allclose(g_ref, g_fast, atol=1e-5)
+    assert loss_back == pytest.approx(loss_ref, rel=1e-6)
+
+
+def test_packed_row_matches_padded_batch(tiny_model_dir: Path) -> None:
+    model = lora_model(tiny_model_dir)
+    padded = padded_batch(model.config.vocab_size)
+    patch_model(model)
+    loss_pad, g_pad = loss_and_grads(model, padded)
+    keep = padded["attention_mask"].bool()
+    lengths = keep.sum(1).tolist()
+    labels = [padded["labels"][i][keep[i]].clone() for i in range(3)]
+    packed = dict(
+        input_ids=padded["input_ids"][keep][None],
+        labels=torch.cat(labels)[None],
+        position_ids=torch.cat([torch.arange(n) for n in lengths])[None],
+    )
+    loss_pack, g_pack = loss_and_grads(model, packed)
+    assert loss_pack == pytest.approx(loss_pad, rel=1e-5)
+    assert torch.allclose(g_pad, g_pack, atol=1e-5)
+
+
+def test_training_through_fast_path_lowers_loss(tiny_model_dir: Path) -> None:
+    model = lora_model(tiny_model_dir)
+    patch_model(model)
+    batch = padded_batch(model.config.vocab_size)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    losses = []
+    for _ in range(20):
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    after = [p for p in model.parameters() if p.requires_grad]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_refuses_what_it_cannot_train(tiny_model_dir: Path) -> None:
+    assert unsupported_reason(lora_model(tiny_model_dir)) is None
+    assert "lora_dropout" in (unsupported_reason(lora_model(tiny_model_dir, dropout=0.1)) or "")
+    with pytest.raises(ValueError, match="lora_dropout"):
+        patch_model(lora_model(tiny_model_dir, dropout=0.1))
+
+
+# ----------------------------------------------------------------------------- CUDA: kernels, varlen, offload
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@cuda
+def test_cuda_kernels_match_references() -> None:
+    torch.manual_seed(0)
+    dev, bf = "cuda", torch.bfloat16
+    x, w = torch.randn(300, 896, device=dev, dtype=bf), torch.randn(896, device=dev, dtype=bf)
+    y, rstd = K.rmsnorm(x, w, 1e-6)
+    y_ref, rstd_ref = K.rmsnorm(x.cpu(), w.cpu(), 1e-6)
+    assert rel(y.cpu(), y_ref) < 1e-2 and rel(rstd.cpu(), rstd_ref) < 1e-5
+    dy, res = torch.randn_like(x), torch.randn_like(x)
+    assert rel(K.rmsnorm_backward(dy, x, rstd, w, res).cpu(), K.rmsnorm_backward(dy.cpu(), x.cpu(), rstd_ref, w.cpu(), res.cpu())) < 1e-2
+    gu = torch.randn(300, 2 * 4864, device=dev, dtype=bf)
+    out = torch.full((300, 4880), float("nan"), device=dev, dtype=bf)
+    K.swiglu(gu, out[:, :4864])
+    ref = torch.empty(300, 4864, dtype=bf)
+    K.swiglu(gu.cpu(), ref)
+    assert rel(out[:, :4864].cpu(), ref) < 1e-2
+    da = torch.randn(300, 4864, device=dev, dtype=bf)
+    assert rel(K.swiglu_backward_(gu.clone(), da).cpu(), K.swiglu_backward_(gu.cpu(), da.cpu())) < 1e-2
+    logits = torch.randn(64, 151936, device=dev, dtype=bf) * 3
+    t = torch.randint(0, 151936, (64,), device=dev)
+    g = logits.clone()
+    loss = K.cross_entropy_rows_(g, t, 0.25)
+    lr = logits.float().requires_grad_()
+    ref_loss = F.cross_entropy(lr, t, reduction="none")
+    (ref_loss.sum() * 0.25).backward()
+    assert rel(loss, ref_loss) < 1e-4 and rel(g, lr.grad) < 1e-2  # type: ignore[arg-type]
+
+
+@cuda
+def test_cuda_varlen_attention_matches_reference() -> None:
+    torch.manual_seed(0)
+    lengths = [100, 37, 300, 1]
+    pos = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
+    stream = flatten(torch.zeros_like(pos), None, None, pos)
+    q, k, v = (torch.randn(sum(lengths), h, 64, device="cuda", dtype=torch.bfloat16) for h in (14, 2, 2))
+    assert rel(attention(q, k, v, stream), attention_reference(q, k, v, stream)) < 2e-2
+
+
+@cuda
+def test_cuda_model_matches_peft_in_bf16(tiny_model_dir: Path) -> None:
+    model = lora_model(tiny_model_dir, dtype=torch.bfloat16, device="cuda")
+    batch = padded_batch(model.config.vocab_size, "cuda")
+    loss_ref, g_ref = loss_and_grads(model, batch)
+    patch_model(model)  # offloading on
+    losses = [loss_and_grads(model, batch) for _ in range(2)]  # twice: pinned buffers reused
+    for loss_fast, g_fast in losses:
+        assert abs(loss_fast - loss_ref) < 1e-2 * loss_ref
+        assert F.cosine_similarity(g_ref, g_fast, dim=0) > 0.99
