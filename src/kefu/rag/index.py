@@ -20,7 +20,7 @@ from kefu.config import KefuConfig
 from kefu.errors import KefuError
 from kefu.rag.chunk import Chunk, chunk_sections
 from kefu.rag.embed import Embedder, embed_in_batches, load_embedder
-from kefu.rag.lexical import LexicalIndex
+from kefu.rag.lexical import BUILTIN_GLOSSARY, Glossary, LexicalIndex
 from kefu.rag.readers import SUFFIXES, read_document
 from kefu.rag.store import KBStore, NewVersion, SQLiteStore, VersionInfo
 
@@ -54,6 +54,13 @@ def embedder_for(cfg: KefuConfig) -> Embedder:
         spec = str(cfg.resolve(spec))  # a model folder is relative to the config like every other path
     cache = Path(cfg.model.cache_dir).expanduser() if cfg.model.cache_dir else None
     return load_embedder(spec, cache)
+
+
+def glossary_for(cfg: KefuConfig) -> Glossary | None:
+    g = cfg.kb.glossary
+    if g is None:
+        return None
+    return Glossary.load(BUILTIN_GLOSSARY if g == "builtin" else cfg.resolve(g))
 
 
 def find_sources(cfg: KefuConfig) -> list[Path]:

@@ -4,14 +4,18 @@ for Latin text, so mixed sentences like "SF顺丰 加12元" index both halves. T
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import bm25s
 import numpy as np
+
+from kefu.errors import KefuError
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _RUNS = re.compile(rf"[{_CJK}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:\.\d+)?")
@@ -61,11 +65,53 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+BUILTIN_GLOSSARY = Path(__file__).with_name("glossary.csv")
+
+
+class Glossary:
+    """Cross-lingual query expansion for BM25: an English query about '发票' documents cannot match them word for
+    word, so terms found in the query bring their translations along (en -> zh, and zh -> the first en term).
+    Dense retrieval already crosses languages; this gives the lexical side a say for such questions too."""
+
+    def __init__(self, pairs: list[tuple[list[str], list[str]]]) -> None:
+        self.pairs = pairs
+        alternation = "|".join(re.escape(t) for en, _ in pairs for t in sorted(en, key=len, reverse=True))
+        self._en = re.compile(rf"(?<![a-z])({alternation})(?![a-z])") if pairs else None
+        self._by_en = {t: zh for en, zh in pairs for t in en}
+        self._by_zh = {t: en[0] for en, zh in pairs for t in zh}
+
+    @classmethod
+    def load(cls, path: Path) -> Glossary:
+        """CSV with columns en,zh; synonyms separated by '|' (e.g. `invoice|fapiao,发票`)."""
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        except OSError as e:
+            raise KefuError(f"kb.glossary: cannot read {path}: {e.strerror}") from None
+        pairs = []
+        for n, row in enumerate(rows, 2):
+            en, zh = (row.get("en") or "").strip().lower(), (row.get("zh") or "").strip()
+            if not en or not zh:
+                raise KefuError(f"{path}:{n}: a glossary row needs both 'en' and 'zh'")
+            pairs.append(
+                ([t.strip() for t in en.split("|") if t.strip()], [t.strip() for t in zh.split("|") if t.strip()])
+            )
+        return cls(pairs)
+
+    def expand(self, query: str) -> str:
+        extra: list[str] = []
+        if self._en is not None:
+            for m in self._en.finditer(query.lower()):
+                extra += self._by_en[m.group(1)]
+        extra += [en for zh, en in self._by_zh.items() if zh in query]
+        return f"{query} {' '.join(dict.fromkeys(extra))}" if extra else query
+
+
 class LexicalIndex:
     """A BM25 index over one version's chunks; `scores(query)` gives one score per chunk (0 = no term matched)."""
 
-    def __init__(self, model: bm25s.BM25) -> None:
+    def __init__(self, model: bm25s.BM25, glossary: Glossary | None = None) -> None:
         self.model = model
+        self.glossary = glossary
 
     @classmethod
     def build(cls, texts: list[str]) -> LexicalIndex:
@@ -79,6 +125,8 @@ class LexicalIndex:
         return int(self.model.scores["num_docs"])
 
     def scores(self, query: str) -> np.ndarray:
+        if self.glossary is not None:
+            query = self.glossary.expand(query)
         ids = self.model.get_tokens_ids(tokenize(query))
         if not ids:
             return np.zeros(self.num_docs, dtype=np.float32)

@@ -19,7 +19,7 @@ from kefu.config import KefuConfig
 from kefu.data.schema import Turn
 from kefu.errors import KefuError
 from kefu.rag.embed import Embedder
-from kefu.rag.index import embedder_for, open_store
+from kefu.rag.index import embedder_for, glossary_for, open_store
 from kefu.rag.store import IndexData, KBStore
 
 Mode = Literal["hybrid", "dense", "bm25"]
@@ -102,6 +102,7 @@ class Retriever:
         self._lock = threading.Lock()
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._reranker: Any = None
+        self._glossary = glossary_for(cfg)
 
     @property
     def embedder(self) -> Embedder:
@@ -117,6 +118,7 @@ class Retriever:
         with self._lock:
             if self._index is None or self._index.version != active:
                 self._index = self.store.load(active)
+                self._index.lexical.glossary = self._glossary
             return self._index
 
     def embed_query(self, text: str) -> np.ndarray:
