@@ -221,6 +221,11 @@ class KBConfig(_Section):
         default="kefu_kb", description="PostgreSQL only (kb.db = postgresql://...): schema holding the kb tables."
     )
     history_turns: int = Field(default=2, ge=0, description="Earlier user turns added to the retrieval query.")
+    glossary: str | None = Field(
+        default="builtin",
+        description="zh/en term pairs that expand BM25 queries across languages: 'builtin' (shop terms), a CSV "
+        "path (columns en,zh; synonyms split by '|'), or null for none.",
+    )
 
 
 # --------------------------------------------------------------------------- guard
