@@ -100,6 +100,13 @@ class PersonaConfig(_Section):
     emoji: bool = Field(default=False, description="Whether answers may use emoji.")
     max_chars: int = Field(default=300, ge=20, description="Maximum answer length in characters.")
     forbidden_phrases: list[str] = Field(default_factory=list, description="Phrases the assistant never uses.")
+    system_prompt: str | None = Field(
+        default=None,
+        description=(
+            "Use this system prompt instead of the one generated from the fields above (training, eval, serving and "
+            "chat all read it). A short one makes CPU demos fast and shows identity learned into the weights."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- model

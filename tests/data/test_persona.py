@@ -95,3 +95,11 @@ def test_system_prompt_carries_the_persona(persona: PersonaConfig) -> None:
 
 def test_zero_samples(persona: PersonaConfig) -> None:
     assert identity_conversations(persona, 0) == []
+
+
+def test_system_prompt_override_is_used_verbatim() -> None:
+    from kefu.config import PersonaConfig
+    from kefu.data.persona import system_prompt
+
+    assert system_prompt(PersonaConfig(system_prompt="你是网店客服。")) == "你是网店客服。"
+    assert "小客" in system_prompt(PersonaConfig())

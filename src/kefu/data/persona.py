@@ -23,6 +23,8 @@ _MODELS_EN = ("ChatGPT", "GPT-4", "GPT-4o", "Claude", "Gemini", "Llama", "Qwen",
 
 def system_prompt(persona: PersonaConfig) -> str:
     """The zh system prompt used by training and serving: identity, can/cannot, hours, handoff and style rules."""
+    if persona.system_prompt is not None:
+        return persona.system_prompt
     p = persona
     lines = [
         f"你是{p.shop}的智能客服“{p.name}”（英文名 {p.name_en}），由{p.company}开发。"
