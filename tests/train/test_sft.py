@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kefu.config import KefuConfig, load_config
 from kefu.errors import KefuError
-from kefu.train.sft import PadCollator, plain_collator, run_sft
+from kefu.train.sft import PadCollator, packing_isolates, plain_collator, run_sft
 
 QA = [
     ("你好", "您好，我是小禾，请问有什么可以帮您？"),
@@ -163,21 +163,47 @@ def test_qlora_on_cpu_is_refused(cfg: KefuConfig) -> None:
         run_sft(cfg)
 
 
-def test_packing_falls_back_to_padding_on_cpu_attention(cfg: KefuConfig, caplog: pytest.LogCaptureFixture) -> None:
-    cfg.train.packing, cfg.train.max_steps = True, 2
-    with caplog.at_level(logging.WARNING, logger="kefu.train"):
-        assert run_sft(cfg).global_step == 2
-    assert "padding each batch to its longest sample instead" in caplog.text
+def test_packing_trains_with_flattened_rows(cfg: KefuConfig, caplog: pytest.LogCaptureFixture) -> None:
+    cfg.train.packing, cfg.train.max_steps = True, 30
+    with caplog.at_level(logging.INFO, logger="kefu.train"):
+        result = run_sft(cfg)
+    assert "packing: each batch flattened into one row" in caplog.text
+    train = losses(json.loads(result.report_path.read_text("utf-8")))
+    assert len(train) == 30 and sum(v for _, v in train[-3:]) / 3 < sum(v for _, v in train[:3]) / 3 - 0.15
 
 
-def test_packing_collator_resets_positions_with_flex_attention(cfg: KefuConfig, tiny_model_dir: Path) -> None:
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="flex_attention")
+def test_packing_collator_keeps_samples_apart(cfg: KefuConfig, tiny_llama_dir: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    assert packing_isolates(model)
     cfg.train.packing = True
-    collate = plain_collator(cfg, model, tokenizer=None)
-    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+    batch = plain_collator(cfg, model, tokenizer=None)(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
-    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]  # each sample starts over: no cross-attention
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]  # each sample starts over
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]  # never predict a sample from the previous one
+
+
+class AttendsAcrossSamples(torch.nn.Module):
+    """A model whose attention ignores position_ids restarts (as older mask code did): packing must be refused."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids: torch.Tensor, **kw: Any) -> Any:
+        return self.inner(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kw)
+
+
+def test_packing_falls_back_to_padding_when_samples_would_leak(
+    cfg: KefuConfig, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    leaky = AttendsAcrossSamples(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    assert not packing_isolates(leaky)
+    cfg.train.packing = True
+    with caplog.at_level(logging.WARNING, logger="kefu.train"):
+        assert isinstance(plain_collator(cfg, leaky, AutoTokenizer.from_pretrained(tiny_model_dir)), PadCollator)
+    assert "padding each batch to its longest sample instead" in caplog.text
 
 
 def test_pad_collator_pads_to_the_longest_in_batch() -> None:

@@ -20,8 +20,6 @@ from kefu.train.tokenize import IGNORE, Record, encode_all
 
 log = logging.getLogger("kefu.train")
 Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
-# Attention kernels that honour position_ids resets, so packed samples cannot attend to each other.
-_PACKING_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
@@ -86,18 +84,38 @@ def pick_trainer(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[type[Trai
 
 
 def plain_collator(cfg: KefuConfig, model: Any, tokenizer: Any) -> Collator:
-    if not cfg.train.packing:
-        return PadCollator(tokenizer.pad_token_id)
-    attention = getattr(model.config, "_attn_implementation", None)
-    if attention in _PACKING_ATTENTION:
-        log.info("packing: samples flattened into one row, position_ids reset per sample (%s)", attention)
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
-    log.warning(
-        "train.packing is on but attention '%s' cannot keep packed samples apart (needs flash or flex attention, "
-        "i.e. a CUDA GPU): padding each batch to its longest sample instead",
-        attention,
-    )
+    if cfg.train.packing:
+        attention = getattr(model.config, "_attn_implementation", None)
+        if packing_isolates(model):
+            log.info("packing: each batch flattened into one row, position_ids restart per sample (%s)", attention)
+            return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+        log.warning(
+            "train.packing is on but this model with attention '%s' lets packed samples see each other: "
+            "padding each batch to its longest sample instead",
+            attention,
+        )
     return PadCollator(tokenizer.pad_token_id)
+
+
+@torch.no_grad()
+def packing_isolates(model: Any) -> bool:
+    """Whether a sample flattened after another (position_ids restarting at 0) sees only itself.
+
+    Checked, not assumed: it depends on the attention kernel (flash/flex use the restarts directly) and on the
+    model's mask code (transformers builds a block-diagonal mask from them for sdpa/eager in recent versions).
+    """
+    device = next(model.parameters()).device
+    first, second = torch.arange(11, 17, device=device)[None], torch.arange(20, 24, device=device)[None]
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3]], device=device)
+    was_training = model.training
+    model.eval()  # no dropout, so the two passes are comparable
+    try:
+        packed = model(input_ids=torch.cat([first, second], 1), position_ids=positions, use_cache=False).logits
+        alone = model(input_ids=second, use_cache=False).logits
+    finally:
+        model.train(was_training)
+    diff = (packed[0, 6:].float() - alone[0].float()).abs().max() / alone.float().abs().max().clamp_min(1e-6)
+    return bool(diff < 2e-2)  # leaking attention shifts logits by tens of percent; bf16 noise stays well below
 
 
 class PadCollator:
