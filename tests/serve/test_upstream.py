@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _spawn(db: Path, port: int, reply: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "tests.serve.scripted_server", str(db), str(port), reply]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a busy CI machine imports torch slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:

@@ -7,6 +7,7 @@ broken link, and a deleted tail no longer matches the head: `kefu audit verify` 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -14,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,41 +115,80 @@ def _as_dict(r: AuditEvent) -> dict[str, Any]:
     return {"id": r.id, "ts": r.ts, "actor": r.actor, "action": r.action, "payload": r.payload, "hash": r.hash}
 
 
+Job = Callable[[Session], list[Event]]
+Done = Callable[[BaseException | None], None]
+
+
 class AuditWriter:
-    """Appends answer events from a background thread in small batches, so a request never waits on fsync."""
+    """One background thread that commits answers: each job stores its rows and returns its audit events, and a
+    whole batch of jobs goes into ONE transaction with the chain appended (one fsync for many answers), so
+    requests never hold a thread while waiting on the disk."""
 
     def __init__(self, store: Store, max_batch: int = 256) -> None:
         self.store, self.max_batch = store, max_batch
-        self._q: queue.Queue[Event | None] = queue.Queue()
+        self._q: queue.Queue[tuple[Job, Done | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kefu-audit", daemon=True)
         self._thread.start()
 
     def submit(self, actor: str, action: str, payload: dict[str, Any]) -> None:
-        self._q.put(Event(actor, action, payload))
+        """Append one event, fire and forget."""
+        self.submit_job(lambda _s: [Event(actor, action, payload)])
 
-    def _drain(self, first: Event) -> tuple[list[Event], bool]:
-        events, stop = [first], False
-        while len(events) < self.max_batch:
+    def submit_job(self, job: Job, done: Done | None = None) -> None:
+        self._q.put((job, done))
+
+    async def run(self, job: Job) -> None:
+        """Commit `job` (with its audit events) and wait for the commit without holding a thread."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done(err: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, fut, err)
+
+        self.submit_job(job, done)
+        await fut
+
+    def _drain(self, first: tuple[Job, Done | None]) -> tuple[list[tuple[Job, Done | None]], bool]:
+        items, stop = [first], False
+        while len(items) < self.max_batch:
             try:
-                ev = self._q.get_nowait()
+                item = self._q.get_nowait()
             except queue.Empty:
                 break
-            if ev is None:
+            if item is None:
                 stop = True
                 break
-            events.append(ev)
-        return events, stop
+            items.append(item)
+        return items, stop
 
-    def _write(self, events: list[Event]) -> None:
-        for attempt in range(5):
+    def _commit(self, items: list[tuple[Job, Done | None]]) -> None:
+        with self.store.session() as s:
+            events: list[Event] = []
+            for job, _ in items:
+                events += job(s)
+            if events:
+                append(s, events)
+
+    def _write(self, items: list[tuple[Job, Done | None]], attempts: int = 4) -> None:
+        error: BaseException | None = None
+        for attempt in range(attempts):
             try:
-                with self.store.session() as s:
-                    append(s, events)
-                return
-            except Exception:
-                log.exception("audit append failed (attempt %d)", attempt + 1)
+                self._commit(items)
+                error = None
+                break
+            except Exception as e:
+                error = e
+                if len(items) > 1:  # isolate the bad job: the others must not be lost with it
+                    for item in items:
+                        self._write([item], attempts)
+                    return
+                log.warning("audit commit failed (attempt %d): %r", attempt + 1, e)
                 time.sleep(0.05 * 2**attempt)
-        log.error("dropped %d audit events after 5 failed attempts", len(events))
+        if error is not None:
+            log.error("audit job dropped after %d attempts: %r", attempts, error)
+        for _, done in items:
+            if done is not None:
+                done(error)
 
     def _run(self) -> None:
         while True:
@@ -155,17 +196,26 @@ class AuditWriter:
             if first is None:
                 self._q.task_done()
                 return
-            events, stop = self._drain(first)
-            self._write(events)
-            for _ in range(len(events) + stop):
+            items, stop = self._drain(first)
+            self._write(items)
+            for _ in range(len(items) + stop):
                 self._q.task_done()
             if stop:
                 return
 
     def flush(self) -> None:
-        """Block until every submitted event is committed."""
+        """Block until every submitted job is committed."""
         self._q.join()
 
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=30)
+
+
+def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(err)

@@ -30,7 +30,9 @@ def require(permission: str) -> Callable[[Request], Awaitable[KeyInfo]]:
         token = _token(request)
         if token is None:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key")
-        info = await asyncio.to_thread(svc.keys.check, token)
+        fresh, info = svc.keys.peek(token)
+        if not fresh:
+            info = await asyncio.to_thread(svc.keys.check, token)
         if info is None:
             raise ApiError(401, "invalid or revoked API key", "invalid_api_key")
         if not info.can(permission):

@@ -106,12 +106,19 @@ class KeyChecker:
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
         self._lock = threading.Lock()
 
-    def check(self, token: str) -> KeyInfo | None:
-        now = time.monotonic()
+    def peek(self, token: str) -> tuple[bool, KeyInfo | None]:
+        """(fresh, info) from the cache alone: lets the event loop skip a thread hop on the hot path."""
         with self._lock:
             hit = self._cache.get(token)
-        if hit and now - hit[0] < self.ttl_s:
-            return hit[1]
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return True, hit[1]
+        return False, None
+
+    def check(self, token: str) -> KeyInfo | None:
+        fresh, info = self.peek(token)
+        if fresh:
+            return info
+        now = time.monotonic()
         info = self._lookup(token)
         with self._lock:
             if len(self._cache) > 10_000:  # bound memory against floods of random keys

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from kefu.config import KefuConfig
-from kefu.serve import handoff, seams, sessions
+from kefu.serve import audit, handoff, seams, sessions
 from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import Cached, ResponseCache
 from kefu.serve.db import Store
@@ -46,6 +48,7 @@ class Ask:
     handoff_requested: bool = False
     cacheable: bool = False
     route: str = "chat.completions"
+    fresh: bool = False  # the server generated the conversation id
 
 
 @dataclass
@@ -95,7 +98,9 @@ class Pipeline:
     async def prepare(self, ask: Ask) -> Plan:
         plan = Plan(ask=ask, started=time.perf_counter())
         cid = ask.conversation_id
-        status, owner = await asyncio.to_thread(sessions.conversation_status, self.store, cid)
+        status, owner = (None, None)
+        if not ask.fresh:  # an id the server just made up cannot exist yet: skip the read
+            status, owner = await asyncio.to_thread(sessions.conversation_status, self.store, cid)
         if status is not None and ask.key is not None and owner not in (None, ask.key.id) and not ask.key.can("admin"):
             raise ApiError(404, f"conversation {cid!r} not found", "conversation_not_found", "kefu.conversation_id")
         if status == "handoff":
@@ -218,14 +223,18 @@ class Pipeline:
         answer = None if silent else self.mask(first.text)
         key_id = ask.key.id if ask.key else None
         users = [self.mask(t) for t in ask.new_user]
-        plan.message_id = await asyncio.to_thread(
-            sessions.save_exchange, self.store, ask.conversation_id, users, answer, ask.version.name, key_id,
-            ask.user_id,
-        )  # fmt: skip
+        actor = f"key:{key_id}" if key_id else "anonymous"
+
+        def store(s: Session) -> list[audit.Event]:
+            plan.message_id = sessions.save_exchange(
+                s, ask.conversation_id, users, answer, ask.version.name, key_id, ask.user_id
+            )
+            return [audit.Event(actor, "answer", self._audit_payload(plan))]
+
+        await self.audit.run(store)  # committed before the client hears the answer is complete
         if self._cache_worthy(plan):
             cached = Cached(text=first.text, citations=plan.context.citations)
             await self.cache.put(ask.new_user[-1], ask.version.name, plan.context.kb_version, cached)
-        self.audit.submit(f"key:{key_id}" if key_id else "anonymous", "answer", self._audit_payload(plan))
         self._observe(plan)
 
     def _cache_worthy(self, plan: Plan) -> bool:

@@ -7,6 +7,7 @@ response "kefu": {"conversation_id", "citations", "handoff", "model_version", "k
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from typing import Any, Literal
@@ -103,8 +104,17 @@ class ChatCompletion(BaseModel):
     kefu: KefuResponse | None = None
 
 
+# Ids only need to be unique, not secret (access is checked against the API key): a generator seeded once from
+# the OS is ~100x cheaper than os.urandom per request, which showed up in load profiles.
+_IDS = random.Random(uuid.uuid4().int)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{_IDS.getrandbits(128):032x}"
+
+
 def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    return new_id("chatcmpl")
 
 
 def chunk_dict(

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kefu.serve.db import Store
 from kefu.serve.tables import Conversation, Message, utcnow
@@ -63,7 +64,7 @@ def ensure(store: Store, conversation_id: str, key_id: str | None, user_id: str 
 
 
 def save_exchange(
-    store: Store,
+    s: Session,
     conversation_id: str,
     user_texts: list[str],
     answer: str | None,
@@ -71,22 +72,21 @@ def save_exchange(
     key_id: str | None,
     user_id: str | None,
 ) -> int | None:
-    """Store new user turns and the answer (already masked); returns the answer's message id."""
-    with store.session() as s:
-        conv = s.get(Conversation, conversation_id)
-        if conv is None:
-            conv = Conversation(id=conversation_id, key_id=key_id, user_id=user_id)
-            s.add(conv)
-            s.flush()
-        conv.updated_at = utcnow()
-        conv.model_version = version or conv.model_version
-        for text in user_texts:
-            s.add(Message(conversation_id=conversation_id, role="user", author="customer", content=text))
-        if answer is None:
-            return None
-        msg = Message(
-            conversation_id=conversation_id, role="assistant", author="bot", content=answer, model_version=version
-        )
-        s.add(msg)
+    """Store new user turns and the answer (already masked) in the caller's transaction; the answer's id."""
+    conv = s.get(Conversation, conversation_id)
+    if conv is None:
+        conv = Conversation(id=conversation_id, key_id=key_id, user_id=user_id)
+        s.add(conv)
         s.flush()
-        return msg.id
+    conv.updated_at = utcnow()
+    conv.model_version = version or conv.model_version
+    for text in user_texts:
+        s.add(Message(conversation_id=conversation_id, role="user", author="customer", content=text))
+    if answer is None:
+        return None
+    msg = Message(
+        conversation_id=conversation_id, role="assistant", author="bot", content=answer, model_version=version
+    )
+    s.add(msg)
+    s.flush()
+    return msg.id

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from kefu.serve.protocol import (
     Usage,
     chunk_dict,
     completion_id,
+    new_id,
     now,
 )
 from kefu.serve.versions import Version
@@ -74,7 +74,7 @@ def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
         raise ApiError(400, f"max_tokens {max_tokens} is over the limit of {MAX_TOKENS_LIMIT}", "invalid_value",
                        "max_tokens")  # fmt: skip
     ext = req.kefu
-    cid = (ext.conversation_id if ext else None) or f"conv-{uuid.uuid4().hex}"
+    cid = (ext.conversation_id if ext else None) or new_id("conv")
     user_id = (ext.user_id if ext else None) or req.user
     sticky = cid if ext and ext.conversation_id else (user_id or cid)
     version = resolve_version(request, req.model, sticky)
@@ -86,7 +86,7 @@ def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
     return Ask(
         conversation_id=cid, key=key, user_id=user_id, earlier=earlier if not (ext and ext.conversation_id) else [],
         new_user=new_user, params=params, version=version, n=req.n, handoff_requested=bool(ext and ext.handoff),
-        cacheable=cacheable,
+        cacheable=cacheable, fresh=not (ext and ext.conversation_id),
     )  # fmt: skip
 
 
@@ -143,6 +143,20 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
+def _closing(req: ChatCompletionRequest, plan: Plan, cid: str, created: int) -> bytes:
+    """Each choice's finish chunk (with the kefu extension), then the usage chunk when asked for."""
+    out = b""
+    for i, o in enumerate(plan.outcomes):
+        last = chunk_dict(cid, req.model, created, i, {}, o.finish_reason)
+        last["kefu"] = kefu_field(plan).model_dump()
+        out += _sse(last)
+    if req.stream_options and req.stream_options.include_usage:
+        tail = chunk_dict(cid, req.model, created, 0, {})
+        tail["choices"], tail["usage"] = [], usage(plan).model_dump()
+        out += _sse(tail)
+    return out
+
+
 async def _stream(request: Request, req: ChatCompletionRequest, plan: Plan) -> StreamingResponse:
     svc = request.app.state.kefu
     cid, created, model = completion_id(), now(), req.model
@@ -150,29 +164,25 @@ async def _stream(request: Request, req: ChatCompletionRequest, plan: Plan) -> S
     first = await anext(pieces, None)  # engine failures before the first token still get a proper status
 
     async def body() -> AsyncIterator[bytes]:
+        # The role chunks go out with the first text, and the closing chunks together: fewer socket writes.
         try:
-            for i in range(plan.ask.n):
-                yield _sse(chunk_dict(cid, model, created, i, {"role": "assistant", "content": ""}))
+            opening = b"".join(
+                _sse(chunk_dict(cid, model, created, i, {"role": "assistant", "content": ""}))
+                for i in range(plan.ask.n)
+            )
             if first is not None:
-                yield _sse(chunk_dict(cid, model, created, first[0], {"content": first[1]}))
+                opening += _sse(chunk_dict(cid, model, created, first[0], {"content": first[1]}))
+            yield opening
             async for i, text in pieces:
                 yield _sse(chunk_dict(cid, model, created, i, {"content": text}))
             await svc.pipeline.finish(plan)
-            for i, out in enumerate(plan.outcomes):
-                last = chunk_dict(cid, model, created, i, {}, out.finish_reason)
-                last["kefu"] = kefu_field(plan).model_dump()
-                yield _sse(last)
-            if req.stream_options and req.stream_options.include_usage:
-                tail = chunk_dict(cid, model, created, 0, {})
-                tail["choices"], tail["usage"] = [], usage(plan).model_dump()
-                yield _sse(tail)
+            yield _closing(req, plan, cid, created) + b"data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             svc.pipeline.cancelled(plan)
             raise
         except Exception as e:
             status = 503 if type(e).__name__ == "EngineUnavailable" else 500
-            yield _sse(error_body(status, f"generation failed: {e}", "generation_failed"))
-        yield b"data: [DONE]\n\n"
+            yield _sse(error_body(status, f"generation failed: {e}", "generation_failed")) + b"data: [DONE]\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -217,7 +227,7 @@ async def simple_chat(request: Request, req: SimpleChatRequest, key: ChatKey) ->
     svc = request.app.state.kefu
     full = ChatCompletionRequest.model_validate(
         {"model": svc.cfg.serve.model_name, "messages": [{"role": "user", "content": req.question}],
-         "kefu": {"conversation_id": req.conversation_id or f"conv-{uuid.uuid4().hex}"}}
+         "kefu": {"conversation_id": req.conversation_id or new_id("conv")}}
     )  # fmt: skip
     plan = await answer(request, full, key, "chat")
     assert isinstance(plan, Plan)
