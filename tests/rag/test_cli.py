@@ -24,7 +24,7 @@ def test_kb_cli_ingest_search_versions_rollback(kb_cfg: KefuConfig) -> None:
     assert (top["source"], top["heading"]) == ("kb/returns.md", ["退货政策", "运费谁出"])
     assert top["dense_rank"] is not None and top["bm25_rank"] is not None and top["score"] > 0
 
-    table = _kb(kb_cfg, "search", "Which courier", "-k", "2", "--mode", "bm25")
+    table = _kb(kb_cfg, "search", "Which carrier", "-k", "2", "--mode", "bm25")
     assert "kb/en/shipping.md" in table and "Shipping > Carriers" in table and "fused" in table
 
     assert "kb version 2 active" in _kb(kb_cfg, "ingest")

@@ -90,8 +90,9 @@ def relevance_check(retriever: Retriever, on: Sequence[Question], off: Sequence[
     off_hits = [retriever.search(q.question) for q in off]
 
     def rates(threshold: float) -> dict[str, float]:
-        passed = sum(relevant(h, threshold) for h in on_hits) / max(len(on_hits), 1)
-        rejected = sum(not relevant(h, threshold) for h in off_hits) / max(len(off_hits), 1)
+        lexical = min(threshold, retriever.kb.min_score_lexical)
+        passed = sum(relevant(h, threshold, lexical) for h in on_hits) / max(len(on_hits), 1)
+        rejected = sum(not relevant(h, threshold, lexical) for h in off_hits) / max(len(off_hits), 1)
         return {"min_score": threshold, "on_topic_passed": round(passed, 4), "off_topic_rejected": round(rejected, 4)}
 
     sweep = [rates(round(t, 2)) for t in np.arange(0.80, 0.901, 0.01)]

@@ -25,7 +25,9 @@ from kefu.rag.store import IndexData, KBStore
 Mode = Literal["hybrid", "dense", "bm25"]
 HistoryItem = Turn | Mapping[str, Any]
 _QUERY_CACHE = 1024
-_HISTORY_CHARS = 120  # each earlier turn is cut to this: it gives the topic, the current question gives the rest
+_HISTORY_CHARS = 120
+# A BM25 score of about two informative shared words (Lucene BM25 on shop-sized KBs); see relevant().
+LEXICAL_SUPPORT = 2.0  # each earlier turn is cut to this: it gives the topic, the current question gives the rest
 
 
 @dataclass(frozen=True)
@@ -190,19 +192,24 @@ class Retriever:
 
     def relevant(self, hits: Sequence[Hit]) -> bool:
         """Whether the hits can answer the question at all (kb.min_score); when False, say you'll check or hand off."""
-        return relevant(hits, self.kb.min_score)
+        return relevant(hits, self.kb.min_score, self.kb.min_score_lexical)
 
     def close(self) -> None:
         self.store.close()
 
 
-def relevant(hits: Sequence[Hit], min_score: float) -> bool:
-    """True when the best dense similarity reaches `min_score` (RRF scores are rank-based and always look
-    'relevant', so the absolute cosine decides); BM25-only hits count when any term matched."""
-    dense = [h.dense_score for h in hits if h.dense_score is not None]
-    if dense:
-        return max(dense) >= min_score
-    return any((h.bm25_score or 0.0) > 0 for h in hits)
+def relevant(hits: Sequence[Hit], min_score: float, min_score_lexical: float | None = None) -> bool:
+    """Whether any hit can answer the question. RRF scores are rank-based and always look 'relevant', so absolute
+    signals decide: a dense cosine >= min_score, or >= min_score_lexical when the same hit also shares informative
+    words with the question (BM25 >= LEXICAL_SUPPORT). BM25-only hits (mode='bm25') count when they match."""
+    lexical = min_score if min_score_lexical is None else min_score_lexical
+    for h in hits:
+        if h.dense_score is None:
+            if (h.bm25_score or 0.0) >= LEXICAL_SUPPORT:
+                return True
+        elif h.dense_score >= min_score or (h.dense_score >= lexical and (h.bm25_score or 0.0) >= LEXICAL_SUPPORT):
+            return True
+    return False
 
 
 def load_reranker(path: str) -> Any:
