@@ -114,3 +114,24 @@ def test_adapter_hot_swap_through_the_api(tiny_model_dir: Path, tmp_path: Path) 
         assert ask("base") == base_answer
     finally:
         srv.stop()
+
+
+def test_prefix_cache_gives_the_same_tokens(hf: HFEngine) -> None:
+    """A second prompt sharing the system prompt reuses its KV cache and decodes exactly as a cold prefill."""
+    system = {"role": "system", "content": "你是青禾生活馆的智能客服小禾。七天无理由退货，48小时内发货。" * 3}
+
+    async def ask(q: str) -> str:
+        text = ""
+        async for c in hf.stream([system, {"role": "user", "content": q}], GenParams(max_tokens=12)):
+            text += c.text
+        return text
+
+    async def go() -> tuple[str, str, str]:
+        a = await ask("退货怎么办")
+        b = await ask("发票怎么开")  # shares the system prompt with the previous request
+        hf._prefix.clear()
+        cold = await ask("发票怎么开")
+        return a, b, cold
+
+    _, warm, cold = asyncio.run(go())
+    assert warm == cold and hf.prefix_hits >= 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import logging
 import queue
 import threading
@@ -54,6 +55,8 @@ class HFEngine:
         self._merged: dict[str, tuple[Any, Any]] = {}  # merged model folder -> (model, tokenizer)
         self._load_lock = threading.Lock()
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # how well batching works
+        self._prefix: dict[str, tuple[tuple[int, ...], Any]] = {}  # model version -> (prompt ids, their KV cache)
+        self.prefix_hits = 0
         self._pending: queue.Queue[_Req | None] = queue.Queue()
         self._deferred: collections.deque[_Req] = collections.deque()
         self._thread = threading.Thread(target=self._loop, name="kefu-hf-batcher", daemon=True)
@@ -181,17 +184,14 @@ class HFEngine:
 
         model, tok = self._model_for(batch[0].target)
         device = next(model.parameters()).device
-        width = max(len(r.ids) for r in batch)
-        ids = torch.tensor([[self.pad] * (width - len(r.ids)) + r.ids for r in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [_generator(r.params.seed, device) for r in batch]
-        done = [False] * len(batch)
-        past = None
         with torch.inference_mode():
+            if len(batch) == 1:
+                past, logits, mask, pos = self._prefill_one(model, batch[0], device)
+            else:
+                past, logits, mask, pos = self._prefill_padded(model, batch, device)
+            gens = [_generator(r.params.seed, device) for r in batch]
+            done = [False] * len(batch)
             for _step in range(max(r.params.max_tokens for r in batch)):
-                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[:, -1, :].float()
                 nxt = [_sample(logits[i], r.params, gens[i]) for i, r in enumerate(batch)]
                 for i, r in enumerate(batch):
                     if not done[i]:
@@ -201,6 +201,42 @@ class HFEngine:
                 ids = torch.tensor([[t] for t in nxt], device=device)
                 mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=device)], dim=1)
                 pos = pos[:, -1:] + 1
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+                past, logits = out.past_key_values, out.logits[:, -1, :].float()
+
+    def _prefill_padded(self, model: Any, batch: list[_Req], device: Any) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        width = max(len(r.ids) for r in batch)
+        ids = torch.tensor([[self.pad] * (width - len(r.ids)) + r.ids for r in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
+
+    def _prefill_one(self, model: Any, r: _Req, device: Any) -> tuple[Any, Any, Any, Any]:
+        """A lone request reuses the KV cache of the prompt prefix it shares with the previous one (the persona's
+        system prompt, often hundreds of tokens), so only its new tokens are computed: most of the time to first
+        token on CPU is this prefill."""
+        import torch
+
+        key = r.target or ""
+        cached_ids, cached = self._prefix.get(key, ((), None))
+        common = _common_prefix(cached_ids, r.ids)
+        reuse = cached is not None and common >= _MIN_PREFIX
+        if reuse:
+            past = copy.deepcopy(cached)
+            if common < len(cached_ids):
+                past.crop(common - len(cached_ids))  # negative: drop that many tokens from the end
+        else:
+            past, common = None, 0
+        rest = torch.tensor([r.ids[common:]], device=device)
+        pos = torch.arange(common, len(r.ids), device=device).unsqueeze(0)
+        mask = torch.ones((1, len(r.ids)), dtype=torch.long, device=device)
+        out = model(input_ids=rest, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+        self._prefix[key] = (tuple(r.ids), copy.deepcopy(out.past_key_values))
+        self.prefix_hits += reuse
+        return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
 
     def _advance(self, r: _Req, token: int, tok: Any) -> bool:
         """Add one token to a request and send its new text; True when the request is finished."""
@@ -220,6 +256,18 @@ class HFEngine:
         if piece or finish:
             r.send(Chunk(piece, finish, prompt_tokens=len(r.ids), completion_tokens=len(r.generated)))
         return finish is not None
+
+
+_MIN_PREFIX = 16  # shorter shared prefixes are not worth copying a cache for
+
+
+def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
+    """Length of the shared start, leaving at least one token of `b` to compute (its logits are needed)."""
+    n = min(len(a), len(b) - 1)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _generator(seed: int | None, device: Any) -> Any:
