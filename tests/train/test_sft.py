@@ -10,11 +10,18 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from kefu.config import KefuConfig, load_config
 from kefu.errors import KefuError
-from kefu.train.sft import PadCollator, packing_isolates, plain_collator, run_sft
+from kefu.train.sft import (
+    AnswerLogitsTrainer,
+    PadCollator,
+    packing_isolates,
+    plain_collator,
+    run_sft,
+    takes_logits_to_keep,
+)
 
 QA = [
     ("你好", "您好，我是小禾，请问有什么可以帮您？"),
@@ -211,3 +218,21 @@ def test_pad_collator_pads_to_the_longest_in_batch() -> None:
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("num_items", [None, 7])
+def test_answer_logits_loss_equals_the_models_own(tiny_model_dir: Path, tmp_path: Path, num_items: int | None) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    assert takes_logits_to_keep(model)
+    trainer = AnswerLogitsTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+    batch = PadCollator(pad_id=0)(
+        [
+            {"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, -100, 8, 9, 10]},
+            {"input_ids": [11, 12, 13, 14], "labels": [-100, -100, 13, 14]},
+        ]
+    )
+    torch.manual_seed(0)
+    ours = trainer.compute_loss(model, batch, num_items_in_batch=num_items)
+    kwargs = {} if num_items is None else {"num_items_in_batch": num_items}
+    theirs = model(**batch, **kwargs).loss
+    assert torch.allclose(ours, theirs, atol=1e-6), (ours, theirs)
