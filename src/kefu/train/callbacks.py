@@ -106,6 +106,7 @@ class RichProgress(TrainerCallback):
         logs = logs or {}
         if "loss" in logs:
             self.loss = float(logs["loss"])
+            self.on_step_end(args, state, control)  # show it now, not one step late
         shown = {k: v for k, v in logs.items() if k in _SHOWN or k.startswith(("rewards/", "eval_rewards/"))}
         if shown and "train_loss" not in logs:  # the end-of-training summary is the report's job
             text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
