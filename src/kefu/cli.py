@@ -261,6 +261,45 @@ def kb_rollback(
     console.print(f"[green]kb version {run_rollback(cfg_from(config, set_), version)} active[/]")
 
 
+# ----------------------------------------------------------------------------- export
+@app.command("export")
+def export_cmd(
+    adapter: Annotated[Path, typer.Option("--adapter", help="LoRA adapter folder to merge into the base model.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created whole, or not at all).")],
+    fmt: Annotated[
+        list[str] | None, typer.Option("--format", help="merged, onnx, gguf (repeatable; merged is always written).")
+    ] = None,
+    gguf_f16: Annotated[bool, typer.Option("--gguf-f16", help="F16 GGUF tensors instead of F32.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Merge an adapter and export merged safetensors / ONNX / GGUF + Ollama Modelfile, with a parity check."""
+    from kefu.train.export import run_export
+
+    report = run_export(cfg_from(config, set_), adapter, out, fmt or ["merged"], gguf_f16=gguf_f16)
+    for name, b in report.parity["backends"].items():
+        diff = f"max |logit diff| {b['max_abs_logit_diff']:.1e} (tolerance {b['tolerance']:g})"
+        console.print(f"  {name}: parity ok, {diff}")
+    console.print(f"[green]Exported {', '.join(report.formats)} to {report.out}[/] (see parity.json)")
+
+
+# ----------------------------------------------------------------------------- chat
+@app.command("chat")
+def chat_cmd(
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="LoRA adapter on top of the base model.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Base model path, overriding model.path.")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="OpenAI-compatible server: http://host:8000/v1.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="API key for --url.")] = None,
+    once: Annotated[str | None, typer.Option("--once", help="Ask one question, print the answer, exit.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Chat with the assistant in the terminal (streaming; /reset, /exit)."""
+    from kefu.chat import run_chat
+
+    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once)
+
+
 # ----------------------------------------------------------------------------- serve
 @app.command()
 def serve(
@@ -402,43 +441,21 @@ def audit_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(f"[green]audit log intact[/]: {v.rows} rows")
 
 
-# ----------------------------------------------------------------------------- export
-@app.command("export")
-def export_cmd(
-    adapter: Annotated[Path, typer.Option("--adapter", help="LoRA adapter folder to merge into the base model.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created whole, or not at all).")],
-    fmt: Annotated[
-        list[str] | None, typer.Option("--format", help="merged, onnx, gguf (repeatable; merged is always written).")
-    ] = None,
-    gguf_f16: Annotated[bool, typer.Option("--gguf-f16", help="F16 GGUF tensors instead of F32.")] = False,
-    config: ConfigOpt = None,
+# ----------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo project and its outputs.")] = Path("kefu-demo"),
+    full: Annotated[
+        bool, typer.Option("--full/--quick", "--gpu", help="Train on all data with the full prompt (meant for a GPU).")
+    ] = False,
     set_: SetOpt = None,
 ) -> None:
-    """Merge an adapter and export merged safetensors / ONNX / GGUF + Ollama Modelfile, with a parity check."""
-    from kefu.train.export import run_export
+    """The sample shop end to end on the embedded default model: before/after answers, metrics and a report."""
+    from kefu.demo import run_demo
 
-    report = run_export(cfg_from(config, set_), adapter, out, fmt or ["merged"], gguf_f16=gguf_f16)
-    for name, b in report.parity["backends"].items():
-        diff = f"max |logit diff| {b['max_abs_logit_diff']:.1e} (tolerance {b['tolerance']:g})"
-        console.print(f"  {name}: parity ok, {diff}")
-    console.print(f"[green]Exported {', '.join(report.formats)} to {report.out}[/] (see parity.json)")
-
-
-# ----------------------------------------------------------------------------- chat
-@app.command("chat")
-def chat_cmd(
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="LoRA adapter on top of the base model.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Base model path, overriding model.path.")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="OpenAI-compatible server: http://host:8000/v1.")] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="API key for --url.")] = None,
-    once: Annotated[str | None, typer.Option("--once", help="Ask one question, print the answer, exit.")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Chat with the assistant in the terminal (streaming; /reset, /exit)."""
-    from kefu.chat import run_chat
-
-    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once)
+    result = run_demo(out, full=full, extra=set_)
+    if not result.identity_ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

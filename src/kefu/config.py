@@ -153,6 +153,12 @@ class TrainConfig(_Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         default="all-linear", description="Modules LoRA wraps: names like q_proj, or 'all-linear'."
     )
+    lora_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Put LoRA only on the last N transformer layers, so the backward pass stops there (much "
+        "cheaper on a CPU); all layers when null.",
+    )
     epochs: float = Field(default=1.0, gt=0, description="Passes over the training data (ignored if max_steps > 0).")
     max_steps: int = Field(default=-1, description="Stop after this many optimizer steps; -1 to use epochs.")
     batch_size: int = Field(default=4, ge=1, description="Samples per device per micro-step.")

@@ -249,3 +249,14 @@ def test_sft_on_the_embedded_default_model(tmp_path: Path) -> None:
     assert result.global_step == 2 and result.train_loss is not None and 0 < result.train_loss < 10
     adapter = load_file(result.output / "adapter_model.safetensors")
     assert any("q_proj.lora_B" in k for k in adapter) and any("down_proj.lora_B" in k for k in adapter)
+
+
+def test_lora_layers_limits_adapters_to_the_top_layers(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from kefu.config import TrainConfig
+    from kefu.train.common import attach_lora
+
+    model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), TrainConfig(lora_layers=1))
+    lora = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert lora and all(".layers.1." in n for n in lora)

@@ -100,14 +100,30 @@ def load_for_training(cfg: KefuConfig, adapter: str | None) -> tuple[Any, Any]:
     return model, tok
 
 
-def lora_config(t: TrainConfig) -> Any:
+def linear_names(model: Any) -> list[str]:
+    """Leaf names of the Linear layers inside the transformer blocks: what 'all-linear' means, spelled out."""
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if ".layers." in n and _is_linear(m)})
+
+
+def _is_linear(module: Any) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear4bit"
+
+
+def lora_config(t: TrainConfig, model: Any | None = None) -> Any:
     from peft import LoraConfig
 
+    targets, layers = t.target_modules, None
+    if t.lora_layers is not None and model is not None:
+        # peft only restricts layers for named targets, so 'all-linear' is spelled out here.
+        n = model.config.num_hidden_layers
+        layers = list(range(max(0, n - t.lora_layers), n))
+        targets = linear_names(model) if targets == "all-linear" else targets
     return LoraConfig(
         r=t.lora_r,
         lora_alpha=t.lora_alpha,
         lora_dropout=t.lora_dropout,
-        target_modules=t.target_modules,
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
 
@@ -123,7 +139,7 @@ def attach_lora(model: Any, t: TrainConfig) -> Any:
         return model
     if isinstance(model, PeftModel):
         return model  # incremental training: the loaded adapter is trainable and keeps its own rank and targets
-    return get_peft_model(model, lora_config(t))
+    return get_peft_model(model, lora_config(t, model))
 
 
 def count_params(model: Any) -> tuple[int, int]:

@@ -1,0 +1,227 @@
+"""`kefu demo`: the sample shop end to end on the embedded default model, offline.
+
+prepare data -> answer held-out questions with the untrained model -> train a short LoRA on identity + shop data
+-> answer again -> side-by-side report with the loss curve. The quick variant fits 2 CPU cores in minutes; `--full`
+trains on everything with the full persona prompt (meant for a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kefu.config import KefuConfig, load_config
+from kefu.io import write_jsonl
+
+# Held-out eval cases (never in the training files): identity, policy facts, a handoff and an over-promise trap.
+DEMO_CASES = [
+    "identity-01", "identity-02", "identity-04", "identity-en-01", "policy-returns-01", "policy-shipping-02",
+    "policy-shipping-04", "policy-damaged-01", "policy-service-02", "policy-en-01", "handoff-02", "over-08",
+]  # fmt: skip
+SHOWN_CASES = ["identity-01", "identity-en-01", "policy-returns-01", "policy-shipping-02", "over-08"]
+
+# The quick plan trades data and steps for time: a short system prompt (so identity must be learned into the
+# weights, and each sample is ~100 tokens instead of ~400), LoRA on the top layers only (backward stops there),
+# bf16 matmuls where the CPU has them. Each value is an ordinary config field, printed for the user.
+QUICK = [
+    "persona.system_prompt=你是网店的在线客服助手。",
+    "train.max_steps=36",
+    "train.batch_size=4",
+    "train.lr=1e-3",
+    "train.warmup_ratio=0.05",
+    "train.lora_r=16",
+    "train.lora_alpha=32",
+    "train.lora_dropout=0.0",
+    "train.lora_layers=8",
+    "train.max_seq_len=256",
+    "train.save_steps=1000",
+    "train.logging_steps=2",
+    "eval.max_new_tokens=80",
+]
+FULL = ["train.epochs=3", "eval.max_new_tokens=160"]
+QUICK_SHOP_SAMPLES = 84  # shop conversations mixed with all identity samples in the quick plan
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    identity_ok: bool = False
+    report: Path | None = None
+
+
+def demo_config(out: Path, full: bool, extra: list[str] | None = None) -> KefuConfig:
+    """The sample project's config with the demo plan's overrides (all printed, all ordinary fields)."""
+    overrides = (FULL if full else QUICK) + [
+        "train.output_dir=runs/demo-sft",
+        "eval.cases=demo_eval.jsonl",
+        "eval.gate.max_p99_latency_increase=10",
+    ]
+    if not full:
+        overrides.append("data.output_dir=prepared-demo")
+    return load_config(out / "kefu.yaml", overrides + (extra or []))
+
+
+def ensure_project(out: Path) -> None:
+    from kefu.project import init_project
+
+    if not (out / "kefu.yaml").is_file():
+        init_project(out)
+
+
+def write_demo_cases(cfg: KefuConfig, source: Path) -> Path:
+    """The demo's held-out questions, taken from the sample eval set in DEMO_CASES order."""
+    cases = {json.loads(line)["id"]: line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()}
+    target = cfg.resolve(cfg.eval.cases)
+    target.write_text("".join(cases[i] + "\n" for i in DEMO_CASES), encoding="utf-8")
+    return target
+
+
+def quick_mix(prepared: Path, out: Path, seed: int) -> int:
+    """All identity samples plus a seeded sample of short shop conversations: the quick plan's training set."""
+    rows = [json.loads(line) for line in (prepared / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
+    identity = [r for r in rows if r.get("meta", {}).get("source") == "persona"]
+    shop = [r for r in rows if r not in identity and len(json.dumps(r, ensure_ascii=False)) < 600]
+    random.Random(seed).shuffle(shop)
+    mix = identity + shop[:QUICK_SHOP_SAMPLES]
+    random.Random(seed + 1).shuffle(mix)
+    return write_jsonl(out / "sft.jsonl", mix)
+
+
+@contextmanager
+def _step(console: Console, timings: dict[str, float], name: str, title: str) -> Iterator[None]:
+    console.rule(f"[bold]{title}")
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 1)
+    console.print(f"[dim]{title}: {timings[name]:.1f} s[/]")
+
+
+def run_demo(out: Path, *, full: bool = False, extra: list[str] | None = None, console: Console | None = None) -> DemoResult:
+    """The whole demo; returns timings, before/after metrics and whether the trained model knows who it is."""
+    from kefu.data.prepare import run_prepare
+    from kefu.eval.compare import run_compare
+    from kefu.eval.runner import Target, run_eval
+    from kefu.train.sft import run_sft
+
+    console = console or Console()
+    out = out.resolve()
+    ensure_project(out)
+    cfg = demo_config(out, full, extra)
+    res = DemoResult(out)
+    t_all = time.perf_counter()
+    console.print(_plan_text(cfg, full))
+    step: Callable[[str, str], Any] = lambda name, title: _step(console, res.timings, name, title)  # noqa: E731
+    with step("prepare", "1/5 Prepare the sample shop's data"):
+        prepared = run_prepare(load_config(out / "kefu.yaml"))
+        if not full:
+            n = quick_mix(prepared.output_dir, cfg.resolve(cfg.data.output_dir), cfg.data.seed)
+            console.print(f"quick plan: training on {n} conversations (identity + shop)")
+        write_demo_cases(cfg, out / "data" / "eval_cases.jsonl")
+    with step("before", "2/5 The untrained model answers held-out questions"):
+        res.before = run_eval(cfg, Target(), out / "eval-before").data
+    with step("train", "3/5 Train a LoRA adapter"):
+        trained = run_sft(cfg)
+    with step("after", "4/5 The trained model answers the same questions"):
+        res.after = run_eval(cfg, Target(adapter=str(trained.output)), out / "eval-after").data
+    with step("report", "5/5 Report"):
+        compare = run_compare(out / "eval-before", out / "eval-after", cfg.eval.gate, out / "compare")
+        res.identity_ok = _knows_identity(res.after, cfg)
+        res.timings["total"] = round(time.perf_counter() - t_all, 1)
+        res.report = write_demo_report(res, cfg, trained.plot_path, compare.to_json())
+    _print_summary(console, res, cfg)
+    return res
+
+
+def _plan_text(cfg: KefuConfig, full: bool) -> str:
+    if full:
+        return "[bold]kefu demo --full[/]: all data, full persona prompt, 3 epochs (meant for a GPU)."
+    t = cfg.train
+    return (
+        "[bold]kefu demo[/] (quick plan for a CPU, about 5-10 minutes on 2 cores): "
+        f"{t.max_steps} steps of {t.batch_size} samples, LoRA r={t.lora_r} on the top {t.lora_layers} layers, "
+        f"max {t.max_seq_len} tokens, a short system prompt so identity is learned, not prompted. "
+        "`kefu demo --full` trains properly on a GPU."
+    )
+
+
+def _case(data: dict[str, Any], case_id: str) -> dict[str, Any]:
+    return next(r for r in data["cases"] if r["id"] == case_id)
+
+
+def _knows_identity(after: dict[str, Any], cfg: KefuConfig) -> bool:
+    answer = _case(after, "identity-01")["answer"]
+    return cfg.persona.name in answer or cfg.persona.shop in answer
+
+
+METRICS = [
+    ("policy-fact accuracy", "fact_accuracy.rate"),
+    ("identity consistency", "identity.rate"),
+    ("over-promise rate", "overpromise.rate"),
+    ("escalation recall", "escalation.recall"),
+    ("style adherence", "style.rate"),
+    ("chrF", "similarity.chrf"),
+    ("latency p50 (s)", "latency.total_s.p50"),
+]
+
+
+def metric_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str, str]]:
+    from kefu.eval.report import get
+
+    def show(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    return [(name, show(get(before["metrics"], k)), show(get(after["metrics"], k))) for name, k in METRICS]
+
+
+def _print_summary(console: Console, res: DemoResult, cfg: KefuConfig) -> None:
+    answers = Table(title="Held-out questions: before vs after training", show_lines=True)
+    for col in ("question", "before", "after"):
+        answers.add_column(col, overflow="fold")
+    for cid in SHOWN_CASES:
+        b, a = _case(res.before, cid), _case(res.after, cid)
+        answers.add_row(b["question"], b["answer"][:160], a["answer"][:160])
+    console.print(answers)
+    metrics = Table(title="Metrics (kefu.eval) on the demo questions")
+    for col in ("metric", "before", "after"):
+        metrics.add_column(col)
+    for row in metric_rows(res.before, res.after):
+        metrics.add_row(*row)
+    console.print(metrics)
+    verdict = "[green]yes[/]" if res.identity_ok else "[red]no[/]"
+    console.print(f"Trained model answers 你是谁 as {cfg.persona.name} of {cfg.persona.shop}: {verdict}")
+    console.print(f"Timings (s): {res.timings}")
+    console.print(f"Report: {res.report}")
+
+
+def write_demo_report(res: DemoResult, cfg: KefuConfig, loss_png: Path, compare: dict[str, Any]) -> Path:
+    """report.md next to the loss curve, linking the full eval and comparison reports."""
+    from kefu.io import write_text
+
+    lines = ["# kefu demo", "", f"Total time: {res.timings.get('total')} s. Steps: {res.timings}", ""]
+    lines += ["## Before vs after", "", "| question | before | after |", "|---|---|---|"]
+    for cid in SHOWN_CASES:
+        b, a = _case(res.before, cid), _case(res.after, cid)
+        cells = [x.replace("|", "\\|").replace("\n", " ") for x in (b["question"], b["answer"], a["answer"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Metrics", "", "| metric | before | after |", "|---|---|---|"]
+    lines += [f"| {n} | {b} | {a} |" for n, b, a in metric_rows(res.before, res.after)]
+    lines += ["", f"Identity learned (你是谁 -> {cfg.persona.name}): {'yes' if res.identity_ok else 'no'}", ""]
+    lines += [f"![loss curve]({Path(loss_png).resolve().relative_to(res.out)})", ""]
+    lines += ["Full reports: eval-before/report.html, eval-after/report.html, compare/compare.html", ""]
+    gate = "passed" if compare.get("passed") else "failed: " + "; ".join(compare.get("failures", []))
+    lines.append(f"Promotion gate (after vs before): {gate}")
+    path = res.out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
