@@ -226,7 +226,8 @@ class SQLiteStore:
                 (version,),
             ).fetchall()
         chunks = [chunk_from_row(*r[:5]) for r in rows]
-        matrix = np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32).reshape(len(rows), head[0])
+        # A fresh (aligned, writable) array: frombuffer over the joined blobs is unaligned and slower to scan.
+        matrix = np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32).reshape(len(rows), head[0]).copy()
         return IndexData(version, chunks, matrix, LexicalIndex.from_bytes(head[1]))
 
     def integrity_check(self) -> str:
