@@ -64,6 +64,7 @@ def test_streaming_chunks(server: Server, engine: ScriptedEngine, client: openai
     assert finishes[-1] == "stop" and all(f is None for f in finishes[:-1])
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 13
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert "kefu_in_flight_requests 0.0" in httpx.get(f"{server.url}/metrics").text
 
 
 def test_stream_without_usage_has_no_usage_chunk(server: Server, engine: ScriptedEngine, client: openai.OpenAI) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from kefu.serve import handoff
 from kefu.serve.auth import ChatKey
-from kefu.serve.engines.base import GenParams
+from kefu.serve.engines.base import EngineUnavailable, GenParams
 from kefu.serve.errors import ApiError, error_body
 from kefu.serve.keys import KeyInfo
 from kefu.serve.pipeline import Ask, Outcome, Pipeline, Plan
@@ -39,6 +40,7 @@ from kefu.serve.protocol import (
 from kefu.serve.versions import Version
 
 router = APIRouter()
+log = logging.getLogger("kefu.serve")
 MAX_TOKENS_LIMIT = 8192
 
 
@@ -157,7 +159,9 @@ def _closing(req: ChatCompletionRequest, plan: Plan, cid: str, created: int) -> 
     return out
 
 
-async def _stream(request: Request, req: ChatCompletionRequest, plan: Plan) -> StreamingResponse:
+async def _stream(
+    request: Request, req: ChatCompletionRequest, plan: Plan, release: Callable[[], None]
+) -> StreamingResponse:
     svc = request.app.state.kefu
     cid, created, model = completion_id(), now(), req.model
     pieces = merged(svc.pipeline, plan)
@@ -180,9 +184,13 @@ async def _stream(request: Request, req: ChatCompletionRequest, plan: Plan) -> S
         except (asyncio.CancelledError, GeneratorExit):
             svc.pipeline.cancelled(plan)
             raise
-        except Exception as e:
-            status = 503 if type(e).__name__ == "EngineUnavailable" else 500
-            yield _sse(error_body(status, f"generation failed: {e}", "generation_failed")) + b"data: [DONE]\n\n"
+        except EngineUnavailable as e:
+            yield _sse(error_body(503, f"generation failed: {e}", "engine_unavailable")) + b"data: [DONE]\n\n"
+        except Exception:
+            log.exception("stream failed")
+            yield _sse(error_body(500, "internal server error", "internal_error")) + b"data: [DONE]\n\n"
+        finally:
+            release()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -193,16 +201,20 @@ async def answer(request: Request, req: ChatCompletionRequest, key: KeyInfo, rou
     ask = to_ask(request, req, key)
     ask.route = route
     svc.metrics.in_flight.inc()
+    streaming = False
     try:
         plan = await svc.pipeline.prepare(ask)
         plan.outcomes = [Outcome() for _ in range(ask.n)]
         if req.stream:
-            return await _stream(request, req, plan)
+            response = await _stream(request, req, plan, svc.metrics.in_flight.dec)
+            streaming = True  # the stream's body counts itself out when it ends
+            return response
         await asyncio.gather(*(_collect(svc.pipeline, plan, i) for i in range(ask.n)))
         await svc.pipeline.finish(plan)
         return plan
     finally:
-        svc.metrics.in_flight.dec()
+        if not streaming:
+            svc.metrics.in_flight.dec()
 
 
 @router.post("/v1/chat/completions", response_model=None)
