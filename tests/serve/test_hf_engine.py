@@ -135,3 +135,20 @@ def test_prefix_cache_gives_the_same_tokens(hf: HFEngine) -> None:
 
     _, warm, cold = asyncio.run(go())
     assert warm == cold and hf.prefix_hits >= 1
+
+
+def test_merged_model_version(hf: HFEngine, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A merged-model version loads beside the base model and answers with its own weights."""
+    model, tok = _load(tiny_model_dir)
+    merged = tmp_path / "merged"
+    model.save_pretrained(merged)
+    tok.save_pretrained(merged)
+
+    async def go() -> tuple[str, str]:
+        await hf.prepare_model(str(merged))
+        base = await _answer(hf, "你好")
+        other = await _answer(hf, "你好", model=str(merged))
+        return base[0], other[0]
+
+    base, other = asyncio.run(go())
+    assert base == other and str(merged) in hf._merged  # same weights saved, so the same greedy answer
