@@ -87,6 +87,9 @@ def test_429_with_retry_after(server: Server, engine: ScriptedEngine) -> None:
         client.chat.completions.create(model="kefu", messages=Q)
     assert 1 <= int(e.value.response.headers["retry-after"]) <= 60
     assert _err(e.value)["code"] == "rate_limit_exceeded"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'kefu_requests_total{model_version="",route="/v1/chat/completions",status="429"} 1.0' in metrics
+    assert "kefu_rate_limited_total 1.0" in metrics
 
 
 def test_500_engine_bug_and_503_engine_down(server: Server, engine: ScriptedEngine) -> None:
@@ -98,6 +101,9 @@ def test_500_engine_bug_and_503_engine_down(server: Server, engine: ScriptedEngi
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(model="kefu", messages=Q, temperature=0.5, stream=True)
     assert e.value.status_code == 503 and _err(e.value)["code"] == "engine_unavailable"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'route="/v1/chat/completions",status="500"} 1.0' in metrics
+    assert 'route="/v1/chat/completions",status="503"} 1.0' in metrics
 
 
 def test_cors_is_closed_by_default_and_explicit_when_set(tmp_path, server: Server) -> None:  # type: ignore[no-untyped-def]

@@ -58,30 +58,43 @@ def _respond(status: int, body: dict[str, Any], headers: dict[str, str] | None =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+def _count(request: Request, status: int) -> None:
+    """Refused requests count in kefu_requests too (answered ones are counted by the pipeline)."""
+    svc = getattr(request.app.state, "kefu", None)
+    if svc is None:
+        return
+    route = getattr(request.scope.get("route"), "path", None) or "unmatched"  # never a raw path: bounded labels
+    svc.metrics.requests.labels(route, str(status), "").inc()
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    _count(request, exc.status)
     return _respond(exc.status, exc.body(), exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     loc = [str(p) for p in first["loc"] if p != "body"]
     param = ".".join(loc) or None
+    _count(request, 400 if first.get("type") == "json_invalid" else 422)
     if first.get("type") == "json_invalid":
         return _respond(400, error_body(400, f"request body is not valid JSON: {first['msg']}", "invalid_json"))
     message = f"{param or 'body'}: {first['msg']}"
     return _respond(422, error_body(422, message, "invalid_value", param))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    _count(request, exc.status_code)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     return _respond(exc.status_code, error_body(exc.status_code, str(exc.detail), code), dict(exc.headers or {}))
 
 
-async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, 503)
     return _respond(503, error_body(503, f"model unavailable: {exc}", "engine_unavailable"))
 
 
@@ -106,6 +119,7 @@ class CatchAll:
             log.exception("unhandled error")
             if started or scope["type"] != "http":
                 raise
+            _count(Request(scope), 500)
             await _respond(500, error_body(500, "internal server error", "internal_error"))(scope, receive, send)
 
 
