@@ -73,8 +73,14 @@ def test_shared_cache_through_redis(tmp_path: Path, redis_prefix: str) -> None:
         assert _ask(ca, "发票怎么开")[0] == "您好，A 生成的回答。"
         text, ext = _ask(cb, "发票怎么开？")
         assert text == "您好，A 生成的回答。" and ext["cached"] and not eb.calls  # B never generated
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        assert list(r.scan_iter(match=f"{redis_prefix}cache:base:*"))
         _new_version(a, tmp_path, "v3")
         _wait_for_version(cb, "v3")
+        time.sleep(0.3)  # both servers' pollers saw the change and dropped the old answers
+        assert not list(r.scan_iter(match=f"{redis_prefix}cache:*"))
         eb.queue("您好，v3 的回答。")
         text, ext = _ask(cb, "发票怎么开")
         assert text == "您好，v3 的回答。" and not ext["cached"]

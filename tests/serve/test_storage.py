@@ -100,3 +100,30 @@ def test_tickets_versions_and_keys_in_store(db_url: str, tmp_path: Path) -> None
     assert secret.split("_", 2)[2] not in str(keys.list_keys(store))  # only the hash is stored
     v = audit.verify(store)
     assert v.ok and v.rows == 8  # escalate, claim, reply, release, 2 registers, promote, key
+
+
+def test_concurrent_audit_writers_chain_correctly(db_url: str, tmp_path: Path) -> None:
+    """Writers on separate connections (as separate processes would be) interleave into one valid chain."""
+    import threading
+
+    Store(db_url, tmp_path)  # migrate once
+    errors: list[BaseException] = []
+
+    def write(who: int) -> None:
+        store = Store(db_url, tmp_path, auto_migrate=False)
+        try:
+            for i in range(25):
+                audit.record(store, f"w{who}", "tick", {"i": i})
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            store.dispose()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    v = audit.verify(Store(db_url, tmp_path))
+    assert v.ok and v.rows == 100
