@@ -102,9 +102,10 @@ def _loop(model: Any, batches: list[dict[str, Any]], steps: int, warmup: int, re
             toks.append(real_tokens[step % len(batches)])
         losses.append(loss.item())
         assert math.isfinite(losses[-1]), losses
-    order = sorted(range(len(times)), key=lambda i: times[i])
-    mid = order[len(order) // 2]
-    return dict(step_s=round(times[mid], 4), tok_s=round(sum(toks) / sum(times)), first_loss=round(losses[0], 4),
+    # The anchors' definition: tokens over the median step (here per step, as real token counts may differ).
+    rates = sorted((n / t for n, t in zip(toks, times)), reverse=True)
+    return dict(step_s=round(sorted(times)[len(times) // 2], 4), tok_s=round(rates[len(rates) // 2]),
+                mean_tok_s=round(sum(toks) / sum(times)), first_loss=round(losses[0], 4),
                 peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2))  # fmt: skip
 
 
@@ -157,7 +158,7 @@ def _cs_batch(docs: list[int], vocab: int, packed: bool, torch: Any) -> dict[str
     return dict(input_ids=x, labels=y, attention_mask=mask)
 
 
-def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str) -> dict[str, Any]:
+def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str, keep: int | None = None) -> dict[str, Any]:
     import torch
 
     if impl == "unsloth" and scenario == "random":
@@ -171,16 +172,17 @@ def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str) -> dic
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         else:
-            from kefu.train.fast import patch_model
+            from kefu.train.fast import FastOptions, patch_model
 
-            patch_model(model)
+            patch_model(model, FastOptions(keep_gate_up_layers=keep))
     vocab = model.config.vocab_size
     if scenario == "random":
         batches, real = random_batches(size, batch, seqlen, vocab), [batch * seqlen] * 4
     else:
         batches, real = cs_batches(vocab, packed=impl == "kefu", batch=batch, budget=batch * seqlen)
     r = _loop(model, batches, steps=8, warmup=3, real_tokens=real)
-    return dict(impl=impl, size=size, batch=batch, seqlen=seqlen, scenario=scenario, **r)
+    label = impl if keep is None else f"{impl}[keep_gate_up_layers={keep}]"
+    return dict(impl=label, size=size, batch=batch, seqlen=seqlen, scenario=scenario, **r)
 
 
 def _unsloth_random(size: str, batch: int, seqlen: int) -> dict[str, Any]:
@@ -209,6 +211,23 @@ def _unsloth_model(size: str, seqlen: int) -> Any:
     return FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0, bias="none",
                                             target_modules=TARGETS, use_gradient_checkpointing="unsloth",
                                             random_state=0)  # fmt: skip
+
+
+def profile(size: str, batch: int, seqlen: int) -> None:
+    """Top CUDA kernels of three kefu steps (after warm-up), for finding where the time goes."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from kefu.train.fast import patch_model
+
+    model = _peft_model(size)
+    patch_model(model)
+    batches = random_batches(size, batch, seqlen, model.config.vocab_size)
+    _loop(model, batches, steps=1, warmup=2, real_tokens=[1] * 4)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        _loop(model, batches, steps=3, warmup=0, real_tokens=[1] * 4)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
 
 
 def numerics(size: str, batch: int, seqlen: int) -> dict[str, Any]:
@@ -250,7 +269,9 @@ def run_child(args: list[str], site: str | None, log: Any) -> dict[str, Any] | N
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *([site] if site else [])])
     t0 = time.time()
     p = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, timeout=900)
-    log.write(f"$ {' '.join(args)}  ({time.time() - t0:.0f}s, rc {p.returncode})\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}\n")
+    log.write(
+        f"$ {' '.join(args)}  ({time.time() - t0:.0f}s, rc {p.returncode})\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}\n"
+    )
     log.flush()
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
@@ -274,9 +295,18 @@ def run_all(a: argparse.Namespace) -> None:
                     subprocess.run([sys.executable, str(ANCHORS / "unsloth_anchor.py"), "save", size],
                                    env={**os.environ, "PYTHONPATH": site}, capture_output=True, timeout=600)  # fmt: skip
                 for scenario in a.scenarios if size == a.cs_size else ["random"]:
-                    r = run_child(["one", impl, size, str(batch), str(a.seqlen), scenario], site if impl == "unsloth" else None, log)
+                    r = run_child(
+                        ["one", impl, size, str(batch), str(a.seqlen), scenario],
+                        site if impl == "unsloth" else None,
+                        log,
+                    )
                     results.append(r or dict(impl=impl, size=size, batch=batch, scenario=scenario, failed=True))
                     out.write_text(json.dumps(results, indent=1))
+            for keep in a.kefu_variants:
+                args = ["one", "kefu", size, str(batch), str(a.seqlen), "random", "--keep-gate-up", str(keep)]
+                r = run_child(args, None, log)
+                results.append(r or dict(impl=f"kefu[{keep}]", size=size, batch=batch, scenario="random", failed=True))
+                out.write_text(json.dumps(results, indent=1))
             if a.numerics:
                 r = run_child(["numerics", size, "2", str(a.seqlen)], None, log)
                 results.append(r or dict(impl="numerics", size=size, failed=True))
@@ -318,10 +348,15 @@ def main() -> None:
     one.add_argument("batch", type=int)
     one.add_argument("seqlen", type=int)
     one.add_argument("scenario", choices=["random", "cs"])
+    one.add_argument("--keep-gate-up", type=int, default=None, help="FastOptions.keep_gate_up_layers (kefu)")
     num = sub.add_parser("numerics")
     num.add_argument("size")
     num.add_argument("batch", type=int)
     num.add_argument("seqlen", type=int)
+    prof = sub.add_parser("profile")
+    prof.add_argument("size")
+    prof.add_argument("batch", type=int)
+    prof.add_argument("seqlen", type=int)
     al = sub.add_parser("all")
     al.add_argument("--out", default="train_speed.json")
     al.add_argument("--sizes", nargs="+", default=[s for s, _ in SHAPES])
@@ -330,6 +365,7 @@ def main() -> None:
     al.add_argument("--cs-size", default="0.5b")
     al.add_argument("--seqlen", type=int, default=2048)
     al.add_argument("--numerics", action="store_true")
+    al.add_argument("--kefu-variants", nargs="*", type=int, default=[], help="extra kefu runs: keep_gate_up_layers")
     al.add_argument("--unsloth-site", default="/tmp/site")
     a = p.parse_args()
     if a.cmd == "lengths":
@@ -338,7 +374,9 @@ def main() -> None:
         mean = sum(lengths) / len(lengths)
         print(f"{len(lengths)} conversations, mean {mean:.0f}, max {max(lengths)} proxy tokens -> {LENGTHS}")
     elif a.cmd == "one":
-        print(json.dumps(measure(a.impl, a.size, a.batch, a.seqlen, a.scenario)))
+        print(json.dumps(measure(a.impl, a.size, a.batch, a.seqlen, a.scenario, a.keep_gate_up)))
+    elif a.cmd == "profile":
+        profile(a.size, a.batch, a.seqlen)
     elif a.cmd == "numerics":
         print(json.dumps(numerics(a.size, a.batch, a.seqlen)))
     else:

@@ -114,6 +114,22 @@ def test_patched_model_matches_peft(arch: str, tiny_model_dir: Path, tiny_llama_
     assert loss_back == pytest.approx(loss_ref, rel=1e-6)
 
 
+def test_saved_gate_up_matches_recomputed(tiny_model_dir: Path) -> None:
+    """Layers that keep their gate/up output (instead of recomputing it) give the same loss and gradients."""
+    from kefu.train.fast import FastOptions
+
+    model = lora_model(tiny_model_dir)
+    batch = padded_batch(model.config.vocab_size)
+    patch_model(model, FastOptions(keep_gate_up_layers=0, mlp_chunk_bytes=1024))
+    loss_ref, g_ref = loss_and_grads(model, batch)
+    unpatch_model(model)
+    state = patch_model(model, FastOptions(keep_gate_up_layers=1, mlp_chunk_bytes=1024))
+    assert [layer.keep_gate_up for layer in state.layers] == [True, False]  # on CPU the saved copy stays put
+    loss, g = loss_and_grads(model, batch)
+    assert loss == pytest.approx(loss_ref, rel=1e-6)
+    assert torch.allclose(g, g_ref, atol=1e-6)
+
+
 def test_packed_row_matches_padded_batch(tiny_model_dir: Path) -> None:
     model = lora_model(tiny_model_dir)
     padded = padded_batch(model.config.vocab_size)
@@ -191,13 +207,19 @@ def test_cuda_kernels_match_references() -> None:
 
 
 @cuda
-def test_cuda_varlen_attention_matches_reference() -> None:
+@pytest.mark.parametrize("lengths", [[100, 37, 300, 1], [256, 256, 256]])
+def test_cuda_packed_attention_matches_reference(lengths: list[int]) -> None:
     torch.manual_seed(0)
-    lengths = [100, 37, 300, 1]
     pos = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
     stream = flatten(torch.zeros_like(pos), None, None, pos)
-    q, k, v = (torch.randn(sum(lengths), h, 64, device="cuda", dtype=torch.bfloat16) for h in (14, 2, 2))
-    assert rel(attention(q, k, v, stream), attention_reference(q, k, v, stream)) < 2e-2
+    q, k, v = (torch.randn(sum(lengths), h, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for h in (14, 2, 2))
+    go = torch.randn_like(q)
+    out = attention(q, k, v, stream)
+    grads = torch.autograd.grad(out, (q, k, v), go)
+    ref = attention_reference(q, k, v, stream)
+    grads_ref = torch.autograd.grad(ref, (q, k, v), go)
+    assert rel(out, ref) < 2e-2
+    assert all(rel(g, r) < 2e-2 for g, r in zip(grads, grads_ref))
 
 
 @cuda

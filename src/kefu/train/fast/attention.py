@@ -96,9 +96,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------- attention
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -> torch.Tensor:
     """Causal attention inside each document of the stream; q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]."""
-    if q.is_cuda and varlen_attn is not None and q.dtype in (torch.float16, torch.bfloat16):
+    fast = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    if fast and len(set(stream.lengths)) == 1:
+        return _equal_rows(q, k, v, stream.lengths[0])
+    if fast and varlen_attn is not None:
         return _varlen(q, k, v, stream)
     return attention_reference(q, k, v, stream)
+
+
+def _equal_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
+    """Documents of one length are a plain [rows, heads, n, D] batch: cuDNN's attention (GQA without copying k/v)
+    ran 1.4-1.6x faster than flash varlen on H200 (fwd+bwd, Qwen2.5 shapes), flash where cuDNN declines."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    t, hq, d = q.shape
+    qb, kb, vb = (x.view(t // n, n, x.shape[1], d).transpose(1, 2) for x in (q, k, v))
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]):
+        o = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, enable_gqa=kb.shape[1] != hq)
+    return o.transpose(1, 2).reshape(t, hq, d)
 
 
 def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -> torch.Tensor:

@@ -7,6 +7,7 @@ differentiates it. On a CPU device the input simply stays where it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,22 +19,31 @@ from kefu.train.fast.layer import FastLayer, Rope
 
 
 @dataclass
-class Slot:
-    """One saved layer input: where it is, and the event after which it may be read."""
+class Saved:
+    """One saved tensor: its host copy (CUDA) or itself (CPU), and its device copy once brought back."""
 
     shape: torch.Size
     dtype: torch.dtype
     host: torch.Tensor | None = None
     device_copy: torch.Tensor | None = None
-    ready: Any = None
-    below: Slot | None = None  # the slot of the layer under this one, prefetched during this one's backward
+    ready: Any = None  # event after which device_copy (or host) may be read
+
+
+@dataclass
+class Slot:
+    """What one layer saved: its input, optionally its gate/up output, and the slot of the layer below it,
+    prefetched during this one's backward."""
+
+    h: Saved
+    gu: Saved | None = None
+    below: Slot | None = None
 
 
 @dataclass
 class Offloader:
     device: torch.device
     enabled: bool = True
-    _pinned: dict[int, torch.Tensor] = field(default_factory=dict)
+    _pinned: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
     _stream: Any = None
     _last: Slot | None = None
 
@@ -47,51 +57,78 @@ class Offloader:
         self._last = None
 
     def save(self, index: int, x: torch.Tensor) -> Slot:
-        slot = Slot(x.shape, x.dtype, below=self._last)
+        slot = Slot(self._new(index, "h", x.shape, x.dtype), below=self._last)
+        self._put(slot.h, x, 0)
         self._last = slot
-        if not self.enabled:
-            slot.device_copy = x
-            return slot
-        slot.host = self._buffer(index, x)
-        main = torch.cuda.current_stream(self.device)
-        self._stream.wait_stream(main)
-        with torch.cuda.stream(self._stream):
-            slot.host.copy_(x, non_blocking=True)
-            slot.ready = torch.cuda.Event()
-            slot.ready.record(self._stream)
-        x.record_stream(self._stream)  # x's memory is not reused before the copy has read it
         return slot
 
-    def load(self, slot: Slot) -> torch.Tensor:
-        """The saved input on the device; also starts bringing back the layer below."""
-        if slot.device_copy is None:
-            self._fetch(slot)
-        if slot.below is not None and slot.below.device_copy is None and self.enabled:
-            self._fetch(slot.below)
-        x = slot.device_copy
-        assert x is not None
-        if self.enabled:
-            torch.cuda.current_stream(self.device).wait_event(slot.ready)
-        slot.device_copy, slot.below = None, None
-        return x
+    def keeper(self, slot: Slot, index: int, shape: torch.Size, dtype: torch.dtype) -> Callable[[torch.Tensor, int], None]:
+        """A `keep(chunk, first_row)` that saves row chunks of a [rows, cols] tensor into `slot.gu`."""
+        slot.gu = self._new(index, "gu", shape, dtype)
+        if not self.enabled:
+            slot.gu.device_copy = torch.empty(shape, dtype=dtype, device=self.device)
+        gu = slot.gu
+        return lambda chunk, row: self._put(gu, chunk, row)
 
-    def _fetch(self, slot: Slot) -> None:
-        assert slot.host is not None
-        x = torch.empty(slot.shape, dtype=slot.dtype, device=self.device)  # on the main stream's pool
+    def load(self, slot: Slot) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The saved input (and gate/up output) on the device; also starts bringing back the layer below."""
+        self._fetch(slot)
+        if slot.below is not None:
+            self._fetch(slot.below)
+        main = torch.cuda.current_stream(self.device) if self.enabled else None
+        out = []
+        for saved in (slot.h, slot.gu):
+            if saved is not None and main is not None:
+                main.wait_event(saved.ready)
+            out.append(None if saved is None else saved.device_copy)
+            if saved is not None:
+                saved.device_copy = None
+        slot.below = None
+        assert out[0] is not None
+        return out[0], out[1]
+
+    def _new(self, index: int, kind: str, shape: torch.Size, dtype: torch.dtype) -> Saved:
+        saved = Saved(shape, dtype)
+        if self.enabled:
+            saved.host = self._buffer((index, kind), shape, dtype)
+        return saved
+
+    def _put(self, saved: Saved, x: torch.Tensor, row: int) -> None:
+        if not self.enabled:
+            if saved.device_copy is None:
+                saved.device_copy = x
+            else:
+                saved.device_copy[row : row + x.shape[0]] = x
+            return
+        assert saved.host is not None
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._stream):
-            x.copy_(slot.host, non_blocking=True)
-            slot.ready = torch.cuda.Event()
-            slot.ready.record(self._stream)
-        slot.device_copy = x
+            saved.host[row : row + x.shape[0]].copy_(x, non_blocking=True)
+        x.record_stream(self._stream)  # x's memory is not reused before the copy has read it
 
-    def _buffer(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """A pinned host buffer for layer `index`, grown when a longer batch arrives (pinning is slow: reuse)."""
-        buf = self._pinned.get(index)
-        if buf is None or buf.numel() < x.numel() or buf.dtype != x.dtype:
-            buf = torch.empty(x.numel(), dtype=x.dtype, pin_memory=True)
-            self._pinned[index] = buf
-        return buf[: x.numel()].view(x.shape)
+    def _fetch(self, slot: Slot) -> None:
+        if not self.enabled:
+            return
+        for saved in (slot.h, slot.gu):
+            if saved is None or saved.device_copy is not None:
+                continue
+            assert saved.host is not None
+            x = torch.empty(saved.shape, dtype=saved.dtype, device=self.device)  # on the main stream's pool
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._stream):
+                x.copy_(saved.host, non_blocking=True)
+                saved.ready = torch.cuda.Event()
+                saved.ready.record(self._stream)
+            saved.device_copy = x
+
+    def _buffer(self, key: tuple[int, str], shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """A pinned host buffer per (layer, kind), grown when a longer batch arrives (pinning is slow: reuse)."""
+        numel = shape.numel()
+        buf = self._pinned.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.empty(numel, dtype=dtype, pin_memory=True)
+            self._pinned[key] = buf
+        return buf[:numel].view(shape)
 
 
 class LayerStep(torch.autograd.Function):
@@ -108,26 +145,40 @@ class LayerStep(torch.autograd.Function):
         offloader: Offloader,
         *params: nn.Parameter,
     ) -> torch.Tensor:
+        ctx.slot = slot = offloader.save(index, h)
+        keep = None
+        if layer.keep_gate_up:
+            keep = offloader.keeper(slot, index, torch.Size((h.shape[0], layer.gate_up_width())), h.dtype)
         with torch.no_grad():
-            out = layer.mlp_forward(layer.attn_block(h, stream, rope))
-        ctx.slot = offloader.save(index, h)
+            out = layer.mlp_forward(layer.attn_block(h, stream, rope, layer.qkv.a_cat(), layer.o.a_cat()), keep)
         ctx.layer, ctx.stream, ctx.rope, ctx.offloader, ctx.params = layer, stream, rope, offloader, params
         return out
 
     @staticmethod
     def backward(ctx: Any, d_out: torch.Tensor) -> Any:
         layer: FastLayer = ctx.layer
-        h = ctx.offloader.load(ctx.slot).detach().requires_grad_(ctx.needs_input_grad[0])
-        attn_params = layer.attn_params()
+        want_h = ctx.needs_input_grad[0]
+        h, saved_gu = ctx.offloader.load(ctx.slot)
+        h = h.detach().requires_grad_(want_h)
+        # Stacked A's as leaves: their gradients come back whole and are split onto the parameters below.
+        leaves = [a.detach().requires_grad_() if a is not None else None for a in (layer.qkv.a_cat(), layer.o.a_cat())]
         with torch.enable_grad():
-            h_mid = layer.attn_block(h, ctx.stream, ctx.rope)
+            h_mid = layer.attn_block(h, ctx.stream, ctx.rope, *leaves)
         grads: dict[nn.Parameter, torch.Tensor] = {}
-        d_mid = layer.mlp_backward(h_mid.detach(), d_out, grads)
-        inputs = ([h] if ctx.needs_input_grad[0] else []) + attn_params
-        got = torch.autograd.grad(h_mid, inputs, d_mid, allow_unused=True)
-        dh = got[0] if ctx.needs_input_grad[0] else None
-        grads.update(zip(attn_params, got[len(got) - len(attn_params) :]))
+        d_mid = layer.mlp_backward(h_mid.detach(), d_out, grads, saved_gu)
+        b_params = layer.qkv.b_params() + layer.o.b_params()
+        inputs = ([h] if want_h else []) + [a for a in leaves if a is not None] + b_params
+        got = list(torch.autograd.grad(h_mid, inputs, d_mid))
+        dh = got.pop(0) if want_h else None
+        for group, leaf in zip((layer.qkv, layer.o), leaves):
+            if leaf is not None:
+                grads.update(zip(group.a_params(), _split_a(group, got.pop(0))))
+        grads.update(zip(b_params, got))
         return (dh, None, None, None, None, None, *(grads.get(p) for p in ctx.params))
+
+
+def _split_a(group: Any, g: torch.Tensor) -> list[torch.Tensor]:
+    return [part.to(p.dtype) for part, p in zip(g.split([p.shape[0] for p in group.a_params()]), group.a_params())]
 
 
 def run_layer(
@@ -138,4 +189,4 @@ def run_layer(
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return LayerStep.apply(h, layer, index, stream, rope, offloader, *params)  # type: ignore[no-any-return]
     with torch.no_grad():
-        return layer.mlp_forward(layer.attn_block(h, stream, rope))
+        return layer.mlp_forward(layer.attn_block(h, stream, rope, layer.qkv.a_cat(), layer.o.a_cat()))

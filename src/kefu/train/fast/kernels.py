@@ -86,6 +86,24 @@ def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, grad_scale:
     return loss
 
 
+# ----------------------------------------------------------------------------- rotary embedding, in place
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, head_dim: int, inverse: bool) -> None:
+    """Rotate the first `heads` heads of each row of x [T, >= heads*head_dim] in place (rotate-half convention);
+    `inverse` rotates back (the backward of the rotation)."""
+    if _use_triton(x):
+        hb = triton.next_power_of_2(heads)
+        _rope_kernel[(x.shape[0],)](
+            x, cos, sin, x.stride(0), cos.stride(0), heads,
+            HB=hb, D=head_dim, HALF=head_dim // 2, INVERSE=inverse, num_warps=4,
+        )  # fmt: skip
+        return
+    v = x[:, : heads * head_dim].view(-1, heads, head_dim)
+    half = head_dim // 2
+    c, s = cos[:, None, :half].float(), sin[:, None, :half].float() * (-1 if inverse else 1)
+    a, b = v[..., :half].float(), v[..., half:].float()
+    v.copy_(torch.cat([a * c - b * s, b * c + a * s], dim=-1).to(x.dtype))
+
+
 # ============================================================================= Triton implementations
 def _block(n: int) -> tuple[int, int]:
     block = triton.next_power_of_2(n)
@@ -189,6 +207,25 @@ if HAS_TRITON:
         du = da * g * s
         tl.store(GU + row * stride_gu + cols, dg.to(GU.dtype.element_ty), mask=mask)
         tl.store(GU + row * stride_gu + n + cols, du.to(GU.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _rope_kernel(  # type: ignore[no-untyped-def]
+        X, COS, SIN, stride_x, stride_c, heads, HB: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
+        INVERSE: tl.constexpr,
+    ):
+        t = tl.program_id(0).to(tl.int64)
+        h = tl.arange(0, HB)[:, None]
+        j = tl.arange(0, HALF)[None, :]
+        mask = h < heads
+        p1 = X + t * stride_x + h * D + j
+        a = tl.load(p1, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(p1 + HALF, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(COS + t * stride_c + j).to(tl.float32)
+        s = tl.load(SIN + t * stride_c + j).to(tl.float32)
+        if INVERSE:
+            s = -s
+        tl.store(p1, (a * c - b * s).to(X.dtype.element_ty), mask=mask)
+        tl.store(p1 + HALF, (b * c + a * s).to(X.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _ce_kernel(LOGITS, TGT, LOSS, stride, vocab, grad_scale, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]

@@ -7,14 +7,15 @@ input), nor [tokens, intermediate] tensors larger than one chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from kefu.train.fast.attention import Stream, apply_rope, attention
-from kefu.train.fast.kernels import rmsnorm, rmsnorm_backward, swiglu, swiglu_backward_
+from kefu.train.fast.attention import Stream, attention
+from kefu.train.fast.kernels import rmsnorm, rmsnorm_backward, rope_, swiglu, swiglu_backward_
 from kefu.train.fast.lora import LoraGroup, build_group, lora_project, member_of, release_group
 
 DEFAULT_MLP_CHUNK_BYTES = 256 * 2**20
@@ -39,6 +40,23 @@ class Rope:
     sin: torch.Tensor
 
 
+class RopeFn(torch.autograd.Function):
+    """Rotate the q and k heads at the front of a fused qkv tensor, in place (no copies of q and k)."""
+
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, rope: Rope, heads: int, head_dim: int) -> torch.Tensor:
+        rope_(qkv, rope.cos, rope.sin, heads, head_dim, inverse=False)
+        ctx.mark_dirty(qkv)
+        ctx.rope, ctx.heads, ctx.head_dim = rope, heads, head_dim
+        return qkv
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        grad = grad.clone()
+        rope_(grad, ctx.rope.cos, ctx.rope.sin, ctx.heads, ctx.head_dim, inverse=True)
+        return grad, None, None, None
+
+
 @dataclass
 class FastLayer:
     """Views of one decoder layer's weights, grouped for fused products."""
@@ -54,6 +72,7 @@ class FastLayer:
     kv_heads: int
     head_dim: int
     mlp_chunk_bytes: int = DEFAULT_MLP_CHUNK_BYTES
+    keep_gate_up: bool = False  # offload the gate/up output in forward instead of recomputing it in backward
 
     @classmethod
     def build(cls, layer: nn.Module, config: Any, adapter: str) -> FastLayer:
@@ -78,6 +97,10 @@ class FastLayer:
     def groups(self) -> list[LoraGroup]:
         return [self.qkv, self.o, self.gate_up, self.down]
 
+    def refresh(self) -> None:
+        for g in self.groups():
+            g.refresh()
+
     def release(self) -> None:
         for g in self.groups():
             release_group(g)
@@ -89,41 +112,47 @@ class FastLayer:
         return [p for g in self.groups() for p in g.lora_params()]
 
     # ------------------------------------------------------------------------- attention half (autograd)
-    def attn_block(self, h: torch.Tensor, stream: Stream, rope: Rope) -> torch.Tensor:
-        """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h and the q/k/v/o adapters."""
+    def attn_block(
+        self, h: torch.Tensor, stream: Stream, rope: Rope, a_qkv: torch.Tensor | None, a_o: torch.Tensor | None
+    ) -> torch.Tensor:
+        """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h, the stacked A's given and the B's."""
         x = RMSNormFn.apply(h, self.ln1, self.eps)
-        qkv = lora_project(x, self.qkv, self.qkv.bias)
+        qkv = lora_project(x, self.qkv, self.qkv.bias, a_qkv)
         d, hq, hk = self.head_dim, self.heads, self.kv_heads
+        qkv = RopeFn.apply(qkv, rope, hq + hk, d)
         q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=1)
-        q = apply_rope(q.view(-1, hq, d), rope.cos, rope.sin)
-        k = apply_rope(k.view(-1, hk, d), rope.cos, rope.sin)
-        o = attention(q, k, v.view(-1, hk, d), stream).reshape(-1, hq * d)
-        return lora_project(o, self.o, h)
+        o = attention(q.view(-1, hq, d), k.view(-1, hk, d), v.view(-1, hk, d), stream).reshape(-1, hq * d)
+        return lora_project(o, self.o, h, a_o)
 
     # ------------------------------------------------------------------------- MLP half (manual, chunked)
+    def gate_up_width(self) -> int:
+        return self.gate_up.w_ext.shape[0]
+
     def chunk_rows(self) -> int:
         width = self.gate_up.w_ext.shape[0] * self.gate_up.w_ext.element_size()
         return max(256, self.mlp_chunk_bytes // width // 256 * 256)
 
     @torch.no_grad()
-    def mlp_forward(self, h: torch.Tensor) -> torch.Tensor:
-        self.gate_up.sync_b()
-        self.down.sync_b()
+    def mlp_forward(self, h: torch.Tensor, keep: Callable[[torch.Tensor, int], None] | None = None) -> torch.Tensor:
+        """h + mlp(norm(h)), in token chunks; `keep(gu_chunk, first_row)` may save each gate/up output."""
         a_gu, a_d = self.gate_up.a_cat(), self.down.a_cat()
         out = torch.empty_like(h)
         step = self.chunk_rows()
         for s in range(0, h.shape[0], step):
-            act_ext, _, _ = self._mlp_inner(h[s : s + step], a_gu, a_d)
+            act_ext, gu, _ = self._mlp_inner(h[s : s + step], a_gu, a_d)
+            if keep is not None:
+                keep(gu, s)
             out[s : s + step] = self.down.matmul(act_ext, h[s : s + step])
         return out
 
     def _mlp_inner(
-        self, h: torch.Tensor, a_gu: torch.Tensor | None, a_d: torch.Tensor | None
+        self, h: torch.Tensor, a_gu: torch.Tensor | None, a_d: torch.Tensor | None, gu: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """[act | act A_d^T], gate/up output, and (norm output, rstd, [x | x A_gu^T]) for the backward."""
+        """[act | act A_d^T], gate/up output (computed unless given), and (norm output, rstd, [x | x A_gu^T])."""
         x, rstd = rmsnorm(h, self.ln2, self.eps)
         ext = self.gate_up.extend(x, a_gu)
-        gu = self.gate_up.matmul(ext, None)
+        if gu is None:
+            gu = self.gate_up.matmul(ext, None)
         inter = gu.shape[1] // 2
         act_ext = torch.empty(h.shape[0], inter + self.down.rank, dtype=h.dtype, device=h.device)
         swiglu(gu, act_ext[:, :inter])
@@ -132,15 +161,21 @@ class FastLayer:
         return act_ext, gu, (x, rstd, ext)
 
     @torch.no_grad()
-    def mlp_backward(self, h: torch.Tensor, d_out: torch.Tensor, grads: dict[nn.Parameter, torch.Tensor]) -> torch.Tensor:
-        """dL/dh of h + mlp(norm(h)) given dL/d(out); adds the gate/up/down adapter grads into `grads`."""
-        self.gate_up.sync_b()
-        self.down.sync_b()
+    def mlp_backward(
+        self,
+        h: torch.Tensor,
+        d_out: torch.Tensor,
+        grads: dict[nn.Parameter, torch.Tensor],
+        saved_gu: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """dL/dh of h + mlp(norm(h)) given dL/d(out); adds the gate/up/down adapter grads into `grads`.
+        With `saved_gu` (the forward's gate/up output, overwritten here) that product is not recomputed."""
         a_gu, a_d = self.gate_up.a_cat(), self.down.a_cat()
         dh = torch.empty_like(h)
         step = self.chunk_rows()
         for s in range(0, h.shape[0], step):
-            dh[s : s + step] = self._mlp_chunk_backward(h[s : s + step], d_out[s : s + step], a_gu, a_d, grads)
+            gu = None if saved_gu is None else saved_gu[s : s + step]
+            dh[s : s + step] = self._mlp_chunk_backward(h[s : s + step], d_out[s : s + step], a_gu, a_d, grads, gu)
         return dh
 
     def _mlp_chunk_backward(
@@ -150,8 +185,9 @@ class FastLayer:
         a_gu: torch.Tensor | None,
         a_d: torch.Tensor | None,
         grads: dict[nn.Parameter, torch.Tensor],
+        gu: torch.Tensor | None,
     ) -> torch.Tensor:
-        act_ext, gu, (x, rstd, ext) = self._mlp_inner(h, a_gu, a_d)
+        act_ext, gu, (x, rstd, ext) = self._mlp_inner(h, a_gu, a_d, gu)
         inter = gu.shape[1] // 2
         d_act = self._group_backward(self.down, dy, act_ext, a_d, grads)
         del act_ext

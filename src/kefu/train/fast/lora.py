@@ -9,7 +9,7 @@ so the adapter's output is never written and re-read as a separate [tokens, out]
 afterwards, one more pass over the largest activation). Backward is one product as well: dY @ [W | sB] gives
 [dx | d(xA^T)]. The base weights live in the first `in` columns of one buffer and the model's own Linear weights
 become views of it, so memory does not grow; the last R columns hold s*B in the compute dtype, refreshed from the
-fp32 LoRA parameters at every forward.
+fp32 LoRA parameters at every forward pass.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class LoraGroup:
     bias: torch.Tensor | None
     in_features: int
     out_splits: list[int] = field(default_factory=list)
+    _a: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -54,18 +55,23 @@ class LoraGroup:
     def b_params(self) -> list[nn.Parameter]:
         return [m.lora_b for m in self.members if m.lora_b is not None]
 
+    def a_params(self) -> list[nn.Parameter]:
+        return [m.lora_a for m in self.members if m.lora_a is not None]
+
     def a_cat(self) -> torch.Tensor | None:
-        """Stacked A in the compute dtype (differentiable back to the fp32 parameters when grad is on)."""
-        parts = [m.lora_a for m in self.members if m.lora_a is not None]
-        return torch.cat(parts).to(self.w_ext.dtype) if parts else None
+        """Stacked A in the compute dtype, as of the last `refresh` (no autograd: gradients are routed by hand)."""
+        return self._a
 
     def extend(self, x: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
         """[x | x A^T]: the product's left operand."""
         return x if a is None else torch.cat([x, x @ a.t()], dim=1)
 
     @torch.no_grad()
-    def sync_b(self) -> None:
-        """Write s*B into the weight buffer's adapter columns (B changed at the last optimizer step)."""
+    def refresh(self) -> None:
+        """Take the adapter's current values (once per forward pass; the optimizer changed them): stacked A, and
+        s*B written into the weight buffer's adapter columns."""
+        parts = self.a_params()
+        self._a = torch.cat(parts).to(self.w_ext.dtype) if parts else None
         row, col = 0, self.in_features
         for m, out in zip(self.members, self.out_splits):
             if m.lora_b is not None:
@@ -74,12 +80,13 @@ class LoraGroup:
             row += out
 
     def b_grads(self, dy: torch.Tensor, ext: torch.Tensor) -> list[torch.Tensor]:
-        """dL/dB_j = s_j * dY_j^T @ (x A_j^T), in each B's dtype."""
-        grads, row, col = [], 0, self.in_features
+        """dL/dB_j = s_j * dY_j^T @ (x A_j^T), in each B's dtype: one product for the group, then its diagonal
+        blocks (the off-diagonal ones cost little: R is small)."""
+        g = (dy.t() @ ext[:, self.in_features :]).float()
+        grads, row, col = [], 0, 0
         for m, out in zip(self.members, self.out_splits):
             if m.lora_b is not None:
-                g = dy[:, row : row + out].t() @ ext[:, col : col + m.rank]
-                grads.append((g.float() * m.scale).to(m.lora_b.dtype))
+                grads.append((g[row : row + out, col : col + m.rank] * m.scale).to(m.lora_b.dtype))
                 col += m.rank
             row += out
         return grads
@@ -106,7 +113,6 @@ class LoraMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, ext: torch.Tensor, add: torch.Tensor | None, group: LoraGroup, *bs: torch.Tensor) -> Any:
-        group.sync_b()
         ctx.group = group
         ctx.residual = add is not None and add.dim() == 2
         ctx.save_for_backward(ext)
@@ -121,9 +127,10 @@ class LoraMatmul(torch.autograd.Function):
         return (d_ext, d_add, None, *group.b_grads(dy, ext))
 
 
-def lora_project(x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None) -> torch.Tensor:
-    """Differentiable y = add + x W^T + sum_j s_j (x A_j^T) B_j^T for the whole group."""
-    ext = group.extend(x, group.a_cat())
+def lora_project(x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None, a: torch.Tensor | None) -> torch.Tensor:
+    """Differentiable y = add + x W^T + sum_j s_j (x A_j^T) B_j^T for the whole group (`a`: stacked A, a leaf
+    when its gradient is wanted)."""
+    ext = group.extend(x, a)
     return LoraMatmul.apply(ext, add, group, *group.b_params())  # type: ignore[no-any-return]
 
 
@@ -159,7 +166,7 @@ def build_group(members: list[Member]) -> LoraGroup:
         [b if b is not None else torch.zeros(o, dtype=first.dtype, device=first.device) for b, o in zip(biases, outs)]
     )  # fmt: skip
     group = LoraGroup(members, w_ext, bias, in_features, outs)
-    group.sync_b()
+    group.refresh()
     return group
 
 

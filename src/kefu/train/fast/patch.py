@@ -29,6 +29,9 @@ class FastOptions:
     offload: bool = True  # keep checkpointed layer inputs in pinned CPU memory (CUDA only)
     loss_chunk_bytes: int = DEFAULT_CHUNK_BYTES  # logits memory per cross-entropy chunk
     mlp_chunk_bytes: int = 256 * 2**20  # [tokens, 2*intermediate] memory per MLP chunk
+    # Layers (from the bottom) whose gate/up output is offloaded rather than recomputed; None: as many as the
+    # host link can carry while the forward pass computes (see `gate_up_layers`).
+    keep_gate_up_layers: int | None = None
 
 
 @dataclass
@@ -83,13 +86,34 @@ def patch_model(model: nn.Module, options: FastOptions | None = None, adapter: s
         return lm._kefu_fast  # type: ignore[no-any-return]
     opts = options or FastOptions()
     layers = [FastLayer.build(layer, lm.config, adapter) for layer in lm.model.layers]
-    for fl in layers:
+    keep = opts.keep_gate_up_layers if opts.keep_gate_up_layers is not None else gate_up_layers(lm.config)
+    for i, fl in enumerate(layers):
         fl.mlp_chunk_bytes = opts.mlp_chunk_bytes
+        fl.keep_gate_up = opts.offload and i < keep
     device = next(lm.parameters()).device
     state = FastState(layers, Offloader(device, enabled=opts.offload), opts, lm.forward)
     lm._kefu_fast = state
     lm.forward = types.MethodType(_fast_forward, lm)
     return state
+
+
+# Planning rates, H200 (bench/RESULTS_train_speed.md): bf16 products and pinned device<->host copies. On 7B they
+# pick 14 of 28 layers; offloading 21 (rates read off a profiled run) made the copies the bottleneck: 9% slower.
+_LAYER_FLOPS = 650e12
+_HOST_LINK_BYTES = 55e9
+
+
+def gate_up_layers(config: Any) -> int:
+    """How many layers may offload their gate/up output: copying it out must not outlast the layer's forward
+    products (copies of the other layers catch up meanwhile). Small models compute too little per byte for the two
+    extra [tokens, 2*intermediate] device buffers (this layer's and the prefetched one) to pay off."""
+    h, i = config.hidden_size, config.intermediate_size
+    head = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    qkv = (config.num_attention_heads + 2 * config.num_key_value_heads) * head
+    forward_s = 2 * (h * qkv + h * h + 3 * h * i) / _LAYER_FLOPS
+    copy_s = 4 * i / _HOST_LINK_BYTES  # [gate | up] in 2-byte floats, per token
+    ratio = forward_s / copy_s
+    return int(min(1.0, ratio) * config.num_hidden_layers) if ratio >= 0.5 else 0
 
 
 def unpatch_model(model: nn.Module) -> None:
@@ -123,6 +147,8 @@ def _fast_forward(
     h = inner.embed_tokens(stream.ids)
     rope = Rope(*rope_tables(inner.rotary_emb, stream.positions, h.dtype))
     state.offloader.begin()
+    for layer in state.layers:
+        layer.refresh()  # the optimizer moved the adapter since the last pass
     for i, layer in enumerate(state.layers):
         h = run_layer(h, layer, i, stream, rope, state.offloader)
     norm = inner.norm
