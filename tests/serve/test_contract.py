@@ -143,3 +143,21 @@ def test_langchain_chat_openai(server: Server, engine: ScriptedEngine) -> None:
     llm = ChatOpenAI(base_url=server.base, api_key=server.key(), model="kefu", temperature=0.1, max_retries=0)
     assert llm.invoke("你是谁").content == "您好，我是小客。"
     assert "".join(str(c.content) for c in llm.stream("你是谁")) == "您好，我是小客。"
+
+
+def test_minimal_chat_api_and_feedback(server: Server, engine: ScriptedEngine) -> None:
+    key = server.key()
+    http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"})
+    engine.queue("您好，请问订单号是多少？", "您好，已为您查询，正在配送中。")
+    first = http.post("/chat", json={"question": "我的快递到哪了"}).json()
+    assert first["answer"] == "您好，请问订单号是多少？" and first["handoff"] is False and first["citations"] == []
+    cid = first["conversation_id"]
+    second = http.post("/chat", json={"question": "订单 A123", "conversation_id": cid}).json()
+    assert second["conversation_id"] == cid and second["answer"] == "您好，已为您查询，正在配送中。"
+    assert [m["role"] for m in engine.calls[-1].messages] == ["system", "user", "assistant", "user"]
+    assert http.post("/v1/feedback", json={"conversation_id": cid, "rating": "down"}).status_code == 200
+    fix = {"conversation_id": cid, "correction": "您好，订单A123已发货，预计明天送达。"}
+    assert http.post("/v1/feedback", json=fix).status_code == 403  # customers rate; agents correct
+    agent = {"Authorization": f"Bearer {server.key('agent')}"}
+    assert httpx.post(f"{server.url}/v1/feedback", json=fix, headers=agent).status_code == 200
+    assert http.post("/v1/feedback", json={"conversation_id": cid}).status_code == 400
