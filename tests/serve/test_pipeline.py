@@ -87,13 +87,25 @@ def test_retrieval_context_and_citations(tmp_path: Path) -> None:
     engine = ScriptedEngine()
     srv = start(create_app(cfg, engine))
     try:
-        engine.queue("您好，签收后7天内可以退货[1]。")
-        _, ext = _ask(openai.OpenAI(base_url=srv.base, api_key=srv.key(), max_retries=0), "退货有几天？")
+        client = openai.OpenAI(base_url=srv.base, api_key=srv.key(), max_retries=0)
+        engine.queue("您好，签收后7天内可以退货[1]。", "您好，签收后15天内可以退货[1]。")
+        ask = {"model": "kefu", "messages": [{"role": "user", "content": "退货有几天？"}]}
+        ext = client.chat.completions.create(**ask).model_extra["kefu"]  # type: ignore[call-overload,index]
+        assert client.chat.completions.create(**ask).model_extra["kefu"]["cached"]  # type: ignore[call-overload,index]
+        (kb / "returns.md").write_text("# 退货\n\n签收后15天内可申请无理由退货。\n", encoding="utf-8")
+        run_ingest(cfg)  # a new KB version: cached answers from the old one must go
+        deadline = time.monotonic() + 5
+        while srv.svc.kb_version != "2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fresh = client.chat.completions.create(**ask)  # type: ignore[call-overload]
     finally:
         srv.stop()
     system = engine.calls[0].messages[0]["content"]
     assert "签收后7天内可申请无理由退货" in system and ext["kb_version"] == "1"
     assert ext["citations"] and ext["citations"][0]["source"].endswith("returns.md")
+    assert fresh.choices[0].message.content == "您好，签收后15天内可以退货[1]。"
+    assert fresh.model_extra["kefu"]["kb_version"] == "2" and not fresh.model_extra["kefu"]["cached"]
+    assert "15天" in engine.calls[1].messages[0]["content"]
 
 
 def test_trim_keeps_system_and_latest() -> None:
