@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def proxy_tokens(text: str) -> int:
     return math.ceil(cjk / 1.4) + sum(math.ceil(len(w) / 4) for w in words) + other
 
 
-def chatml_length(system: str, turns: list[tuple[str, str]]) -> int:
+def chatml_length(system: str, turns: Sequence[tuple[str, str]]) -> int:
     """Tokens of the ChatML rendering: <|im_start|>role\\n ... <|im_end|>\\n is 4 tokens around each message."""
     msgs = [("system", system), *turns]
     return sum(4 + proxy_tokens(role) + proxy_tokens(text) for role, text in msgs)
@@ -55,7 +56,7 @@ def cs_lengths() -> list[int]:
     data = ROOT / "src" / "kefu" / "samples" / "shop" / "data"
     default_system = system_prompt(PersonaConfig())
     out = []
-    for path in sorted(data.glob("sft_*")) + [data / "chatlog.csv"]:
+    for path in [*sorted(data.glob("sft_*")), data / "chatlog.csv"]:
         for rec in read_records(path, on_problem=lambda p: None):
             if isinstance(rec, Conversation):
                 turns = [(t.role, t.content) for t in rec.turns]
@@ -103,7 +104,7 @@ def _loop(model: Any, batches: list[dict[str, Any]], steps: int, warmup: int, re
         losses.append(loss.item())
         assert math.isfinite(losses[-1]), losses
     # The anchors' definition: tokens over the median step (here per step, as real token counts may differ).
-    rates = sorted((n / t for n, t in zip(toks, times)), reverse=True)
+    rates = sorted((n / t for n, t in zip(toks, times, strict=True)), reverse=True)
     return dict(step_s=round(sorted(times)[len(times) // 2], 4), tok_s=round(rates[len(rates) // 2]),
                 mean_tok_s=round(sum(toks) / sum(times)), first_loss=round(losses[0], 4),
                 peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2))  # fmt: skip
@@ -153,7 +154,7 @@ def _cs_batch(docs: list[int], vocab: int, packed: bool, torch: Any) -> dict[str
     x = torch.zeros(len(docs), width, dtype=torch.long, device="cuda")
     y = torch.full_like(x, -100)
     mask = torch.zeros_like(x)
-    for i, (a, b) in enumerate(zip(ids, labels)):
+    for i, (a, b) in enumerate(zip(ids, labels, strict=True)):
         x[i, : len(a)], y[i, : len(b)], mask[i, : len(a)] = a, b, 1
     return dict(input_ids=x, labels=y, attention_mask=mask)
 
@@ -197,14 +198,13 @@ def _unsloth_random(size: str, batch: int, seqlen: int) -> dict[str, Any]:
         unsloth_anchor.bench(size, batch, seqlen)
     r = json.loads(buf.getvalue().strip().splitlines()[-1])
     r.update(scenario="random")
-    return r  # type: ignore[no-any-return]
+    return r
 
 
 def _unsloth_model(size: str, seqlen: int) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from unsloth import FastLanguageModel
-
     import torch
+    from unsloth import FastLanguageModel
 
     model, _ = FastLanguageModel.from_pretrained(f"/tmp/q{size}", max_seq_length=seqlen, dtype=torch.bfloat16,
                                                  load_in_4bit=False)  # fmt: skip
@@ -215,7 +215,6 @@ def _unsloth_model(size: str, seqlen: int) -> Any:
 
 def profile(size: str, batch: int, seqlen: int) -> None:
     """Top CUDA kernels of three kefu steps (after warm-up), for finding where the time goes."""
-    import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -279,7 +278,7 @@ def run_child(args: list[str], site: str | None, log: Any) -> dict[str, Any] | N
         return None
     r = json.loads(lines[-1])
     print(json.dumps(r), flush=True)
-    return r  # type: ignore[no-any-return]
+    return r
 
 
 def run_all(a: argparse.Namespace) -> None:
@@ -292,8 +291,9 @@ def run_all(a: argparse.Namespace) -> None:
                 if impl == "unsloth" and not site:
                     continue
                 if impl == "unsloth":
-                    subprocess.run([sys.executable, str(ANCHORS / "unsloth_anchor.py"), "save", size],
-                                   env={**os.environ, "PYTHONPATH": site}, capture_output=True, timeout=600)  # fmt: skip
+                    save = [sys.executable, str(ANCHORS / "unsloth_anchor.py"), "save", size]
+                    env = {**os.environ, "PYTHONPATH": site or ""}
+                    subprocess.run(save, env=env, capture_output=True, timeout=600)
                 for scenario in a.scenarios if size == a.cs_size else ["random"]:
                     r = run_child(
                         ["one", impl, size, str(batch), str(a.seqlen), scenario],

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kefu.train.fast import patch_model, unpatch_model, unsupported_reason
 from kefu.train.fast import kernels as K
+from kefu.train.fast import patch_model, unpatch_model, unsupported_reason
 from kefu.train.fast.attention import IGNORE, attention, attention_reference, flatten
 from kefu.train.fast.loss import linear_cross_entropy
 
@@ -25,7 +25,7 @@ def lora_model(path: Path, dtype: torch.dtype = torch.float32, device: str = "cp
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]
     torch.manual_seed(1)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=TARGETS))
     with torch.no_grad():  # B starts at zero, which would make every A gradient zero and hide errors
@@ -64,7 +64,9 @@ def test_chunked_linear_ce_matches_torch(normalizer: float | None) -> None:
     loss = linear_cross_entropy(h, w, t, normalizer, rows_per_chunk=8)
     loss.backward()
     h2 = h.detach().clone().requires_grad_()
-    ref = F.cross_entropy(h2 @ w.t(), t, ignore_index=IGNORE, reduction="sum") / (normalizer or int((t != IGNORE).sum()))
+    ref = F.cross_entropy(h2 @ w.t(), t, ignore_index=IGNORE, reduction="sum") / (
+        normalizer or int((t != IGNORE).sum())
+    )
     ref.backward()
     assert torch.allclose(loss, ref, atol=1e-5)
     assert h.grad is not None and h2.grad is not None
@@ -148,22 +150,31 @@ def test_packed_row_matches_padded_batch(tiny_model_dir: Path) -> None:
     assert torch.allclose(g_pad, g_pack, atol=1e-5)
 
 
-def test_training_through_fast_path_lowers_loss(tiny_model_dir: Path) -> None:
-    model = lora_model(tiny_model_dir)
-    patch_model(model)
-    batch = padded_batch(model.config.vocab_size)
-    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+def train(model: Any, batch: dict[str, torch.Tensor], steps: int) -> list[float]:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
     losses = []
-    for _ in range(20):
+    for _ in range(steps):
         loss = model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0]
+    return losses
+
+
+def test_training_through_fast_path_lowers_loss_like_peft(tiny_model_dir: Path) -> None:
+    import copy
+
+    model = lora_model(tiny_model_dir)
+    reference = copy.deepcopy(model)
+    batch = padded_batch(model.config.vocab_size)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    patch_model(model)
+    losses = train(model, batch, 12)
+    assert losses[-1] < losses[0] - 0.1
+    assert losses == pytest.approx(train(reference, batch, 12), rel=1e-3)  # the same run as transformers + peft
     after = [p for p in model.parameters() if p.requires_grad]
-    assert all(not torch.equal(a, b) for a, b in zip(before, after))
+    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_refuses_what_it_cannot_train(tiny_model_dir: Path) -> None:
@@ -187,7 +198,13 @@ def test_cuda_kernels_match_references() -> None:
     y_ref, rstd_ref = K.rmsnorm(x.cpu(), w.cpu(), 1e-6)
     assert rel(y.cpu(), y_ref) < 1e-2 and rel(rstd.cpu(), rstd_ref) < 1e-5
     dy, res = torch.randn_like(x), torch.randn_like(x)
-    assert rel(K.rmsnorm_backward(dy, x, rstd, w, res).cpu(), K.rmsnorm_backward(dy.cpu(), x.cpu(), rstd_ref, w.cpu(), res.cpu())) < 1e-2
+    assert (
+        rel(
+            K.rmsnorm_backward(dy, x, rstd, w, res).cpu(),
+            K.rmsnorm_backward(dy.cpu(), x.cpu(), rstd_ref, w.cpu(), res.cpu()),
+        )
+        < 1e-2
+    )
     gu = torch.randn(300, 2 * 4864, device=dev, dtype=bf)
     out = torch.full((300, 4880), float("nan"), device=dev, dtype=bf)
     K.swiglu(gu, out[:, :4864])
@@ -212,14 +229,16 @@ def test_cuda_packed_attention_matches_reference(lengths: list[int]) -> None:
     torch.manual_seed(0)
     pos = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
     stream = flatten(torch.zeros_like(pos), None, None, pos)
-    q, k, v = (torch.randn(sum(lengths), h, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for h in (14, 2, 2))
+    q, k, v = (
+        torch.randn(sum(lengths), h, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for h in (14, 2, 2)
+    )
     go = torch.randn_like(q)
     out = attention(q, k, v, stream)
     grads = torch.autograd.grad(out, (q, k, v), go)
     ref = attention_reference(q, k, v, stream)
     grads_ref = torch.autograd.grad(ref, (q, k, v), go)
     assert rel(out, ref) < 2e-2
-    assert all(rel(g, r) < 2e-2 for g, r in zip(grads, grads_ref))
+    assert all(rel(g, r) < 2e-2 for g, r in zip(grads, grads_ref, strict=True))
 
 
 @cuda
@@ -232,3 +251,55 @@ def test_cuda_model_matches_peft_in_bf16(tiny_model_dir: Path) -> None:
     for loss_fast, g_fast in losses:
         assert abs(loss_fast - loss_ref) < 1e-2 * loss_ref
         assert F.cosine_similarity(g_ref, g_fast, dim=0) > 0.99
+
+
+# ----------------------------------------------------------------------------- the Trainer seam (kefu train)
+def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """run_sft's steps with the Trainer and collator the seam hands out (sft.pick_trainer takes them on CUDA)."""
+    from transformers import TrainingArguments
+
+    from kefu.config import load_config
+    from kefu.train import common, fast, sft
+    from tests.train.test_sft import make_project, sft_rows
+
+    cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"max_steps": 12}))
+    model, tokenizer = common.load_for_training(cfg, None)
+    model = common.attach_lora(model, cfg.train)
+    rows = common.read_prepared(cfg, "sft.jsonl", sft.Conversation)
+    train_set = sft.encode(tokenizer, rows, cfg, common.default_system(cfg))
+    trainer_cls, collator = fast.trainer_and_collator(cfg, model, tokenizer)
+    assert trainer_cls is fast.FastTrainer and hasattr(common_lm(model), "_kefu_fast")
+    run_dir = cfg.resolve(cfg.train.output_dir)
+    run_dir.mkdir(parents=True)
+    trainer = trainer_cls(
+        model=model,
+        args=common.training_args(cfg, run_dir, has_eval=False, cls=TrainingArguments, remove_unused_columns=False),
+        train_dataset=train_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=common.callbacks(cfg, run_dir, "sft"),
+    )
+    report = common.fit(trainer, None)
+    history = [e["loss"] for e in report["history"] if "loss" in e]
+    assert len(history) == 12 and sum(history[-3:]) < sum(history[:3])
+    assert not hasattr(common_lm(model), "_kefu_fast")  # HF's forward is back after training
+    assert (common.save_outputs(trainer, tokenizer, cfg, run_dir) / "adapter_model.safetensors").is_file()
+
+
+def test_seam_falls_back_when_the_fast_path_cannot_train(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from kefu.config import load_config
+    from kefu.train import common, fast, sft
+    from tests.train.test_sft import make_project, sft_rows
+
+    cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"lora_dropout": 0.1}))
+    model, tokenizer = common.load_for_training(cfg, None)
+    model = common.attach_lora(model, cfg.train)
+    trainer_cls, _ = fast.trainer_and_collator(cfg, model, tokenizer)
+    assert trainer_cls is sft.AnswerLogitsTrainer  # what sft.pick_trainer picks without the fast path
+    assert not hasattr(common_lm(model), "_kefu_fast")
+
+
+def common_lm(model: Any) -> Any:
+    from kefu.train.fast.patch import causal_lm
+
+    return causal_lm(model)

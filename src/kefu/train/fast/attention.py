@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 IGNORE = -100
 
+varlen_attn: Any
 try:
     from torch.nn.attention.varlen import varlen_attn
 
@@ -129,14 +130,15 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -
         kw["window_size"] = (-1, 0)
     cu, n = stream.cu_seqlens, stream.max_len
     assert varlen_attn is not None
-    return varlen_attn(q, k, v, cu, cu, n, n, **kw)  # type: ignore[no-any-return]
+    out: torch.Tensor = varlen_attn(q, k, v, cu, cu, n, n, **kw)
+    return out
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stream: Stream) -> torch.Tensor:
     """One causal SDPA per document: the specification the packed kernel must match."""
     rep = q.shape[1] // k.shape[1]
     outs = []
-    for start, n in zip(stream.cu_seqlens[:-1].tolist(), stream.lengths):
+    for start, n in zip(stream.cu_seqlens[:-1].tolist(), stream.lengths, strict=True):
         qs, ks, vs = (t[start : start + n].transpose(0, 1) for t in (q, k, v))
         ks, vs = ks.repeat_interleave(rep, dim=0), vs.repeat_interleave(rep, dim=0)
         outs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=1 / math.sqrt(q.shape[-1])))

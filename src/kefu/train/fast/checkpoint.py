@@ -62,7 +62,9 @@ class Offloader:
         self._last = slot
         return slot
 
-    def keeper(self, slot: Slot, index: int, shape: torch.Size, dtype: torch.dtype) -> Callable[[torch.Tensor, int], None]:
+    def keeper(
+        self, slot: Slot, index: int, shape: torch.Size, dtype: torch.dtype
+    ) -> Callable[[torch.Tensor, int], None]:
         """A `keep(chunk, first_row)` that saves row chunks of a [rows, cols] tensor into `slot.gu`."""
         slot.gu = self._new(index, "gu", shape, dtype)
         if not self.enabled:
@@ -170,15 +172,18 @@ class LayerStep(torch.autograd.Function):
         inputs = ([h] if want_h else []) + [a for a in leaves if a is not None] + b_params
         got = list(torch.autograd.grad(h_mid, inputs, d_mid))
         dh = got.pop(0) if want_h else None
-        for group, leaf in zip((layer.qkv, layer.o), leaves):
+        for group, leaf in zip((layer.qkv, layer.o), leaves, strict=True):
             if leaf is not None:
-                grads.update(zip(group.a_params(), _split_a(group, got.pop(0))))
-        grads.update(zip(b_params, got))
+                grads.update(zip(group.a_params(), _split_a(group, got.pop(0)), strict=True))
+        grads.update(zip(b_params, got, strict=True))
         return (dh, None, None, None, None, None, *(grads.get(p) for p in ctx.params))
 
 
 def _split_a(group: Any, g: torch.Tensor) -> list[torch.Tensor]:
-    return [part.to(p.dtype) for part, p in zip(g.split([p.shape[0] for p in group.a_params()]), group.a_params())]
+    return [
+        part.to(p.dtype)
+        for part, p in zip(g.split([p.shape[0] for p in group.a_params()]), group.a_params(), strict=True)
+    ]
 
 
 def run_layer(
@@ -187,6 +192,6 @@ def run_layer(
     """Training (grad on): offloaded recomputation; otherwise a plain no-grad pass."""
     params = layer.params()
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return LayerStep.apply(h, layer, index, stream, rope, offloader, *params)  # type: ignore[no-any-return]
+        return LayerStep.apply(h, layer, index, stream, rope, offloader, *params)
     with torch.no_grad():
         return layer.mlp_forward(layer.attn_block(h, stream, rope, layer.qkv.a_cat(), layer.o.a_cat()))

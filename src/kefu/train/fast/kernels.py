@@ -210,7 +210,15 @@ if HAS_TRITON:
 
     @triton.jit
     def _rope_kernel(  # type: ignore[no-untyped-def]
-        X, COS, SIN, stride_x, stride_c, heads, HB: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
+        X,
+        COS,
+        SIN,
+        stride_x,
+        stride_c,
+        heads,
+        HB: tl.constexpr,
+        D: tl.constexpr,
+        HALF: tl.constexpr,
         INVERSE: tl.constexpr,
     ):
         t = tl.program_id(0).to(tl.int64)

@@ -75,9 +75,9 @@ class FastLayer:
     keep_gate_up: bool = False  # offload the gate/up output in forward instead of recomputing it in backward
 
     @classmethod
-    def build(cls, layer: nn.Module, config: Any, adapter: str) -> FastLayer:
+    def build(cls, layer: Any, config: Any, adapter: str) -> FastLayer:
         attn, mlp = layer.self_attn, layer.mlp
-        groups = [
+        qkv, o, gate_up, down = [
             build_group([member_of(getattr(attn, n), adapter) for n in ("q_proj", "k_proj", "v_proj")]),
             build_group([member_of(attn.o_proj, adapter)]),
             build_group([member_of(getattr(mlp, n), adapter) for n in ("gate_proj", "up_proj")]),
@@ -85,7 +85,10 @@ class FastLayer:
         ]
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         return cls(
-            *groups,
+            qkv,
+            o,
+            gate_up,
+            down,
             ln1=layer.input_layernorm.weight,
             ln2=layer.post_attention_layernorm.weight,
             eps=float(layer.input_layernorm.variance_epsilon),
@@ -187,7 +190,7 @@ class FastLayer:
         grads: dict[nn.Parameter, torch.Tensor],
         gu: torch.Tensor | None,
     ) -> torch.Tensor:
-        act_ext, gu, (x, rstd, ext) = self._mlp_inner(h, a_gu, a_d, gu)
+        act_ext, gu, (_, rstd, ext) = self._mlp_inner(h, a_gu, a_d, gu)
         inter = gu.shape[1] // 2
         d_act = self._group_backward(self.down, dy, act_ext, a_d, grads)
         del act_ext
@@ -218,5 +221,5 @@ class FastLayer:
 
 
 def _accumulate(grads: dict[nn.Parameter, torch.Tensor], params: list[Any], values: list[torch.Tensor]) -> None:
-    for p, g in zip(params, values):
+    for p, g in zip(params, values, strict=True):
         grads[p] = grads[p] + g if p in grads else g

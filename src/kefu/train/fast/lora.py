@@ -70,10 +70,10 @@ class LoraGroup:
     def refresh(self) -> None:
         """Take the adapter's current values (once per forward pass; the optimizer changed them): stacked A, and
         s*B written into the weight buffer's adapter columns."""
-        parts = self.a_params()
+        parts: list[torch.Tensor] = list(self.a_params())
         self._a = torch.cat(parts).to(self.w_ext.dtype) if parts else None
         row, col = 0, self.in_features
-        for m, out in zip(self.members, self.out_splits):
+        for m, out in zip(self.members, self.out_splits, strict=True):
             if m.lora_b is not None:
                 self.w_ext[row : row + out, col : col + m.rank].copy_(m.lora_b * m.scale)
                 col += m.rank
@@ -84,7 +84,7 @@ class LoraGroup:
         blocks (the off-diagonal ones cost little: R is small)."""
         g = (dy.t() @ ext[:, self.in_features :]).float()
         grads, row, col = [], 0, 0
-        for m, out in zip(self.members, self.out_splits):
+        for m, out in zip(self.members, self.out_splits, strict=True):
             if m.lora_b is not None:
                 grads.append((g[row : row + out, col : col + m.rank] * m.scale).to(m.lora_b.dtype))
                 col += m.rank
@@ -131,11 +131,11 @@ def lora_project(x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None, a:
     """Differentiable y = add + x W^T + sum_j s_j (x A_j^T) B_j^T for the whole group (`a`: stacked A, a leaf
     when its gradient is wanted)."""
     ext = group.extend(x, a)
-    return LoraMatmul.apply(ext, add, group, *group.b_params())  # type: ignore[no-any-return]
+    return LoraMatmul.apply(ext, add, group, *group.b_params())
 
 
 # ----------------------------------------------------------------------------- building groups from a peft model
-def member_of(module: nn.Module, adapter: str) -> Member:
+def member_of(module: Any, adapter: str) -> Member:
     """Member for a Linear, unwrapping peft's LoRA layer (its A, B and scale for `adapter`)."""
     base = getattr(module, "base_layer", module)
     if not isinstance(base, nn.Linear):
@@ -143,9 +143,9 @@ def member_of(module: nn.Module, adapter: str) -> Member:
     lora_a = getattr(module, "lora_A", None)
     if lora_a is None or adapter not in lora_a:
         return Member(module, base)
-    a = module.lora_A[adapter].weight  # type: ignore[index, union-attr]
-    b = module.lora_B[adapter].weight  # type: ignore[index, union-attr]
-    return Member(module, base, a, b, float(module.scaling[adapter]))  # type: ignore[index, union-attr]
+    a = module.lora_A[adapter].weight
+    b = module.lora_B[adapter].weight
+    return Member(module, base, a, b, float(module.scaling[adapter]))
 
 
 @torch.no_grad()
@@ -157,14 +157,14 @@ def build_group(members: list[Member]) -> LoraGroup:
     rank = sum(m.rank for m in members)
     w_ext = torch.zeros(sum(outs), in_features + rank, dtype=first.dtype, device=first.device)
     row = 0
-    for m, out in zip(members, outs):
+    for m, out in zip(members, outs, strict=True):
         w_ext[row : row + out, :in_features].copy_(m.base.weight)
         m.base.weight.data = w_ext[row : row + out, :in_features]
         row += out
-    biases = [m.base.bias for m in members]
-    bias = None if all(b is None for b in biases) else torch.cat(
-        [b if b is not None else torch.zeros(o, dtype=first.dtype, device=first.device) for b, o in zip(biases, outs)]
-    )  # fmt: skip
+    bias = None
+    if any(m.base.bias is not None for m in members):  # Qwen2's q/k/v: one bias vector for the fused product
+        zero = [torch.zeros(o, dtype=first.dtype, device=first.device) for o in outs]
+        bias = torch.cat([m.base.bias if m.base.bias is not None else z for m, z in zip(members, zero, strict=True)])
     group = LoraGroup(members, w_ext, bias, in_features, outs)
     group.refresh()
     return group

@@ -62,4 +62,4 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """sum of CE(hidden @ weight^T, targets) over targets != IGNORE, divided by `normalizer` (default: their count)."""
     rows = rows_per_chunk or chunk_rows(weight.shape[0], weight.element_size())
-    return LinearCrossEntropy.apply(hidden, weight, targets, normalizer, rows)  # type: ignore[no-any-return]
+    return LinearCrossEntropy.apply(hidden, weight, targets, normalizer, rows)

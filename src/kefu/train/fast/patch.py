@@ -43,7 +43,7 @@ class FastState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def causal_lm(model: nn.Module) -> nn.Module:
+def causal_lm(model: nn.Module) -> Any:
     """The HF *ForCausalLM inside a PeftModel (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
@@ -83,7 +83,8 @@ def patch_model(model: nn.Module, options: FastOptions | None = None, adapter: s
         raise ValueError(f"kefu fast path cannot train this model: {reason}")
     lm = causal_lm(model)
     if hasattr(lm, "_kefu_fast"):
-        return lm._kefu_fast  # type: ignore[no-any-return]
+        state: FastState = lm._kefu_fast
+        return state
     opts = options or FastOptions()
     layers = [FastLayer.build(layer, lm.config, adapter) for layer in lm.model.layers]
     keep = opts.keep_gate_up_layers if opts.keep_gate_up_layers is not None else gate_up_layers(lm.config)
@@ -129,7 +130,7 @@ def unpatch_model(model: nn.Module) -> None:
 
 
 def _fast_forward(
-    self: nn.Module,
+    self: Any,
     input_ids: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,

@@ -21,19 +21,22 @@ class FastTrainer(Trainer):
         try:
             return super().train(*args, **kwargs)
         finally:
-            unpatch_model(self.model)
+            if self.model is not None:
+                unpatch_model(self.model)
 
 
 def trainer_and_collator(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[type[Trainer], Any]:
-    """FastTrainer and a collator when the fast path can train `model`; else transformers' Trainer as before."""
-    from kefu.train.sft import PadCollator, plain_collator
+    """FastTrainer and a collator when the fast path can train `model`; else what sft picks without it."""
+    from kefu.train.sft import AnswerLogitsTrainer, PadCollator, plain_collator, takes_logits_to_keep
 
     reason = unsupported_reason(model)
     if reason is not None:
         log.warning("train.backend 'fast' cannot train this model (%s): using plain transformers", reason)
-        return Trainer, plain_collator(cfg, model, tokenizer)
+        return (AnswerLogitsTrainer if takes_logits_to_keep(model) else Trainer), plain_collator(cfg, model, tokenizer)
     patch_model(model)
-    log.info("fast path: fused LoRA products, chunked linear cross-entropy, padding-free attention, offloaded checkpoints")
+    log.info(
+        "fast path: fused LoRA products, chunked linear cross-entropy, padding-free attention, offloaded checkpoints"
+    )
     if cfg.train.packing:
         # One row, position_ids restarting per sample: the fast forward attends within each sample only.
         return FastTrainer, DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
