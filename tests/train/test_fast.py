@@ -259,7 +259,8 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     from transformers import TrainingArguments
 
     from kefu.config import load_config
-    from kefu.train import common, fast, sft
+    from kefu.train import common, sft
+    from kefu.train.fast.trainer import FastTrainer, trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
     cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"max_steps": 12}))
@@ -267,8 +268,8 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     model = common.attach_lora(model, cfg.train)
     rows = common.read_prepared(cfg, "sft.jsonl", sft.Conversation)
     train_set = sft.encode(tokenizer, rows, cfg, common.default_system(cfg))
-    trainer_cls, collator = fast.trainer_and_collator(cfg, model, tokenizer)
-    assert trainer_cls is fast.FastTrainer and hasattr(common_lm(model), "_kefu_fast")
+    trainer_cls, collator = trainer_and_collator(cfg, model, tokenizer)
+    assert trainer_cls is FastTrainer and hasattr(common_lm(model), "_kefu_fast")
     run_dir = cfg.resolve(cfg.train.output_dir)
     run_dir.mkdir(parents=True)
     trainer = trainer_cls(
@@ -288,13 +289,14 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
 
 def test_seam_falls_back_when_the_fast_path_cannot_train(tmp_path: Path, tiny_model_dir: Path) -> None:
     from kefu.config import load_config
-    from kefu.train import common, fast, sft
+    from kefu.train import common, sft
+    from kefu.train.fast.trainer import FastTrainer, trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
     cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"lora_dropout": 0.1}))
     model, tokenizer = common.load_for_training(cfg, None)
     model = common.attach_lora(model, cfg.train)
-    trainer_cls, _ = fast.trainer_and_collator(cfg, model, tokenizer)
+    trainer_cls, _ = trainer_and_collator(cfg, model, tokenizer)
     assert trainer_cls is sft.AnswerLogitsTrainer  # what sft.pick_trainer picks without the fast path
     assert not hasattr(common_lm(model), "_kefu_fast")
 
