@@ -290,7 +290,7 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
 def test_seam_falls_back_when_the_fast_path_cannot_train(tmp_path: Path, tiny_model_dir: Path) -> None:
     from kefu.config import load_config
     from kefu.train import common, sft
-    from kefu.train.fast.trainer import FastTrainer, trainer_and_collator
+    from kefu.train.fast.trainer import trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
     cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"lora_dropout": 0.1}))
