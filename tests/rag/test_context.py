@@ -93,3 +93,14 @@ def test_build_rag_sft_adds_quoted_context_to_system(ingested: KefuConfig) -> No
 def test_reingest_is_cheap_when_nothing_changed(ingested: KefuConfig) -> None:
     res = ingest(ingested)
     assert res.n_embedded == 0 and res.version == 2
+
+
+def test_sft_rows_get_kb_context_when_retrieval_context_is_on(ingested: KefuConfig) -> None:
+    from kefu.data.schema import Conversation, Turn
+    from kefu.train.sft import with_kb_context
+
+    conv = Conversation(turns=[Turn(role="user", content="退货运费谁出？"), Turn(role="assistant", content="买家承担。")])
+    [(out, where)] = with_kb_context(ingested, [(conv, "sft.jsonl:1")])
+    assert where == "sft.jsonl:1"
+    assert out.system and "运费谁出" in out.system and "> " in out.system
+    assert out.meta["kb_citations"]

@@ -34,6 +34,8 @@ def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     # 1. data
     train_rows = common.read_prepared(cfg, "sft.jsonl", Conversation)
     eval_rows = common.read_prepared(cfg, "eval.jsonl", Conversation, required=False)
+    if t.retrieval_context:  # retrieval-aware fine-tuning: prompts carry the KB excerpts serving would retrieve
+        train_rows, eval_rows = with_kb_context(cfg, train_rows), with_kb_context(cfg, eval_rows)
 
     # 2. model (+ the adapter to continue from) and LoRA
     model, tokenizer = common.load_for_training(cfg, t.init_adapter)
@@ -65,6 +67,16 @@ def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     # 5. save the adapter (or model) with its tokenizer and config; reports were written by the Report callback
     output = common.save_outputs(trainer, tokenizer, cfg, run_dir)
     return common.result("sft", run_dir, output, report)
+
+
+def with_kb_context(cfg: KefuConfig, rows: list[tuple[Conversation, str]]) -> list[tuple[Conversation, str]]:
+    """Each conversation with the knowledge-base context serving would put in its system prompt (when relevant)."""
+    from kefu.rag.context import build_rag_sft
+
+    if not rows:
+        return rows
+    convs = build_rag_sft(cfg, [conv for conv, _ in rows])
+    return [(conv, where) for conv, (_, where) in zip(convs, rows)]
 
 
 def encode(
