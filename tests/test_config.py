@@ -13,8 +13,12 @@ from kefu.configdoc import config_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(
-    p for p in ROOT.rglob("*.y*ml") if p.suffix in {".yaml", ".yml"} and not {".venv", ".venv-ci", ".git"} & set(p.parts)
-    and ".github" not in p.parts and "node_modules" not in p.parts
+    p
+    for p in ROOT.rglob("*.y*ml")
+    if p.suffix in {".yaml", ".yml"}
+    and not {".venv", ".venv-ci", ".git"} & set(p.parts)
+    and ".github" not in p.parts
+    and "node_modules" not in p.parts
 )
 KEFU_YAMLS = [p for p in SHIPPED if p.name == "kefu.yaml" or p.parent.name == "configs"]
 
@@ -49,7 +53,9 @@ def test_overrides_keep_types_and_errors_name_the_field(tmp_path: Path) -> None:
 def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "kefu", "config", "show", "--set", "serve.port=notaport"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert r.returncode == 2 and "serve.port" in r.stderr and "Traceback" not in r.stderr
 

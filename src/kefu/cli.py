@@ -251,7 +251,9 @@ def kb_versions(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 @kb_app.command("rollback")
 def kb_rollback(
-    version: Annotated[int | None, typer.Argument(help="Version to activate; default the one before the active.")] = None,
+    version: Annotated[
+        int | None, typer.Argument(help="Version to activate; default the one before the active.")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -444,7 +446,9 @@ def audit_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 # ----------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the demo project and its outputs.")] = Path("kefu-demo"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo project and its outputs.")] = Path(
+        "kefu-demo"
+    ),
     full: Annotated[
         bool, typer.Option("--full/--quick", "--gpu", help="Train on all data with the full prompt (meant for a GPU).")
     ] = False,

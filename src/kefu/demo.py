@@ -110,7 +110,9 @@ def _step(console: Console, timings: dict[str, float], name: str, title: str) ->
     console.print(f"[dim]{title}: {timings[name]:.1f} s[/]")
 
 
-def run_demo(out: Path, *, full: bool = False, extra: list[str] | None = None, console: Console | None = None) -> DemoResult:
+def run_demo(
+    out: Path, *, full: bool = False, extra: list[str] | None = None, console: Console | None = None
+) -> DemoResult:
     """The whole demo; returns timings, before/after metrics and whether the trained model knows who it is."""
     from kefu.data.prepare import run_prepare
     from kefu.eval.compare import run_compare

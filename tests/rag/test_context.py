@@ -99,7 +99,9 @@ def test_sft_rows_get_kb_context_when_retrieval_context_is_on(ingested: KefuConf
     from kefu.data.schema import Conversation, Turn
     from kefu.train.sft import with_kb_context
 
-    conv = Conversation(turns=[Turn(role="user", content="退货运费谁出？"), Turn(role="assistant", content="买家承担。")])
+    conv = Conversation(
+        turns=[Turn(role="user", content="退货运费谁出？"), Turn(role="assistant", content="买家承担。")]
+    )
     [(out, where)] = with_kb_context(ingested, [(conv, "sft.jsonl:1")])
     assert where == "sft.jsonl:1"
     assert out.system and "运费谁出" in out.system and "> " in out.system

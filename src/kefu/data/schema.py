@@ -33,7 +33,7 @@ class Conversation(BaseModel):
             raise ValueError("a conversation needs at least one turn")
         if self.turns[0].role != "user":
             raise ValueError("the first turn must be from the user")
-        for prev, cur in zip(self.turns, self.turns[1:]):
+        for prev, cur in zip(self.turns, self.turns[1:], strict=False):
             if prev.role == cur.role:
                 raise ValueError(f"two '{cur.role}' turns in a row: roles must alternate user/assistant")
         return self

@@ -76,7 +76,7 @@ def with_kb_context(cfg: KefuConfig, rows: list[tuple[Conversation, str]]) -> li
     if not rows:
         return rows
     convs = build_rag_sft(cfg, [conv for conv, _ in rows])
-    return [(conv, where) for conv, (_, where) in zip(convs, rows)]
+    return [(conv, where) for conv, (_, where) in zip(convs, rows, strict=True)]
 
 
 def encode(
