@@ -177,11 +177,59 @@ def test_training_through_fast_path_lowers_loss_like_peft(tiny_model_dir: Path) 
     assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_lora_dropout_masks_are_redrawn_identically_on_recompute(tiny_model_dir: Path, device: str) -> None:
+    """With dropout, backward recomputes each layer: the gradient must be that of the loss the forward computed
+    (same masks), checked against a central difference along the gradient, every pass re-seeded alike."""
+    model = lora_model(tiny_model_dir, dropout=0.3)
+    with torch.no_grad():  # a strong adapter, so that other masks would give a clearly different gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.5)
+    # float64 on the CPU: the difference quotient is exact to ~1e-6; CUDA (Triton kernels, offloading) in float32.
+    model = (model.double() if device == "cpu" else model.to(device)).train()
+    patch_model(model)
+    batch = padded_batch(model.config.vocab_size, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_at(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return model(**batch).loss
+
+    loss_at(0).backward()
+    grads = [p.grad.clone() for p in params]
+    eps = (1e-4 if device == "cpu" else 1e-2) / torch.cat([g.flatten() for g in grads]).norm()
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p.add_(g, alpha=eps)
+        plus = loss_at(0).item()
+        for p, g in zip(params, grads, strict=True):
+            p.sub_(g, alpha=2 * eps)
+        minus = loss_at(0).item()
+        other_mask = loss_at(1).item()
+    slope = (plus - minus) / (2 * eps)
+    g2 = sum(float((g * g).sum()) for g in grads)
+    # Other masks in the recomputation give an unrelated slope (seen: -0.02 x the gradient's squared norm).
+    assert slope == pytest.approx(g2, rel=5e-3 if device == "cpu" else 3e-2)
+    assert abs(other_mask - minus) > 1e-2  # the masks do depend on the seed: dropout is on
+
+
+def test_dropout_is_off_in_eval_mode(tiny_model_dir: Path) -> None:
+    model = lora_model(tiny_model_dir, dropout=0.3).eval()
+    batch = padded_batch(model.config.vocab_size)
+    with torch.no_grad():
+        reference = model(**batch).loss.item()
+        patch_model(model)
+        assert model(**batch).loss.item() == pytest.approx(reference, rel=1e-5)
+
+
 def test_refuses_what_it_cannot_train(tiny_model_dir: Path) -> None:
-    assert unsupported_reason(lora_model(tiny_model_dir)) is None
-    assert "lora_dropout" in (unsupported_reason(lora_model(tiny_model_dir, dropout=0.1)) or "")
-    with pytest.raises(ValueError, match="lora_dropout"):
-        patch_model(lora_model(tiny_model_dir, dropout=0.1))
+    model = lora_model(tiny_model_dir)
+    assert unsupported_reason(model) is None
+    model.get_base_model().model.embed_tokens.weight.requires_grad_(True)
+    assert "full fine-tuning" in (unsupported_reason(model) or "")
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        patch_model(model)
 
 
 # ----------------------------------------------------------------------------- CUDA: kernels, varlen, offload
@@ -263,7 +311,8 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     from kefu.train.fast.trainer import FastTrainer, trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
-    cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"max_steps": 12}))
+    train = {"max_steps": 12, "lora_dropout": 0.05}  # kefu's default dropout: trained through the fast path too
+    cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train=train))
     model, tokenizer = common.load_for_training(cfg, None)
     model = common.attach_lora(model, cfg.train)
     rows = common.read_prepared(cfg, "sft.jsonl", sft.Conversation)
@@ -293,7 +342,7 @@ def test_seam_falls_back_when_the_fast_path_cannot_train(tmp_path: Path, tiny_mo
     from kefu.train.fast.trainer import trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
-    cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"lora_dropout": 0.1}))
+    cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train={"method": "full"}))
     model, tokenizer = common.load_for_training(cfg, None)
     model = common.attach_lora(model, cfg.train)
     trainer_cls, _ = trainer_and_collator(cfg, model, tokenizer)

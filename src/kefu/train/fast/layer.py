@@ -19,6 +19,7 @@ from kefu.train.fast.kernels import rmsnorm, rmsnorm_backward, rope_, swiglu, sw
 from kefu.train.fast.lora import LoraGroup, build_group, lora_project, member_of, release_group
 
 DEFAULT_MLP_CHUNK_BYTES = 256 * 2**20
+Masks = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
 class RMSNormFn(torch.autograd.Function):
@@ -73,6 +74,10 @@ class FastLayer:
     head_dim: int
     mlp_chunk_bytes: int = DEFAULT_MLP_CHUNK_BYTES
     keep_gate_up: bool = False  # offload the gate/up output in forward instead of recomputing it in backward
+    seed: int | None = None  # LoRA dropout masks of the current pass derive from it; None: no dropout (eval)
+
+    def seed_for(self, group: int, chunk: int = 0) -> int | None:
+        return None if self.seed is None else self.seed * 1009 + group * 101 + chunk
 
     @classmethod
     def build(cls, layer: Any, config: Any, adapter: str) -> FastLayer:
@@ -120,12 +125,12 @@ class FastLayer:
     ) -> torch.Tensor:
         """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h, the stacked A's given and the B's."""
         x = RMSNormFn.apply(h, self.ln1, self.eps)
-        qkv = lora_project(x, self.qkv, self.qkv.bias, a_qkv)
+        qkv = lora_project(x, self.qkv, self.qkv.bias, a_qkv, self.seed_for(0))
         d, hq, hk = self.head_dim, self.heads, self.kv_heads
         qkv = RopeFn.apply(qkv, rope, hq + hk, d)
         q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=1)
         o = attention(q.view(-1, hq, d), k.view(-1, hk, d), v.view(-1, hk, d), stream).reshape(-1, hq * d)
-        return lora_project(o, self.o, h, a_o)
+        return lora_project(o, self.o, h, a_o, self.seed_for(1))
 
     # ------------------------------------------------------------------------- MLP half (manual, chunked)
     def gate_up_width(self) -> int:
@@ -142,26 +147,35 @@ class FastLayer:
         out = torch.empty_like(h)
         step = self.chunk_rows()
         for s in range(0, h.shape[0], step):
-            act_ext, gu, _ = self._mlp_inner(h[s : s + step], a_gu, a_d)
+            act_ext, gu, _ = self._mlp_inner(h[s : s + step], a_gu, a_d, s // step)
             if keep is not None:
                 keep(gu, s)
             out[s : s + step] = self.down.matmul(act_ext, h[s : s + step])
         return out
 
     def _mlp_inner(
-        self, h: torch.Tensor, a_gu: torch.Tensor | None, a_d: torch.Tensor | None, gu: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """[act | act A_d^T], gate/up output (computed unless given), and (norm output, rstd, [x | x A_gu^T])."""
+        self,
+        h: torch.Tensor,
+        a_gu: torch.Tensor | None,
+        a_d: torch.Tensor | None,
+        chunk: int,
+        gu: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, Masks]]:
+        """[act | act A_d^T], gate/up output (computed unless given), and (rstd, [x | x A_gu^T], dropout masks)."""
         x, rstd = rmsnorm(h, self.ln2, self.eps)
-        ext = self.gate_up.extend(x, a_gu)
+        m_gu = self.gate_up.mask(x, self.seed_for(2, chunk))
+        ext = self.gate_up.extend(x, a_gu, m_gu)
         if gu is None:
             gu = self.gate_up.matmul(ext, None)
         inter = gu.shape[1] // 2
         act_ext = torch.empty(h.shape[0], inter + self.down.rank, dtype=h.dtype, device=h.device)
         swiglu(gu, act_ext[:, :inter])
+        m_d = None
         if a_d is not None:
-            act_ext[:, inter:] = act_ext[:, :inter] @ a_d.t()
-        return act_ext, gu, (x, rstd, ext)
+            m_d = self.down.mask(act_ext[:, :inter], self.seed_for(3, chunk))
+            act = act_ext[:, :inter]
+            act_ext[:, inter:] = (act if m_d is None else act * m_d) @ a_d.t()
+        return act_ext, gu, (rstd, ext, (m_gu, m_d))
 
     @torch.no_grad()
     def mlp_backward(
@@ -178,7 +192,8 @@ class FastLayer:
         step = self.chunk_rows()
         for s in range(0, h.shape[0], step):
             gu = None if saved_gu is None else saved_gu[s : s + step]
-            dh[s : s + step] = self._mlp_chunk_backward(h[s : s + step], d_out[s : s + step], a_gu, a_d, grads, gu)
+            rows = slice(s, s + step)
+            dh[rows] = self._mlp_chunk_backward(h[rows], d_out[rows], a_gu, a_d, grads, s // step, gu)
         return dh
 
     def _mlp_chunk_backward(
@@ -188,16 +203,15 @@ class FastLayer:
         a_gu: torch.Tensor | None,
         a_d: torch.Tensor | None,
         grads: dict[nn.Parameter, torch.Tensor],
+        chunk: int,
         gu: torch.Tensor | None,
     ) -> torch.Tensor:
-        act_ext, gu, (_, rstd, ext) = self._mlp_inner(h, a_gu, a_d, gu)
-        inter = gu.shape[1] // 2
-        d_act = self._group_backward(self.down, dy, act_ext, a_d, grads)
+        act_ext, gu, (rstd, ext, (m_gu, m_d)) = self._mlp_inner(h, a_gu, a_d, chunk, gu)
+        d_act = self._group_backward(self.down, dy, act_ext, a_d, grads, m_d)
         del act_ext
         d_gu = swiglu_backward_(gu, d_act)
         del d_act
-        dx = self._group_backward(self.gate_up, d_gu, ext, a_gu, grads)
-        assert inter > 0
+        dx = self._group_backward(self.gate_up, d_gu, ext, a_gu, grads, m_gu)
         return rmsnorm_backward(dx, h, rstd, self.ln2, residual=dy)
 
     @staticmethod
@@ -207,8 +221,9 @@ class FastLayer:
         ext: torch.Tensor,
         a: torch.Tensor | None,
         grads: dict[nn.Parameter, torch.Tensor],
+        mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """dL/dx of y = [x | xA^T] @ w_ext^T, accumulating the group's A and B gradients."""
+        """dL/dx of y = [x | dropout(x) A^T] @ w_ext^T, accumulating the group's A and B gradients."""
         d_ext = dy @ group.w_ext
         n = group.in_features
         if a is None:
@@ -216,8 +231,11 @@ class FastLayer:
         _accumulate(grads, group.b_params(), group.b_grads(dy, ext))
         d_xa = d_ext[:, n:]
         params_a = [m.lora_a for m in group.members if m.lora_a is not None]
-        _accumulate(grads, params_a, group.a_grads(d_xa, ext[:, :n]))
-        return torch.addmm(d_ext[:, :n], d_xa, a)
+        x = ext[:, :n]
+        _accumulate(grads, params_a, group.a_grads(d_xa, x if mask is None else x * mask))
+        if mask is None:
+            return torch.addmm(d_ext[:, :n], d_xa, a)
+        return torch.addcmul(d_ext[:, :n], d_xa @ a, mask)
 
 
 def _accumulate(grads: dict[nn.Parameter, torch.Tensor], params: list[Any], values: list[torch.Tensor]) -> None:

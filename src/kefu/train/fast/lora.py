@@ -30,6 +30,7 @@ class Member:
     lora_a: nn.Parameter | None = None
     lora_b: nn.Parameter | None = None
     scale: float = 0.0
+    dropout: float = 0.0
 
     @property
     def rank(self) -> int:
@@ -62,9 +63,25 @@ class LoraGroup:
         """Stacked A in the compute dtype, as of the last `refresh` (no autograd: gradients are routed by hand)."""
         return self._a
 
-    def extend(self, x: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
-        """[x | x A^T]: the product's left operand."""
-        return x if a is None else torch.cat([x, x @ a.t()], dim=1)
+    @property
+    def dropout(self) -> float:
+        return max(m.dropout for m in self.members)
+
+    def mask(self, x: torch.Tensor, seed: int | None) -> torch.Tensor | None:
+        """LoRA dropout on the adapter's input, as a scaled keep-mask drawn from `seed`, so that recomputation in
+        backward draws the same one (one mask for the whole group: q, k and v share it, unlike peft's three)."""
+        p = self.dropout
+        if p == 0.0 or seed is None:
+            return None
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p, generator=gen)
+        return keep.mul_(1.0 / (1.0 - p))
+
+    def extend(self, x: torch.Tensor, a: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[x | dropout(x) A^T]: the product's left operand."""
+        if a is None:
+            return x
+        return torch.cat([x, (x if mask is None else x * mask) @ a.t()], dim=1)
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -127,10 +144,12 @@ class LoraMatmul(torch.autograd.Function):
         return (d_ext, d_add, None, *group.b_grads(dy, ext))
 
 
-def lora_project(x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None, a: torch.Tensor | None) -> torch.Tensor:
+def lora_project(
+    x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None, a: torch.Tensor | None, seed: int | None = None
+) -> torch.Tensor:
     """Differentiable y = add + x W^T + sum_j s_j (x A_j^T) B_j^T for the whole group (`a`: stacked A, a leaf
     when its gradient is wanted)."""
-    ext = group.extend(x, a)
+    ext = group.extend(x, a, group.mask(x, seed))
     return LoraMatmul.apply(ext, add, group, *group.b_params())
 
 
@@ -145,7 +164,9 @@ def member_of(module: Any, adapter: str) -> Member:
         return Member(module, base)
     a = module.lora_A[adapter].weight
     b = module.lora_B[adapter].weight
-    return Member(module, base, a, b, float(module.scaling[adapter]))
+    drop = module.lora_dropout[adapter]
+    p = float(drop.p) if isinstance(drop, nn.Dropout) else 0.0
+    return Member(module, base, a, b, float(module.scaling[adapter]), p)
 
 
 @torch.no_grad()

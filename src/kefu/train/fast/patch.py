@@ -69,10 +69,6 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "quantized base weights (QLoRA)"
     if any(p.requires_grad for n, p in lm.named_parameters() if "lora_" not in n):
         return "base weights are trainable (full fine-tuning)"
-    for mod in lm.modules():
-        drop = getattr(mod, "lora_dropout", None)
-        if isinstance(drop, nn.ModuleDict) and any(not isinstance(d, nn.Identity) for d in drop.values()):
-            return "lora_dropout > 0 (set train.lora_dropout: 0)"
     return None
 
 
@@ -148,8 +144,11 @@ def _fast_forward(
     h = inner.embed_tokens(stream.ids)
     rope = Rope(*rope_tables(inner.rotary_emb, stream.positions, h.dtype))
     state.offloader.begin()
-    for layer in state.layers:
+    # One seed per pass for the LoRA dropout masks (from torch's seeded generator), reused by the recomputation.
+    seed = int(torch.randint(2**40, (1,)).item()) if self.training else None
+    for i, layer in enumerate(state.layers):
         layer.refresh()  # the optimizer moved the adapter since the last pass
+        layer.seed = None if seed is None else seed + i
     for i, layer in enumerate(state.layers):
         h = run_layer(h, layer, i, stream, rope, state.offloader)
     norm = inner.norm
