@@ -198,7 +198,7 @@ def test_lora_dropout_masks_are_redrawn_identically_on_recompute(tiny_model_dir:
 
     loss_at(0).backward()
     grads = [p.grad.clone() for p in params]
-    eps = (1e-4 if device == "cpu" else 1e-2) / torch.cat([g.flatten() for g in grads]).norm()
+    eps = (1e-4 if device == "cpu" else 1e-2) / float(torch.cat([g.flatten() for g in grads]).norm())
     with torch.no_grad():
         for p, g in zip(params, grads, strict=True):
             p.add_(g, alpha=eps)
