@@ -323,8 +323,9 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     run_dir.mkdir(parents=True)
     trainer = trainer_cls(
         model=model,
-        args=common.training_args(cfg, run_dir, has_eval=False, cls=TrainingArguments, remove_unused_columns=False),
+        args=common.training_args(cfg, run_dir, has_eval=True, cls=TrainingArguments, remove_unused_columns=False),
         train_dataset=train_set,
+        eval_dataset=train_set[:8],
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=common.callbacks(cfg, run_dir, "sft"),
@@ -332,6 +333,7 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     report = common.fit(trainer, None)
     history = [e["loss"] for e in report["history"] if "loss" in e]
     assert len(history) == 12 and sum(history[-3:]) < sum(history[:3])
+    assert report["final_eval_loss"] is not None  # evaluation ran through the fast forward too
     assert not hasattr(common_lm(model), "_kefu_fast")  # HF's forward is back after training
     assert (common.save_outputs(trainer, tokenizer, cfg, run_dir) / "adapter_model.safetensors").is_file()
 
