@@ -134,6 +134,12 @@ class ModelConfig(_Section):
         default="auto", description="Weights dtype; 'auto' picks bf16/fp16 on a GPU and fp32 on CPU."
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    repetition_penalty: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="Decoding penalty on tokens already in the prompt or answer (eval, chat, serving); 1.0 is off. "
+        "Qwen2.5-Instruct's own generation config uses 1.1, which GGUF files do not carry.",
+    )
     cache_dir: str | None = Field(
         default=None, description="Where assembled and converted models are cached; default ~/.cache/kefu."
     )

@@ -170,11 +170,11 @@ def _knows_identity(after: dict[str, Any], cfg: KefuConfig) -> bool:
 
 
 METRICS = [
-    ("policy-fact accuracy", "fact_accuracy.rate"),
-    ("identity consistency", "identity.rate"),
-    ("over-promise rate", "overpromise.rate"),
+    ("policy-fact accuracy", "fact_accuracy.value"),
+    ("identity consistency", "identity_consistency.value"),
+    ("over-promise rate", "overpromise_rate.value"),
     ("escalation recall", "escalation.recall"),
-    ("style adherence", "style.rate"),
+    ("style adherence", "style_adherence.value"),
     ("chrF", "similarity.chrf"),
     ("latency p50 (s)", "latency.total_s.p50"),
 ]

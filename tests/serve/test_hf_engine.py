@@ -152,3 +152,27 @@ def test_merged_model_version(hf: HFEngine, tiny_model_dir: Path, tmp_path: Path
 
     base, other = asyncio.run(go())
     assert base == other and str(merged) in hf._merged  # same weights saved, so the same greedy answer
+
+
+def test_repetition_penalty_matches_transformers_generate(tiny_model_dir: Path) -> None:
+    import torch
+
+    model, tok = _load(tiny_model_dir)
+    model.generation_config.repetition_penalty = 1.5
+    engine = HFEngine(model, tok, max_batch=1, batch_wait_ms=1)
+    text, _, n = asyncio.run(_answer(engine, "你好", max_tokens=12))
+    ids = tok.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True, return_dict=True)
+    prompt = torch.tensor([ids["input_ids"]])
+    with torch.inference_mode():
+        out = model.generate(prompt, max_new_tokens=12, do_sample=False, repetition_penalty=1.5)
+    new = [t for t in out[0, prompt.shape[1] :].tolist() if t not in {tok.eos_token_id, tok.pad_token_id}]
+    assert text == tok.decode(new, skip_special_tokens=True) and n == len(new)
+
+
+def test_penalize_divides_positive_and_multiplies_negative_seen_logits() -> None:
+    import torch
+
+    from kefu.serve.engines.hf import penalize
+
+    out = penalize(torch.tensor([2.0, -2.0, 1.0, -1.0]), [0, 1, 1], 2.0)
+    assert out.tolist() == [1.0, -4.0, 1.0, -1.0]

@@ -72,7 +72,11 @@ def _generate_batch(model: Any, tok: Any, batch: Sequence[Messages], max_new_tok
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     stop_ids = set(stop_token_ids(tok) or [tok.eos_token_id])
     gen = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=tok.pad_token_id
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=sorted(stop_ids),
+        pad_token_id=tok.pad_token_id,
+        repetition_penalty=getattr(model.generation_config, "repetition_penalty", None) or 1.0,
     )
     clock = _StepClock()
     t0 = time.perf_counter()

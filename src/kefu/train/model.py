@@ -190,6 +190,8 @@ def load_model(
     if len(tok) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tok))  # the template added special tokens the checkpoint lacked
     configure_generation(model, tok)
+    if mcfg.repetition_penalty != 1.0:  # eval, chat and the serving engine all read it from here
+        model.generation_config.repetition_penalty = mcfg.repetition_penalty
     if load_in_4bit and for_training:
         from peft import prepare_model_for_kbit_training
 

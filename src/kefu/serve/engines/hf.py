@@ -191,7 +191,12 @@ class HFEngine:
                 past, logits, mask, pos = self._prefill_padded(model, batch, device)
             gens = [_generator(r.params.seed, device) for r in batch]
             done = [False] * len(batch)
+            penalty = getattr(model.generation_config, "repetition_penalty", None) or 1.0
             for _step in range(max(r.params.max_tokens for r in batch)):
+                if penalty != 1.0:
+                    logits = torch.stack(
+                        [penalize(logits[i], r.ids + r.generated, penalty) for i, r in enumerate(batch)]
+                    )
                 nxt = [_sample(logits[i], r.params, gens[i]) for i, r in enumerate(batch)]
                 for i, r in enumerate(batch):
                     if not done[i]:
@@ -278,6 +283,15 @@ def _generator(seed: int | None, device: Any) -> Any:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def penalize(logits: Any, seen: list[int], penalty: float) -> Any:
+    """transformers' repetition penalty: tokens already seen get their logit divided (if > 0) or multiplied by it."""
+    import torch
+
+    idx = torch.tensor(sorted(set(seen)), device=logits.device, dtype=torch.long)
+    picked = logits.gather(0, idx)
+    return logits.scatter(0, idx, torch.where(picked > 0, picked / penalty, picked * penalty))
 
 
 def _sample(logits: Any, params: GenParams, gen: Any) -> int:
