@@ -34,14 +34,14 @@ SHOWN_CASES = ["identity-01", "identity-en-01", "policy-returns-01", "policy-shi
 # bf16 matmuls where the CPU has them. Each value is an ordinary config field, printed for the user.
 QUICK = [
     "persona.system_prompt=你是网店的在线客服助手。",
-    "train.max_steps=36",
+    "train.max_steps=72",
     "train.batch_size=4",
-    "train.lr=1e-3",
+    "train.lr=5e-4",
     "train.warmup_ratio=0.05",
     "train.lora_r=16",
     "train.lora_alpha=32",
     "train.lora_dropout=0.0",
-    "train.lora_layers=8",
+    "train.lora_layers=12",
     "train.max_seq_len=256",
     "train.save_steps=1000",
     "train.logging_steps=2",
@@ -153,7 +153,8 @@ def _plan_text(cfg: KefuConfig, full: bool) -> str:
         return "[bold]kefu demo --full[/]: all data, full persona prompt, 3 epochs (meant for a GPU)."
     t = cfg.train
     return (
-        "[bold]kefu demo[/] (quick plan for a CPU, about 5-10 minutes on 2 cores): "
+        "[bold]kefu demo[/] (quick plan for a CPU: about 5 minutes on 2 idle cores, plus ~1.5 minutes the first time "
+        "to assemble and convert the default model): "
         f"{t.max_steps} steps of {t.batch_size} samples, LoRA r={t.lora_r} on the top {t.lora_layers} layers, "
         f"max {t.max_seq_len} tokens, a short system prompt so identity is learned, not prompted. "
         "`kefu demo --full` trains properly on a GPU."

@@ -94,7 +94,7 @@ def patch_model(model: nn.Module, options: FastOptions | None = None, adapter: s
     return state
 
 
-# Planning rates, H200 (bench/RESULTS_train_speed.md): bf16 products and pinned device<->host copies. On 7B they
+# Planning rates, H200 (bench/RESULTS.md, training speed): bf16 products and pinned device<->host copies. On 7B they
 # pick 14 of 28 layers; offloading 21 (rates read off a profiled run) made the copies the bottleneck: 9% slower.
 _LAYER_FLOPS = 650e12
 _HOST_LINK_BYTES = 55e9
