@@ -41,14 +41,15 @@ def build_tokenizer(path: Path, vocab_size: int = 400):  # type: ignore[no-untyp
     return tok
 
 
-def build_tiny_qwen2(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A ~30k-parameter Qwen2 with its tokenizer saved to `path`."""
+def build_tiny(path: Path, arch: str = "qwen2", hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A ~30k-parameter Qwen2 (tied embeddings) or Llama (untied) with its tokenizer saved to `path`."""
     import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     path.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(path)
-    cfg = Qwen2Config(
+    config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[arch]
+    cfg = config_cls(
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -56,7 +57,7 @@ def build_tiny_qwen2(path: Path, hidden: int = 32, layers: int = 2, seed: int = 
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        tie_word_embeddings=arch == "qwen2",
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,
@@ -69,27 +70,10 @@ def build_tiny_qwen2(path: Path, hidden: int = 32, layers: int = 2, seed: int = 
     return path
 
 
+def build_tiny_qwen2(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    return build_tiny(path, "qwen2", hidden, layers, seed)
+
+
 def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A tiny Llama (for llama-architecture export paths) with the same tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    path.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(path)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg)
-    model.save_pretrained(path)
-    return path
+    return build_tiny(path, "llama", hidden, layers, seed)

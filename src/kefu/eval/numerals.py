@@ -10,22 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_CN_DIGITS = {
-    "零": 0,
-    "〇": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
-_RUN_START = set(_CN_DIGITS) | {"十"}
+from kefu.guard.cn_numbers import CN_DIGITS, cn_to_int
+
+_RUN_START = set(CN_DIGITS) | {"十"}
 # A numeral run starts with a digit or 十 (十五 = 15); runs starting with 百/千/万 are words (百货, 千万别).
 _CN_RUN = re.compile(r"[零〇一二两三四五六七八九十][零〇一二两三四五六七八九十百千万]*")
 # Words that contain a numeral character but mean no number; converting them would invent numbers.
@@ -69,23 +56,6 @@ _CURRENCY_PREFIX = re.compile(rf"(?:¥|\brmb|\bcny)\s*({_NUM})")
 _RANGE = re.compile(r"(\d)\s*(?:-|–|—|~|〜|到|至|\bto\b)\s*(\d)")
 _CLOCK = re.compile(r"(上午|早上|下午|晚上)?(\d{1,2})\s*(?:点|時|时)(半|(\d{1,2})分)?")
 _NON_ASCII_SPACE = re.compile(r"(?<=[^\x00-\x7f]) +| +(?=[^\x00-\x7f])")
-
-
-def cn_to_int(run: str) -> int:
-    """Value of a Chinese numeral run: 四十八 -> 48, 一百零五 -> 105, 两万 -> 20000, 二〇二六 -> 2026."""
-    if len(run) > 1 and all(ch in _CN_DIGITS for ch in run):
-        return int("".join(str(_CN_DIGITS[ch]) for ch in run))  # read digit by digit, like a year or a phone
-    total = section = number = 0
-    for ch in run:
-        if ch in _CN_DIGITS:
-            number = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            section += (number or (1 if ch == "十" else 0)) * _CN_UNITS[ch]
-            number = 0
-        else:  # 万
-            total += (section + number) * 10_000
-            section = number = 0
-    return total + section + number
 
 
 def _is_idiom(text: str, start: int, end: int) -> bool:

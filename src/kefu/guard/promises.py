@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kefu.errors import KefuError
+from kefu.guard.cn_numbers import cn_to_int
 from kefu.guard.findings import Finding, clause_before, sentence_of
 
 Lang = Literal["zh", "en"]
@@ -270,36 +271,15 @@ LIMIT_RULES: dict[str, LimitRule] = {
     ),
 }
 _LIMIT_COMPILED = {key: tuple(re.compile(p) for p in rule.patterns) for key, rule in LIMIT_RULES.items()}
-_ZH_DIGITS = {
-    "零": 0,
-    "〇": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
 
 
 def parse_number(s: str) -> float:
-    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5."""
+    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5, '两个半' -> 2.5."""
     if s[0].isdigit():
         return float(s)
-    total, cur = 0.0, 0.0
-    for ch in s:
-        if ch in _ZH_DIGITS:
-            cur = _ZH_DIGITS[ch]
-        elif ch in "十百":
-            total += (cur or 1) * (10 if ch == "十" else 100)
-            cur = 0
-        elif ch == "半":
-            cur += 0.5
-    return total + cur
+    half = 0.5 if s.endswith("半") else 0.0
+    run = s.rstrip("半")
+    return (cn_to_int(run) if run else 0) + half
 
 
 def _amount(m: re.Match[str], unit: str) -> float:
