@@ -106,6 +106,28 @@ def test_retrieval_context_and_citations(tmp_path: Path) -> None:
     assert fresh.choices[0].message.content == "您好，签收后15天内可以退货[1]。"
     assert fresh.model_extra["kefu"]["kb_version"] == "2" and not fresh.model_extra["kefu"]["cached"]
     assert "15天" in engine.calls[1].messages[0]["content"]
+    assert "知识库中没有找到" not in system  # relevant context found: no "check or hand off" note
+
+
+def test_no_relevant_context_tells_the_model_to_check_or_hand_off(tmp_path: Path) -> None:
+    from kefu.rag.index import run_ingest
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "returns.md").write_text("# 退货\n\n签收后7天内可申请无理由退货，商品需完好。\n", encoding="utf-8")
+    cfg = make_cfg(tmp_path, "kb.sources=[kb/*.md]", "kb.db=kb.sqlite")
+    run_ingest(cfg)
+    engine = ScriptedEngine()
+    srv = start(create_app(cfg, engine))
+    try:
+        client = openai.OpenAI(base_url=srv.base, api_key=srv.key(), max_retries=0)
+        engine.queue("您好，这个问题我需要核实后回复您。")
+        ask = {"model": "kefu", "messages": [{"role": "user", "content": "Write me a poem about the moon."}]}
+        ext = client.chat.completions.create(**ask).model_extra["kefu"]  # type: ignore[call-overload,index]
+    finally:
+        srv.stop()
+    system = engine.calls[0].messages[0]["content"]
+    assert not ext["citations"] and "知识库中没有找到" in system and "> " not in system
 
 
 def test_trim_keeps_system_and_latest() -> None:

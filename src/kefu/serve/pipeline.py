@@ -161,6 +161,8 @@ class Pipeline:
             plan.context = await asyncio.to_thread(seams.retrieve, self.retriever, question, history)
         # same composition as retrieval-aware training (kefu.rag.context.build_rag_sft)
         system = f"{self._system}\n\n{plan.context.text}" if plan.context.text else self._system
+        if self.retriever is not None and not plan.context.text:
+            system = f"{system}\n\n{seams.no_match_note(self.cfg.persona)}"
         plan.messages = sessions.trim(
             {"role": "system", "content": system}, list(turns), self.cfg.serve.session_token_budget, self._count
         )

@@ -131,6 +131,15 @@ def retrieve(retriever: Any, question: str, history: list[dict[str, str]]) -> Co
     return Context(text=format_context(hits), citations=list(citations(hits)), kb_version=version)
 
 
+def no_match_note(persona: Any) -> str:
+    """What the model is told when the knowledge base has nothing relevant: check or hand off, never invent."""
+    return (
+        "知识库中没有找到与这个问题相关的店铺政策。不要编造政策、时限或金额；请告诉客户您会核实后回复，"
+        f"或建议转人工客服（{persona.handoff}）。"
+        " (No shop policy matches this question: do not invent one; say you will check, or offer a human agent.)"
+    )
+
+
 def kb_version(retriever: Any) -> str:
     if retriever is None:
         return "none"
