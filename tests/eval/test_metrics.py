@@ -65,6 +65,15 @@ def test_overpromise_verdicts(answer: str, flag: bool) -> None:
     assert metrics.check_overpromise(c, answer)["flag"] is flag
 
 
+def test_overpromise_includes_policy_limits() -> None:
+    answer = "您好，可以的，订单签收后30天内都可以无理由退货。"
+    assert metrics.check_overpromise(RETURNS, answer)["flag"] is False  # no promise phrase, no contradiction phrase
+    verdict = metrics.check_overpromise(RETURNS, answer, {"return_days": 7})
+    assert verdict["flag"] is True and verdict["findings"]
+    within = "您好，签收次日起7天内可以无理由退货。"
+    assert metrics.check_overpromise(RETURNS, within, {"return_days": 7})["flag"] is False
+
+
 # --------------------------------------------------------------------------- identity
 @pytest.mark.parametrize(
     ("answer", "passed", "claims"),

@@ -108,11 +108,12 @@ def check_facts(case: EvalCase, answer: str, limits: Mapping[str, float]) -> dic
     return {"pass": not missing and not contradicted, "missing": missing, "contradicted": contradicted}
 
 
-def check_overpromise(case: EvalCase, answer: str) -> dict[str, Any]:
-    """Promises beyond policy: the guard's promise rules plus the case's own contradiction phrases."""
+def check_overpromise(case: EvalCase, answer: str, limits: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Promises beyond policy: the guard's promise rules, the policy limits (a 30-day window where policy says 7)
+    and the case's own contradiction phrases."""
     from kefu.guard.promises import find_promises
 
-    findings = [_describe(f) for f in find_promises(answer, lang=case.lang)]
+    findings = [_describe(f) for f in find_promises(answer, lang=case.lang)] + _limits_violations(answer, limits or {})
     contradicted = _contradictions(case, answer)
     return {"flag": bool(findings or contradicted), "findings": findings, "contradicted": contradicted}
 
@@ -174,7 +175,7 @@ def score_case(
 ) -> dict[str, Any]:
     """All checks that apply to this case; `ok` is true when every applicable check passes."""
     checks: dict[str, Any] = {
-        "overpromise": check_overpromise(case, answer),
+        "overpromise": check_overpromise(case, answer, limits),
         "handoff": check_handoff(case, answer),
         "style": check_style(case, answer, persona),
     }
