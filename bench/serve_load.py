@@ -190,6 +190,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     ap.add_argument("--local", action="store_true", help="the configured local model instead of the scripted engine")
     ap.add_argument("-c", "--config", default=None, help="kefu.yaml for --local (default: built-in defaults)")
+    ap.add_argument(
+        "--pin", action="store_true", help="server on CPU 0, load generator on CPU 1 (so neither delays the other)"
+    )
     ap.add_argument("--serve", nargs=1, metavar="DB", help=argparse.SUPPRESS)  # internal: the server process
     args = ap.parse_args()
     if args.serve:
@@ -210,6 +213,9 @@ def main() -> None:
            "--piece-delay", str(args.piece_delay)] + (["--local"] if args.local else []) + (
                ["-c", args.config] if args.config else [])  # fmt: skip
     proc = subprocess.Popen(cmd)
+    if args.pin:
+        os.sched_setaffinity(proc.pid, {0})
+        os.sched_setaffinity(0, {1})
     url = f"http://127.0.0.1:{args.port}"
     try:
         _wait_up(url, proc)
@@ -236,6 +242,7 @@ def main() -> None:
         "throughput_rps": round(len(r["ttfts"]) / r["wall_s"], 1),
         "server_cpu_ms_per_request": round(r["server_cpu_ms_per_request"], 2),
         "load_average_at_start": os.getloadavg()[0],
+        "pinned": args.pin,
     }
     if args.local:
         summary["pass"] = summary["failures"] == 0 and summary["ttft_ms"][99] <= 1500.0
