@@ -7,10 +7,11 @@ trains on everything with the full persona prompt (meant for a GPU).
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,7 @@ def run_demo(
     res = DemoResult(out)
     t_all = time.perf_counter()
     console.print(_plan_text(cfg, full))
-    step: Callable[[str, str], Any] = lambda name, title: _step(console, res.timings, name, title)  # noqa: E731
+    step = functools.partial(_step, console, res.timings)
     with step("prepare", "1/5 Prepare the sample shop's data"):
         prepared = run_prepare(load_config(out / "kefu.yaml"))
         if not full:
