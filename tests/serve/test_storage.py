@@ -13,7 +13,7 @@ from kefu.serve import audit, handoff, keys, sessions, versions
 from kefu.serve.app import create_app
 from kefu.serve.db import Store
 from kefu.serve.engines.scripted import ScriptedEngine
-from kefu.serve.tables import Feedback, Message
+from kefu.serve.tables import Conversation, Feedback, Message
 
 TABLES = {
     "kefu_api_keys", "kefu_conversations", "kefu_messages", "kefu_feedback", "kefu_tickets",
@@ -127,3 +127,42 @@ def test_concurrent_audit_writers_chain_correctly(db_url: str, tmp_path: Path) -
     assert not errors
     v = audit.verify(Store(db_url, tmp_path))
     assert v.ok and v.rows == 100
+
+
+def test_a_batch_of_exchanges_is_stored_with_each_answers_id(db_url: str, tmp_path: Path) -> None:
+    """The writer stores many answers in one transaction: new and known conversations, silent turns, two turns of
+    one conversation; each answer's id points at that answer, and each audit row names it."""
+    store = Store(db_url, tmp_path)
+    sessions.ensure(store, "known", "k0", "u0")
+    batch = [
+        sessions.Exchange("new-1", ["q1"], "a1", "v1", "k1", "u1"),
+        sessions.Exchange("known", ["q2", "q2b"], "a2", "v2", "k0", "u0"),
+        sessions.Exchange("new-2", ["q3"], None, "v1", "k1", None),  # a human has it: the bot stays silent
+        sessions.Exchange("new-1", ["q4"], "a4", None, "k1", "u1"),
+    ]
+    writer = audit.AuditWriter(store)
+    seen: list[int | None] = []
+
+    def job(ex: sessions.Exchange) -> audit.AnswerJob:
+        def events(message_id: int | None) -> list[audit.Event]:
+            seen.append(message_id)
+            return [audit.Event("test", "answer", {"message_id": message_id})]
+
+        return audit.AnswerJob(ex, events)
+
+    writer._write([(job(ex), None) for ex in batch])
+    writer.close()
+    with store.session() as s:
+        content = {m.id: (m.conversation_id, m.role, m.content) for m in s.scalars(select(Message))}
+        convs = {c.id: (c.key_id, c.model_version) for c in s.scalars(select(Conversation))}
+    assert [content[i] if i else None for i in seen] == [
+        ("new-1", "assistant", "a1"), ("known", "assistant", "a2"), None, ("new-1", "assistant", "a4")
+    ]  # fmt: skip
+    assert sorted(c for _, _, c in content.values()) == ["a1", "a2", "a4", "q1", "q2", "q2b", "q3", "q4"]
+    assert convs == {"known": ("k0", "v2"), "new-1": ("k1", "v1"), "new-2": ("k1", "v1")}
+    assert sessions.history(store, "new-1") == [
+        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q4"}, {"role": "assistant", "content": "a4"},
+    ]  # fmt: skip
+    v = audit.verify(store)
+    assert v.ok and v.rows == 4

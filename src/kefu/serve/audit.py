@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from kefu.serve.db import Store
+from kefu.serve.sessions import Exchange, save_exchanges
 from kefu.serve.tables import AuditEvent, State
 
 log = logging.getLogger("kefu.serve.audit")
@@ -46,23 +47,33 @@ class Event:
     payload: dict[str, Any]
 
 
+_STATE = cast(Table, State.__table__)
+_EVENTS = cast(Table, AuditEvent.__table__)
+# Built once: composing statements per call cost more than executing them. The no-op UPDATE takes the write lock
+# (SQLite) or the row lock (PostgreSQL) and reads the head in one statement, so concurrent appenders, even in other
+# processes, chain one after another. The migration creates the head row.
+_LOCK_HEAD = update(_STATE).where(_STATE.c.key == HEAD).values(value=_STATE.c.value).returning(_STATE.c.value)
+_SET_HEAD = update(_STATE).where(_STATE.c.key == HEAD).values(value=bindparam("head"))
+_INSERT = insert(_EVENTS)
+
+
 def append(s: Session, events: list[Event]) -> int:
     """Chain `events` onto the log inside the caller's transaction; returns the last id."""
-    # UPDATE first: it takes the write lock (SQLite) or the row lock (PostgreSQL) before the head is read,
-    # so concurrent appenders, even in other processes, chain one after another.
-    s.execute(update(State).where(State.key == HEAD).values(value=State.value))
-    head = s.scalar(select(State.value).where(State.key == HEAD)) or f"0:{GENESIS}"
+    conn = s.connection()
+    head = conn.execute(_LOCK_HEAD).scalar() or f"0:{GENESIS}"
     last_id_s, prev = head.split(":", 1)
     seq = int(last_id_s)
+    rows = []
     for ev in events:
         seq += 1
         ts = dt.datetime.now(dt.timezone.utc).isoformat()
         body = canonical(ev.payload)
         h = row_hash(seq, ts, ev.actor, ev.action, body, prev)
-        s.add(AuditEvent(id=seq, ts=ts, actor=ev.actor, action=ev.action, payload=body, prev_hash=prev, hash=h))
+        rows.append({"id": seq, "ts": ts, "actor": ev.actor, "action": ev.action, "payload": body, "prev_hash": prev,
+                     "hash": h})  # fmt: skip
         prev = h
-    s.flush()
-    s.execute(update(State).where(State.key == HEAD).values(value=f"{seq}:{prev}"))
+    conn.execute(_INSERT, rows)
+    conn.execute(_SET_HEAD, {"head": f"{seq}:{prev}"})
     return seq
 
 
@@ -115,7 +126,16 @@ def _as_dict(r: AuditEvent) -> dict[str, Any]:
     return {"id": r.id, "ts": r.ts, "actor": r.actor, "action": r.action, "payload": r.payload, "hash": r.hash}
 
 
-Job = Callable[[Session], list[Event]]
+@dataclass
+class AnswerJob:
+    """An answered turn: the writer stores the exchanges of a whole batch together, then asks each job for its
+    audit events, which name the stored answer's id."""
+
+    exchange: Exchange
+    events: Callable[[int | None], list[Event]]
+
+
+Job = Callable[[Session], list[Event]] | AnswerJob
 Done = Callable[[BaseException | None], None]
 
 
@@ -163,9 +183,11 @@ class AuditWriter:
 
     def _commit(self, items: list[tuple[Job, Done | None]]) -> None:
         with self.store.session() as s:
+            answers = [job.exchange for job, _ in items if isinstance(job, AnswerJob)]
+            ids = iter(save_exchanges(s, answers))
             events: list[Event] = []
             for job, _ in items:
-                events += job(s)
+                events += job.events(next(ids)) if isinstance(job, AnswerJob) else job(s)
             if events:
                 append(s, events)
 

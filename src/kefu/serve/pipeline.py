@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from kefu.config import KefuConfig
 from kefu.serve import audit, handoff, seams, sessions
 from kefu.serve.audit import AuditWriter
@@ -227,13 +225,14 @@ class Pipeline:
         users = [self.mask(t) for t in ask.new_user]
         actor = f"key:{key_id}" if key_id else "anonymous"
 
-        def store(s: Session) -> list[audit.Event]:
-            plan.message_id = sessions.save_exchange(
-                s, ask.conversation_id, users, answer, ask.version.name, key_id, ask.user_id
-            )
+        def events(message_id: int | None) -> list[audit.Event]:
+            plan.message_id = message_id
             return [audit.Event(actor, "answer", self._audit_payload(plan))]
 
-        await self.audit.run(store)  # committed before the client hears the answer is complete
+        exchange = sessions.Exchange(ask.conversation_id, users, answer, ask.version.name, key_id, ask.user_id)
+        await self.audit.run(
+            audit.AnswerJob(exchange, events)
+        )  # committed before the client hears the answer is complete
         if self._cache_worthy(plan):
             cached = Cached(text=first.text, citations=plan.context.citations)
             await self.cache.put(ask.new_user[-1], ask.version.name, plan.context.kb_version, cached)
