@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kefu.config import GuardConfig
 from kefu.guard.findings import normalise_with_map, sentence_of
@@ -86,6 +87,12 @@ def _similar(a: str, b: str) -> bool:
     return min(len(ga), len(gb)) >= 4 and len(ga & gb) / min(len(ga), len(gb)) >= 0.8
 
 
+@lru_cache(maxsize=64)
+def _keyword_patterns(keywords: tuple[str, ...]) -> list[re.Pattern[str]]:
+    """The configured keywords, normalised like the message, compiled once per keyword list."""
+    return [re.compile(re.escape(normalise_with_map(k)[0])) for k in keywords if k.strip()]
+
+
 def needs_handoff(
     user_text: str, keywords: Iterable[str] | GuardConfig = (), history: Sequence[str] = (), repeats: int = 3
 ) -> HandoffDecision:
@@ -101,8 +108,7 @@ def needs_handoff(
     norm = _NOT_A_REQUEST.sub(lambda m: " " * len(m.group()), normalise_with_map(user_text)[0])
     reasons: list[str] = []
     matched: list[str] = []
-    words = [normalise_with_map(k)[0] for k in keywords if k.strip()]
-    for reason, rx in [*_STRONG.items(), *(("keyword", re.compile(re.escape(w))) for w in words)]:
+    for reason, rx in [*_STRONG.items(), *(("keyword", rx) for rx in _keyword_patterns(tuple(keywords)))]:
         if reason in ("explicit_request", "keyword") and _INFO_QUESTION.search(norm):
             continue
         if found := _hits(rx, norm):

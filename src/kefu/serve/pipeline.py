@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -90,7 +91,9 @@ class Pipeline:
         self.rules = rules or []
         self.have = seams.available()
         self._system = seams.system_prompt(cfg) if self.have["persona"] else ""
-        self._count: sessions.Counter = getattr(engine, "count_tokens", None) or sessions.approx_tokens
+        # The system prompt and knowledge-base passages recur in almost every prompt: count each text once.
+        counter: sessions.Counter = getattr(engine, "count_tokens", None) or sessions.approx_tokens
+        self._count: sessions.Counter = functools.lru_cache(maxsize=4096)(counter)
 
     # ------------------------------------------------------------------ prepare
     async def prepare(self, ask: Ask) -> Plan:
@@ -229,10 +232,9 @@ class Pipeline:
             plan.message_id = message_id
             return [audit.Event(actor, "answer", self._audit_payload(plan))]
 
-        exchange = sessions.Exchange(ask.conversation_id, users, answer, ask.version.name, key_id, ask.user_id)
-        await self.audit.run(
-            audit.AnswerJob(exchange, events)
-        )  # committed before the client hears the answer is complete
+        fresh = ask.fresh and plan.handoff is None  # an escalation has already created the conversation's row
+        exchange = sessions.Exchange(ask.conversation_id, users, answer, ask.version.name, key_id, ask.user_id, fresh)
+        await self.audit.run(audit.AnswerJob(exchange, events))  # committed before the client hears it is complete
         if self._cache_worthy(plan):
             cached = Cached(text=first.text, citations=plan.context.citations)
             await self.cache.put(ask.new_user[-1], ask.version.name, plan.context.kb_version, cached)

@@ -76,6 +76,7 @@ class Exchange:
     version: str | None
     key_id: str | None
     user_id: str | None
+    fresh: bool = False  # the server made the conversation id up for this request: no row can exist yet
 
 
 _CONVS = cast(Table, Conversation.__table__)
@@ -118,7 +119,8 @@ def _upsert_conversations(conn: Connection, exchanges: list[Exchange], now: dt.d
     for ex in exchanges:  # several turns of one conversation in a batch: one row, the newest version
         if ex.conversation_id not in latest or ex.version:
             latest[ex.conversation_id] = ex
-    existing = set(conn.execute(_EXISTING, {"ids": list(latest)}).scalars())
+    maybe = [cid for cid, ex in latest.items() if not ex.fresh]
+    existing = set(conn.execute(_EXISTING, {"ids": maybe}).scalars()) if maybe else set()
     new = [
         {"id": cid, "key_id": ex.key_id, "user_id": ex.user_id, "status": "bot", "model_version": ex.version,
          "created_at": now, "updated_at": now}
