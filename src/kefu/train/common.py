@@ -190,8 +190,6 @@ def training_args(cfg: KefuConfig, run_dir: Path, *, has_eval: bool, cls: type[A
         greater_is_better=False if early else None,
         seed=t.seed,
         data_seed=t.seed,
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0,  # worker processes cost more than they save on small CPU jobs
         dataloader_pin_memory=cuda,
         report_to="none",  # TensorBoard is attached explicitly, writing into the run folder
@@ -199,6 +197,13 @@ def training_args(cfg: KefuConfig, run_dir: Path, *, has_eval: bool, cls: type[A
         include_num_input_tokens_seen="non_padding",
         **precision(t.precision),
     )
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; 5.17 and earlier know only the old
+    ckpt = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in cls.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
+    kwargs |= {ckpt: t.gradient_checkpointing, f"{ckpt}_kwargs": {"use_reentrant": False}}
     kwargs.update(extra)
     return cls(**kwargs)
 

@@ -174,16 +174,9 @@ class LayerStep(torch.autograd.Function):
         dh = got.pop(0) if want_h else None
         for group, leaf in zip((layer.qkv, layer.o), leaves, strict=True):
             if leaf is not None:
-                grads.update(zip(group.a_params(), _split_a(group, got.pop(0)), strict=True))
+                grads.update(zip(group.a_params(), group.split_a(got.pop(0)), strict=True))
         grads.update(zip(b_params, got, strict=True))
         return (dh, None, None, None, None, None, *(grads.get(p) for p in ctx.params))
-
-
-def _split_a(group: Any, g: torch.Tensor) -> list[torch.Tensor]:
-    return [
-        part.to(p.dtype)
-        for part, p in zip(g.split([p.shape[0] for p in group.a_params()]), group.a_params(), strict=True)
-    ]
 
 
 def run_layer(

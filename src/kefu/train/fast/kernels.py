@@ -23,27 +23,37 @@ def _use_triton(t: torch.Tensor) -> bool:
 
 
 # ----------------------------------------------------------------------------- RMSNorm (frozen weight: dx only)
-def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, rstd) for rows of x: y = weight * round(x * rstd) as in HF's Qwen2/Llama RMSNorm; rstd in fp32."""
+def rmsnorm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, rstd) for rows of x: y = weight * round(x * rstd) as in HF's Qwen2/Llama RMSNorm; rstd in fp32.
+    `out` (rows may be strided, e.g. the first columns of a wider buffer) receives y."""
     if _use_triton(x):
-        return _rmsnorm_triton(x, weight, eps)
+        return _rmsnorm_triton(x, weight, eps, out)
     xf = x.float()
     rstd = torch.rsqrt(xf.pow(2).mean(-1) + eps)
-    return weight * (xf * rstd[:, None]).to(x.dtype), rstd
+    y = weight * (xf * rstd[:, None]).to(x.dtype)
+    return (y if out is None else out.copy_(y)), rstd
 
 
 def rmsnorm_backward(
-    dy: torch.Tensor, x: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    rstd: torch.Tensor,
+    weight: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """dL/dx of `rmsnorm` (plus `residual`, a gradient reaching x by another path, added in the same pass)."""
+    """dL/dx of `rmsnorm` (plus `residual`, a gradient reaching x by another path, added in the same pass), written
+    into `out` (contiguous) when given."""
     if _use_triton(x):
-        return _rmsnorm_bwd_triton(dy, x, rstd, weight, residual)
+        return _rmsnorm_bwd_triton(dy, x, rstd, weight, residual, out)
     xhat = x.float() * rstd[:, None]
     g = dy.float() * weight.float()
     dx = rstd[:, None] * (g - xhat * (g * xhat).mean(-1, keepdim=True))
     if residual is not None:
         dx = dx + residual.float()
-    return dx.to(x.dtype)
+    return dx.to(x.dtype) if out is None else out.copy_(dx)
 
 
 # ----------------------------------------------------------------------------- SwiGLU on a fused [gate | up] tensor
@@ -110,9 +120,11 @@ def _block(n: int) -> tuple[int, int]:
     return block, 4 if block <= 1024 else 8 if block <= 4096 else 16
 
 
-def _rmsnorm_triton(x: torch.Tensor, w: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _rmsnorm_triton(
+    x: torch.Tensor, w: torch.Tensor, eps: float, out: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows, n = x.shape
-    y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    y = torch.empty((rows, n), dtype=x.dtype, device=x.device) if out is None else out
     rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
     block, warps = _block(n)
     _rmsnorm_fwd_kernel[(rows,)](x, w, y, rstd, x.stride(0), y.stride(0), n, eps, BLOCK=block, num_warps=warps)
@@ -120,10 +132,12 @@ def _rmsnorm_triton(x: torch.Tensor, w: torch.Tensor, eps: float) -> tuple[torch
 
 
 def _rmsnorm_bwd_triton(
-    dy: torch.Tensor, x: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor, res: torch.Tensor | None
-) -> torch.Tensor:
+    dy: torch.Tensor, x: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor, res: torch.Tensor | None,
+    out: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
     rows, n = x.shape
-    dx = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    dx = torch.empty((rows, n), dtype=x.dtype, device=x.device) if out is None else out
+    assert dx.is_contiguous()
     block, warps = _block(n)
     r = res if res is not None else dx
     _rmsnorm_bwd_kernel[(rows,)](

@@ -150,7 +150,7 @@ class FastLayer:
             act_ext, gu, _ = self._mlp_inner(h[s : s + step], a_gu, a_d, s // step)
             if keep is not None:
                 keep(gu, s)
-            out[s : s + step] = self.down.matmul(act_ext, h[s : s + step])
+            self.down.matmul(act_ext, h[s : s + step], out=out[s : s + step])
         return out
 
     def _mlp_inner(
@@ -162,9 +162,12 @@ class FastLayer:
         gu: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, Masks]]:
         """[act | act A_d^T], gate/up output (computed unless given), and (rstd, [x | x A_gu^T], dropout masks)."""
-        x, rstd = rmsnorm(h, self.ln2, self.eps)
+        into = None  # [x | x A^T] in one buffer: the norm writes x straight into its first columns
+        if a_gu is not None:
+            into = torch.empty(h.shape[0], h.shape[1] + self.gate_up.rank, dtype=h.dtype, device=h.device)
+        x, rstd = rmsnorm(h, self.ln2, self.eps, out=None if into is None else into[:, : h.shape[1]])
         m_gu = self.gate_up.mask(x, self.seed_for(2, chunk))
-        ext = self.gate_up.extend(x, a_gu, m_gu)
+        ext = self.gate_up.extend(x, a_gu, m_gu, into)
         if gu is None:
             gu = self.gate_up.matmul(ext, None)
         inter = gu.shape[1] // 2
@@ -193,7 +196,7 @@ class FastLayer:
         for s in range(0, h.shape[0], step):
             gu = None if saved_gu is None else saved_gu[s : s + step]
             rows = slice(s, s + step)
-            dh[rows] = self._mlp_chunk_backward(h[rows], d_out[rows], a_gu, a_d, grads, s // step, gu)
+            self._mlp_chunk_backward(h[rows], d_out[rows], a_gu, a_d, grads, s // step, gu, out=dh[rows])
         return dh
 
     def _mlp_chunk_backward(
@@ -205,6 +208,7 @@ class FastLayer:
         grads: dict[nn.Parameter, torch.Tensor],
         chunk: int,
         gu: torch.Tensor | None,
+        out: torch.Tensor,
     ) -> torch.Tensor:
         act_ext, gu, (rstd, ext, (m_gu, m_d)) = self._mlp_inner(h, a_gu, a_d, chunk, gu)
         d_act = self._group_backward(self.down, dy, act_ext, a_d, grads, m_d)
@@ -212,7 +216,7 @@ class FastLayer:
         d_gu = swiglu_backward_(gu, d_act)
         del d_act
         dx = self._group_backward(self.gate_up, d_gu, ext, a_gu, grads, m_gu)
-        return rmsnorm_backward(dx, h, rstd, self.ln2, residual=dy)
+        return rmsnorm_backward(dx, h, rstd, self.ln2, residual=dy, out=out)
 
     @staticmethod
     def _group_backward(
@@ -224,18 +228,12 @@ class FastLayer:
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """dL/dx of y = [x | dropout(x) A^T] @ w_ext^T, accumulating the group's A and B gradients."""
-        d_ext = dy @ group.w_ext
-        n = group.in_features
-        if a is None:
-            return d_ext
-        _accumulate(grads, group.b_params(), group.b_grads(dy, ext))
-        d_xa = d_ext[:, n:]
-        params_a = [m.lora_a for m in group.members if m.lora_a is not None]
-        x = ext[:, :n]
-        _accumulate(grads, params_a, group.a_grads(d_xa, x if mask is None else x * mask))
-        if mask is None:
-            return torch.addmm(d_ext[:, :n], d_xa, a)
-        return torch.addcmul(d_ext[:, :n], d_xa @ a, mask)
+        d_x, d_a, d_b = group.backward(dy, ext, a, mask, want_x=True)
+        assert d_x is not None
+        if d_a is not None:
+            _accumulate(grads, group.b_params(), d_b)
+            _accumulate(grads, group.a_params(), group.split_a(d_a))
+        return d_x
 
 
 def _accumulate(grads: dict[nn.Parameter, torch.Tensor], params: list[Any], values: list[torch.Tensor]) -> None:

@@ -77,11 +77,22 @@ class LoraGroup:
         keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p, generator=gen)
         return keep.mul_(1.0 / (1.0 - p))
 
-    def extend(self, x: torch.Tensor, a: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[x | dropout(x) A^T]: the product's left operand."""
+    def extend(
+        self,
+        x: torch.Tensor,
+        a: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+        into: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[x | dropout(x) A^T]: the product's left operand. With `into`, x is already its first columns (written
+        there by whoever made x), so only the adapter's columns are computed: no copy of x."""
         if a is None:
             return x
-        return torch.cat([x, (x if mask is None else x * mask) @ a.t()], dim=1)
+        xa = x if mask is None else x * mask
+        if into is None:
+            return torch.cat([x, xa @ a.t()], dim=1)
+        torch.mm(xa, a.t(), out=into[:, self.in_features :])
+        return into
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -108,49 +119,77 @@ class LoraGroup:
             row += out
         return grads
 
-    def a_grads(self, d_xa: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
-        """dL/dA_j from d(x A^T) [tokens, R] and x."""
-        g = (d_xa.t() @ x).float()
-        out, col = [], 0
-        for m in self.members:
-            if m.lora_a is not None:
-                out.append(g[col : col + m.rank].to(m.lora_a.dtype))
-                col += m.rank
-        return out
+    def split_a(self, d_a: torch.Tensor) -> list[torch.Tensor]:
+        """The stacked A's gradient [R, in] as each A's own, in its dtype."""
+        sizes = [p.shape[0] for p in self.a_params()]
+        return [g.to(p.dtype) for g, p in zip(d_a.split(sizes), self.a_params(), strict=True)]
 
-    def matmul(self, ext: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
+    def backward(
+        self, dy: torch.Tensor, ext: torch.Tensor, a: torch.Tensor | None, mask: torch.Tensor | None, want_x: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]]:
+        """(dL/dx, dL/d stacked A, dL/dB_j) of y = [x | dropout(x) A^T] @ w_ext^T, from dL/dy and ext.
+
+        dy @ w_ext gives [dx_W | d(xA^T)] in one product; the adapter's share of dx is added into the first block in
+        place (a strided view: copying it out would move a [tokens, in] tensor for nothing)."""
+        n = self.in_features
+        if a is None:
+            return (dy @ self.w_ext if want_x else None), None, []
+        d_x = None
+        if want_x:
+            d_ext = dy @ self.w_ext
+            d_xa = d_ext[:, n:].clone()  # its columns sit beside the block updated in place below
+            d_x = d_ext[:, :n]
+            if mask is None:
+                d_x.addmm_(d_xa, a)
+            else:
+                d_x.addcmul_(d_xa @ a, mask)
+        else:
+            d_xa = dy @ self.w_ext[:, n:]
+        x = ext[:, :n]
+        d_a = d_xa.t() @ (x if mask is None else x * mask)
+        return d_x, d_a, self.b_grads(dy, ext)
+
+    def matmul(self, ext: torch.Tensor, add: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """add + ext @ w_ext^T; `add` is the bias, a residual, or None. No autograd."""
         if add is None:
-            return ext @ self.w_ext.t()
-        return torch.addmm(add, ext, self.w_ext.t())
+            return torch.mm(ext, self.w_ext.t(), out=out)
+        return torch.addmm(add, ext, self.w_ext.t(), out=out)
 
 
-class LoraMatmul(torch.autograd.Function):
-    """Autograd for `LoraGroup.matmul`: gradients for ext, for a residual `add`, and for each B."""
+class LoraProject(torch.autograd.Function):
+    """Autograd for y = add + [x | dropout(x) A^T] @ w_ext^T: gradients for x, a residual `add`, the stacked A and
+    each B, computed by `LoraGroup.backward` (only ext, A and the mask are kept for it)."""
 
     @staticmethod
-    def forward(ctx: Any, ext: torch.Tensor, add: torch.Tensor | None, group: LoraGroup, *bs: torch.Tensor) -> Any:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        add: torch.Tensor | None,
+        a: torch.Tensor | None,
+        group: LoraGroup,
+        seed: int | None,
+        *bs: torch.Tensor,
+    ) -> Any:
+        mask = group.mask(x, seed) if a is not None else None
+        ext = group.extend(x, a, mask)
         ctx.group = group
         ctx.residual = add is not None and add.dim() == 2
-        ctx.save_for_backward(ext)
+        ctx.save_for_backward(ext, a, mask)
         return group.matmul(ext, add)
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> Any:
-        (ext,) = ctx.saved_tensors
-        group: LoraGroup = ctx.group
-        d_ext = dy @ group.w_ext if ctx.needs_input_grad[0] else None
-        d_add = dy if ctx.residual else None
-        return (d_ext, d_add, None, *group.b_grads(dy, ext))
+        ext, a, mask = ctx.saved_tensors
+        d_x, d_a, d_b = ctx.group.backward(dy, ext, a, mask, want_x=ctx.needs_input_grad[0])
+        return (d_x, dy if ctx.residual else None, d_a, None, None, *d_b)
 
 
 def lora_project(
     x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None, a: torch.Tensor | None, seed: int | None = None
 ) -> torch.Tensor:
-    """Differentiable y = add + x W^T + sum_j s_j (x A_j^T) B_j^T for the whole group (`a`: stacked A, a leaf
-    when its gradient is wanted)."""
-    ext = group.extend(x, a, group.mask(x, seed))
-    return LoraMatmul.apply(ext, add, group, *group.b_params())
+    """Differentiable y = add + x W^T + sum_j s_j (dropout(x) A_j^T) B_j^T for the whole group (`a`: stacked A, a
+    leaf when its gradient is wanted)."""
+    return LoraProject.apply(x, add, a, group, seed, *group.b_params())
 
 
 # ----------------------------------------------------------------------------- building groups from a peft model
