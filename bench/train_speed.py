@@ -286,7 +286,7 @@ def run_all(a: argparse.Namespace) -> None:
     results: list[dict[str, Any]] = []
     out = Path(a.out)
     with open(out.with_suffix(".log"), "w") as log:
-        for size, batch in [s for s in SHAPES if s[0] in a.sizes]:
+        for size, batch in [(s, dict(SHAPES)[s]) for s in a.sizes]:  # in the order asked for
             for impl in a.impls:
                 if impl == "unsloth" and not site:
                     continue

@@ -72,22 +72,25 @@ class Offloader:
         gu = slot.gu
         return lambda chunk, row: self._put(gu, chunk, row)
 
-    def load(self, slot: Slot) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The saved input (and gate/up output) on the device; also starts bringing back the layer below."""
+    def load(self, slot: Slot) -> tuple[torch.Tensor, Saved | None]:
+        """The saved input on the device, and the gate/up output's record for `take` (its copy may still be on its
+        way: backward recomputes the attention half before it needs it); also starts bringing back the layer below."""
         self._fetch(slot)
         if slot.below is not None:
             self._fetch(slot.below)
-        main = torch.cuda.current_stream(self.device) if self.enabled else None
-        out = []
-        for saved in (slot.h, slot.gu):
-            if saved is not None and main is not None:
-                main.wait_event(saved.ready)
-            out.append(None if saved is None else saved.device_copy)
-            if saved is not None:
-                saved.device_copy = None
         slot.below = None
-        assert out[0] is not None
-        return out[0], out[1]
+        h = self.take(slot.h)
+        assert h is not None
+        return h, slot.gu
+
+    def take(self, saved: Saved | None) -> torch.Tensor | None:
+        """The device copy of `saved`, once the main stream has waited for it to arrive."""
+        if saved is None:
+            return None
+        if self.enabled:
+            torch.cuda.current_stream(self.device).wait_event(saved.ready)
+        x, saved.device_copy = saved.device_copy, None
+        return x
 
     def _new(self, index: int, kind: str, shape: torch.Size, dtype: torch.dtype) -> Saved:
         saved = Saved(shape, dtype)
@@ -160,14 +163,14 @@ class LayerStep(torch.autograd.Function):
     def backward(ctx: Any, d_out: torch.Tensor) -> Any:
         layer: FastLayer = ctx.layer
         want_h = ctx.needs_input_grad[0]
-        h, saved_gu = ctx.offloader.load(ctx.slot)
+        h, gu_record = ctx.offloader.load(ctx.slot)
         h = h.detach().requires_grad_(want_h)
         # Stacked A's as leaves: their gradients come back whole and are split onto the parameters below.
         leaves = [a.detach().requires_grad_() if a is not None else None for a in (layer.qkv.a_cat(), layer.o.a_cat())]
         with torch.enable_grad():
             h_mid = layer.attn_block(h, ctx.stream, ctx.rope, *leaves)
         grads: dict[nn.Parameter, torch.Tensor] = {}
-        d_mid = layer.mlp_backward(h_mid.detach(), d_out, grads, saved_gu)
+        d_mid = layer.mlp_backward(h_mid.detach(), d_out, grads, ctx.offloader.take(gu_record))
         b_params = layer.qkv.b_params() + layer.o.b_params()
         inputs = ([h] if want_h else []) + [a for a in leaves if a is not None] + b_params
         got = list(torch.autograd.grad(h_mid, inputs, d_mid))
