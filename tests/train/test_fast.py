@@ -186,8 +186,9 @@ def test_lora_dropout_masks_are_redrawn_identically_on_recompute(tiny_model_dir:
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(std=0.5)
-    # float64 on the CPU: the difference quotient is exact to ~1e-6; CUDA (Triton kernels, offloading) in float32.
-    model = (model.double() if device == "cpu" else model.to(device)).train()
+    # float64 on either device: in float32 the difference quotient is noise on CUDA (measured on an H200: 0.48 x the
+    # gradient's squared norm without dropout), while float64 matched to 1e-3 with the offloaded recomputation.
+    model = model.double().to(device).train()
     patch_model(model)
     batch = padded_batch(model.config.vocab_size, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -198,7 +199,7 @@ def test_lora_dropout_masks_are_redrawn_identically_on_recompute(tiny_model_dir:
 
     loss_at(0).backward()
     grads = [p.grad.clone() for p in params]
-    eps = (1e-4 if device == "cpu" else 1e-2) / float(torch.cat([g.flatten() for g in grads]).norm())
+    eps = 1e-4 / float(torch.cat([g.flatten() for g in grads]).norm())
     with torch.no_grad():
         for p, g in zip(params, grads, strict=True):
             p.add_(g, alpha=eps)
@@ -210,7 +211,7 @@ def test_lora_dropout_masks_are_redrawn_identically_on_recompute(tiny_model_dir:
     slope = (plus - minus) / (2 * eps)
     g2 = sum(float((g * g).sum()) for g in grads)
     # Other masks in the recomputation give an unrelated slope (seen: -0.02 x the gradient's squared norm).
-    assert slope == pytest.approx(g2, rel=5e-3 if device == "cpu" else 3e-2)
+    assert slope == pytest.approx(g2, rel=5e-3)
     assert abs(other_mask - minus) > 1e-2  # the masks do depend on the seed: dropout is on
 
 
