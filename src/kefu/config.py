@@ -131,7 +131,9 @@ class ModelConfig(_Section):
     )
     adapter: str | None = Field(default=None, description="LoRA adapter folder applied on top of the base model.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="Weights dtype; 'auto' picks bf16/fp16 on a GPU and fp32 on CPU."
+        default="auto",
+        description="Weights dtype; 'auto' picks bf16/fp16 on a GPU and fp32 on CPU, except that the serving engine "
+        "uses bf16 on CPUs with native bf16 (AVX-512 BF16, AMX).",
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     repetition_penalty: float = Field(

@@ -64,9 +64,10 @@ class HFEngine:
 
     @classmethod
     def from_config(cls, cfg: KefuConfig) -> HFEngine:
-        from kefu.train.model import load_model
+        from kefu.train.model import load_model, serving_dtype
 
-        model, tok = load_model(cfg.model, for_training=False, cfg_root=cfg.root)
+        mcfg = cfg.model.model_copy(update={"dtype": serving_dtype(cfg.model)})
+        model, tok = load_model(mcfg, for_training=False, cfg_root=cfg.root)
         model.eval()
         return cls(model, tok, cfg.serve.max_batch_size, cfg.serve.batch_wait_ms)
 
@@ -97,7 +98,8 @@ class HFEngine:
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 device = next(self.model.parameters()).device
-                merged = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
+                dtype = next(self.model.parameters()).dtype  # versions compare alike: the base model's dtype
+                merged = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
                 self._merged[target] = (merged, AutoTokenizer.from_pretrained(str(folder)))
             else:
                 raise EngineUnavailable(f"{target}: neither an adapter nor a model folder")
