@@ -93,7 +93,7 @@ class Pipeline:
         self._system = seams.system_prompt(cfg) if self.have["persona"] else ""
         # The system prompt and knowledge-base passages recur in almost every prompt: count each text once.
         counter: sessions.Counter = getattr(engine, "count_tokens", None) or sessions.approx_tokens
-        self._count: sessions.Counter = functools.lru_cache(maxsize=4096)(counter)
+        self._count: sessions.Counter = functools.lru_cache(maxsize=1024)(counter)
 
     # ------------------------------------------------------------------ prepare
     async def prepare(self, ask: Ask) -> Plan:
