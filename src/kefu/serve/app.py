@@ -183,6 +183,7 @@ def create_app(
         await svc.refresh_versions()
         # What exists now (model, tables, routes, imported modules) lives as long as the process. Frozen, full
         # collections stop walking it: they were pausing every request in flight for tens of milliseconds.
+        gc.collect()  # garbage is not frozen along
         gc.freeze()
         poller = asyncio.create_task(_poll_versions(svc))
         yield
