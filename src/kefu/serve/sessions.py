@@ -89,11 +89,13 @@ _TOUCH_CONV = (
     .where(_CONVS.c.id == bindparam("cid"))
     .values(updated_at=bindparam("now"), model_version=func.coalesce(bindparam("version"), _CONVS.c.model_version))
 )
+# Each answer's id must come back in order: PostgreSQL does that in one multi-row statement; SQLite, which cannot
+# order RETURNING, gets one cached single-row statement per message (~30 us each, measured), still no ORM objects.
 _NEW_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
 
 
 def save_exchanges(s: Session, exchanges: list[Exchange]) -> list[int | None]:
-    """Store a batch of exchanges in the caller's transaction with a few multi-row statements; each answer's id.
+    """Store a batch of exchanges in the caller's transaction with a few prebuilt statements; each answer's id.
 
     The audit writer commits many answers at once, and per-object ORM flushes were most of a request's CPU."""
     if not exchanges:
