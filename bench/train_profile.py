@@ -60,7 +60,7 @@ def kernel_table(model: Any, opt: Any, batches: list[dict[str, Any]], steps: int
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
             per_name[category(e.name)] += e.device_time / 1000 / steps
-    print("CUDA kernel milliseconds per step:")
+    print(f"CUDA kernel milliseconds per step (total {sum(per_name.values()):.1f}):")
     for name, ms in sorted(per_name.items(), key=lambda kv: -kv[1])[:30]:
         print(f"  {ms:8.2f}  {name}")
 

@@ -86,6 +86,8 @@ def _peft_model(size: str, seed: int = 0) -> Any:
 def _loop(model: Any, batches: list[dict[str, Any]], steps: int, warmup: int, real_tokens: list[int]) -> dict[str, Any]:
     import torch
 
+    from kefu.train.fast.patch import causal_lm
+
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=True)
     model.train()
     times, losses, toks = [], [], []
@@ -103,11 +105,20 @@ def _loop(model: Any, batches: list[dict[str, Any]], steps: int, warmup: int, re
             toks.append(real_tokens[step % len(batches)])
         losses.append(loss.item())
         assert math.isfinite(losses[-1]), losses
+        if step == warmup - 1:  # steady state from here (kefu captures its CUDA graphs during warm-up)
+            warm_peak = torch.cuda.max_memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
     # The anchors' definition: tokens over the median step (here per step, as real token counts may differ).
     rates = sorted((n / t for n, t in zip(toks, times, strict=True)), reverse=True)
+    # CUDA graphs' scratch memory is free to the allocator's counters between replays, yet replays use it: count it.
+    # Whole run: the warm-up's peak too, where a capture's scratch is counted both as allocated and in the pool.
+    graphs = getattr(getattr(causal_lm(model), "_kefu_fast", None), "graphs", None)
+    pool = graphs.pool_bytes() if graphs is not None else 0
+    steady = torch.cuda.max_memory_allocated()
     return dict(step_s=round(sorted(times)[len(times) // 2], 4), tok_s=round(rates[len(rates) // 2]),
                 mean_tok_s=round(sum(toks) / sum(times)), first_loss=round(losses[0], 4),
-                peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2))  # fmt: skip
+                peak_gib=round((steady + pool) / 2**30, 2), graph_pool_gib=round(pool / 2**30, 2),
+                peak_gib_whole_run=round((max(steady, warm_peak) + pool) / 2**30, 2))  # fmt: skip
 
 
 def random_batches(size: str, batch: int, seqlen: int, vocab: int) -> list[dict[str, Any]]:
@@ -159,7 +170,9 @@ def _cs_batch(docs: list[int], vocab: int, packed: bool, torch: Any) -> dict[str
     return dict(input_ids=x, labels=y, attention_mask=mask)
 
 
-def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str, keep: int | None = None) -> dict[str, Any]:
+def measure(
+    impl: str, size: str, batch: int, seqlen: int, scenario: str, keep: int | None = None, graphs: bool | None = None
+) -> dict[str, Any]:
     import torch
 
     if impl == "unsloth" and scenario == "random":
@@ -175,7 +188,7 @@ def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str, keep: 
         else:
             from kefu.train.fast import FastOptions, patch_model
 
-            patch_model(model, FastOptions(keep_gate_up_layers=keep))
+            patch_model(model, FastOptions(keep_gate_up_layers=keep, cuda_graphs=graphs))
     vocab = model.config.vocab_size
     if scenario == "random":
         batches, real = random_batches(size, batch, seqlen, vocab), [batch * seqlen] * 4
@@ -183,6 +196,7 @@ def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str, keep: 
         batches, real = cs_batches(vocab, packed=impl == "kefu", batch=batch, budget=batch * seqlen)
     r = _loop(model, batches, steps=8, warmup=3, real_tokens=real)
     label = impl if keep is None else f"{impl}[keep_gate_up_layers={keep}]"
+    label += "" if graphs is None else f"[cuda_graphs={graphs}]"
     return dict(impl=label, size=size, batch=batch, seqlen=seqlen, scenario=scenario, **r)
 
 
@@ -307,6 +321,12 @@ def run_all(a: argparse.Namespace) -> None:
                 r = run_child(args, None, log)
                 results.append(r or dict(impl=f"kefu[{keep}]", size=size, batch=batch, scenario="random", failed=True))
                 out.write_text(json.dumps(results, indent=1))
+            for graphs in a.kefu_graphs:
+                args = ["one", "kefu", size, str(batch), str(a.seqlen), "random", "--graphs", graphs]
+                r = run_child(args, None, log)
+                label = f"kefu[cuda_graphs={graphs == 'on'}]"
+                results.append(r or dict(impl=label, size=size, batch=batch, scenario="random", failed=True))
+                out.write_text(json.dumps(results, indent=1))
             if a.numerics:
                 r = run_child(["numerics", size, "2", str(a.seqlen)], None, log)
                 results.append(r or dict(impl="numerics", size=size, failed=True))
@@ -349,6 +369,7 @@ def main() -> None:
     one.add_argument("seqlen", type=int)
     one.add_argument("scenario", choices=["random", "cs"])
     one.add_argument("--keep-gate-up", type=int, default=None, help="FastOptions.keep_gate_up_layers (kefu)")
+    one.add_argument("--graphs", choices=["on", "off"], default=None, help="FastOptions.cuda_graphs (kefu)")
     num = sub.add_parser("numerics")
     num.add_argument("size")
     num.add_argument("batch", type=int)
@@ -366,6 +387,7 @@ def main() -> None:
     al.add_argument("--seqlen", type=int, default=2048)
     al.add_argument("--numerics", action="store_true")
     al.add_argument("--kefu-variants", nargs="*", type=int, default=[], help="extra kefu runs: keep_gate_up_layers")
+    al.add_argument("--kefu-graphs", nargs="*", choices=["on", "off"], default=[], help="extra kefu runs: cuda_graphs")
     al.add_argument("--unsloth-site", default="/tmp/site")
     a = p.parse_args()
     if a.cmd == "lengths":
@@ -374,7 +396,8 @@ def main() -> None:
         mean = sum(lengths) / len(lengths)
         print(f"{len(lengths)} conversations, mean {mean:.0f}, max {max(lengths)} proxy tokens -> {LENGTHS}")
     elif a.cmd == "one":
-        print(json.dumps(measure(a.impl, a.size, a.batch, a.seqlen, a.scenario, a.keep_gate_up)))
+        graphs = None if a.graphs is None else a.graphs == "on"
+        print(json.dumps(measure(a.impl, a.size, a.batch, a.seqlen, a.scenario, a.keep_gate_up, graphs)))
     elif a.cmd == "profile":
         profile(a.size, a.batch, a.seqlen)
     elif a.cmd == "numerics":

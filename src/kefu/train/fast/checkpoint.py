@@ -7,7 +7,7 @@ differentiates it. On a CPU device the input simply stays where it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from kefu.train.fast.attention import Stream
-from kefu.train.fast.layer import FastLayer, Rope
+from kefu.train.fast.graphs import LayerGraphs
+from kefu.train.fast.layer import FastLayer, Leaves, Rope
 
 
 @dataclass
@@ -140,54 +141,85 @@ class LayerStep(torch.autograd.Function):
     """One decoder layer with its input offloaded and the layer recomputed in backward."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        h: torch.Tensor,
-        layer: FastLayer,
-        index: int,
-        stream: Stream,
-        rope: Rope,
-        offloader: Offloader,
-        *params: nn.Parameter,
-    ) -> torch.Tensor:
-        ctx.slot = slot = offloader.save(index, h)
-        keep = None
+    def forward(ctx: Any, h: torch.Tensor, run: LayerRun, *params: nn.Parameter) -> torch.Tensor:
+        layer, offloader = run.layer, run.offloader
+        ctx.slot = slot = offloader.save(run.index, h)
+        ctx.run, ctx.params = run, params
         if layer.keep_gate_up:
-            keep = offloader.keeper(slot, index, torch.Size((h.shape[0], layer.gate_up_width())), h.dtype)
-        with torch.no_grad():
-            out = layer.mlp_forward(layer.attn_block(h, stream, rope, layer.qkv.a_cat(), layer.o.a_cat()), keep)
-        ctx.layer, ctx.stream, ctx.rope, ctx.offloader, ctx.params = layer, stream, rope, offloader, params
+            keep = offloader.keeper(slot, run.index, torch.Size((h.shape[0], layer.gate_up_width())), h.dtype)
+            with torch.no_grad():
+                return layer_forward(layer, h, run.stream, run.rope, keep)
+        (out,) = run.graphed("forward", lambda x: [layer_forward(layer, x, run.stream, run.rope)], h)
         return out
 
     @staticmethod
     def backward(ctx: Any, d_out: torch.Tensor) -> Any:
-        layer: FastLayer = ctx.layer
+        run: LayerRun = ctx.run
         want_h = ctx.needs_input_grad[0]
-        h, gu_record = ctx.offloader.load(ctx.slot)
-        h = h.detach().requires_grad_(want_h)
-        # Stacked A's as leaves: their gradients come back whole and are split onto the parameters below.
-        leaves = [a.detach().requires_grad_() if a is not None else None for a in (layer.qkv.a_cat(), layer.o.a_cat())]
-        with torch.enable_grad():
-            h_mid = layer.attn_block(h, ctx.stream, ctx.rope, *leaves)
-        grads: dict[nn.Parameter, torch.Tensor] = {}
-        d_mid = layer.mlp_backward(h_mid.detach(), d_out, grads, ctx.offloader.take(gu_record))
-        b_params = layer.qkv.b_params() + layer.o.b_params()
-        inputs = ([h] if want_h else []) + [a for a in leaves if a is not None] + b_params
-        got = list(torch.autograd.grad(h_mid, inputs, d_mid))
-        dh = got.pop(0) if want_h else None
-        for group, leaf in zip((layer.qkv, layer.o), leaves, strict=True):
-            if leaf is not None:
-                grads.update(zip(group.a_params(), group.split_a(got.pop(0)), strict=True))
-        grads.update(zip(b_params, got, strict=True))
-        return (dh, None, None, None, None, None, *(grads.get(p) for p in ctx.params))
+        h, gu_record = run.offloader.load(ctx.slot)
+        if gu_record is not None:
+            dh, grads = layer_backward(run, h, d_out, want_h, run.offloader.take(gu_record))
+        else:
+            outs = run.graphed("backward", lambda x, d: _flat(*layer_backward(run, x, d, want_h, None)), h, d_out)
+            dh, grads = (outs[0], outs[1:]) if want_h else (None, outs)
+        return (dh, None, *grads)
 
 
-def run_layer(
-    h: torch.Tensor, layer: FastLayer, index: int, stream: Stream, rope: Rope, offloader: Offloader
+@dataclass
+class LayerRun:
+    """What one layer's pass needs besides its input: the layer, where it sits, the batch's token layout, rope
+    tables and the offloader, and the CUDA graphs to replay (None: run eagerly)."""
+
+    layer: FastLayer
+    index: int
+    stream: Stream
+    rope: Rope
+    offloader: Offloader
+    graphs: LayerGraphs | None = None
+    layout: Hashable = None
+
+    def graphed(self, direction: str, body: Callable[..., list[torch.Tensor]], *inputs: torch.Tensor) -> Any:
+        if self.graphs is None:
+            return body(*inputs)
+        return self.graphs.run(self.layout, (direction, self.index), body, *inputs)
+
+
+def layer_forward(
+    layer: FastLayer, h: torch.Tensor, stream: Stream, rope: Rope, keep: Callable[..., None] | None = None
 ) -> torch.Tensor:
-    """Training (grad on): offloaded recomputation; otherwise a plain no-grad pass."""
-    params = layer.params()
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return LayerStep.apply(h, layer, index, stream, rope, offloader, *params)
     with torch.no_grad():
-        return layer.mlp_forward(layer.attn_block(h, stream, rope, layer.qkv.a_cat(), layer.o.a_cat()))
+        return layer.mlp_forward(layer.attn_block(h, stream, rope), keep)
+
+
+def layer_backward(
+    run: LayerRun, h: torch.Tensor, d_out: torch.Tensor, want_h: bool, saved_gu: torch.Tensor | None
+) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """Recompute the layer from its input and differentiate it: dL/dh (if wanted) and each LoRA parameter's
+    gradient, in `layer.params()` order."""
+    layer = run.layer
+    h = h.detach().requires_grad_(want_h)
+    leaves = (Leaves.of(layer.qkv), Leaves.of(layer.o))
+    with torch.enable_grad():
+        h_mid = layer.attn_block(h, run.stream, run.rope, leaves)
+    grads: dict[nn.Parameter, torch.Tensor] = {}
+    d_mid = layer.mlp_backward(h_mid.detach(), d_out, grads, saved_gu)
+    inputs = ([h] if want_h else []) + [t for lv in leaves for t in lv.tensors()]
+    got = list(torch.autograd.grad(h_mid, inputs, d_mid))
+    dh = got.pop(0) if want_h else None
+    for group, lv in zip((layer.qkv, layer.o), leaves, strict=True):
+        if lv.a is not None:  # the stacked A's gradient comes back whole: split it onto the parameters
+            grads.update(zip(group.a_params(), group.split_a(got.pop(0)), strict=True))
+        grads.update((b, got.pop(0)) for b in group.b_params())
+    return dh, [grads[p] for p in layer.params()]
+
+
+def _flat(dh: torch.Tensor | None, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    return ([] if dh is None else [dh]) + grads
+
+
+def run_layer(h: torch.Tensor, run: LayerRun) -> torch.Tensor:
+    """Training (grad on): offloaded recomputation; otherwise a plain no-grad pass."""
+    params = run.layer.params()
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return LayerStep.apply(h, run, *params)
+    return layer_forward(run.layer, h, run.stream, run.rope)

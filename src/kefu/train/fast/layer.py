@@ -59,6 +59,30 @@ class RopeFn(torch.autograd.Function):
 
 
 @dataclass
+class Leaves:
+    """One group's adapter as autograd leaves: the stacked A and each B. Detached from the parameters, so that a
+    recomputation's graph owns them: the parameters' own gradient accumulators belong to the outer pass (and to
+    the stream it ran on, which a CUDA graph capture must not wait on)."""
+
+    a: torch.Tensor | None
+    bs: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, group: LoraGroup, detach: bool = True) -> Leaves:
+        a = group.a_cat()
+        if not detach:
+            return cls(a, list(group.b_params()))
+        leaf = None if a is None else a.detach().requires_grad_()
+        return cls(leaf, [b.detach().requires_grad_() for b in group.b_params()])
+
+    def tensors(self) -> list[torch.Tensor]:
+        return ([] if self.a is None else [self.a]) + self.bs
+
+
+AttnLeaves = tuple[Leaves, Leaves]
+
+
+@dataclass
 class FastLayer:
     """Views of one decoder layer's weights, grouped for fused products."""
 
@@ -120,17 +144,16 @@ class FastLayer:
         return [p for g in self.groups() for p in g.lora_params()]
 
     # ------------------------------------------------------------------------- attention half (autograd)
-    def attn_block(
-        self, h: torch.Tensor, stream: Stream, rope: Rope, a_qkv: torch.Tensor | None, a_o: torch.Tensor | None
-    ) -> torch.Tensor:
-        """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h, the stacked A's given and the B's."""
+    def attn_block(self, h: torch.Tensor, stream: Stream, rope: Rope, leaves: AttnLeaves | None = None) -> torch.Tensor:
+        """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h and, given `leaves`, the adapters."""
+        lq, lo = leaves or (Leaves.of(self.qkv, detach=False), Leaves.of(self.o, detach=False))
         x = RMSNormFn.apply(h, self.ln1, self.eps)
-        qkv = lora_project(x, self.qkv, self.qkv.bias, a_qkv, self.seed_for(0))
+        qkv = lora_project(x, self.qkv, self.qkv.bias, lq.a, self.seed_for(0), lq.bs)
         d, hq, hk = self.head_dim, self.heads, self.kv_heads
         qkv = RopeFn.apply(qkv, rope, hq + hk, d)
         q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=1)
         o = attention(q.view(-1, hq, d), k.view(-1, hk, d), v.view(-1, hk, d), stream).reshape(-1, hq * d)
-        return lora_project(o, self.o, h, a_o, self.seed_for(1))
+        return lora_project(o, self.o, h, lo.a, self.seed_for(1), lo.bs)
 
     # ------------------------------------------------------------------------- MLP half (manual, chunked)
     def gate_up_width(self) -> int:

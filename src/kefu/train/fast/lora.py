@@ -99,7 +99,13 @@ class LoraGroup:
         """Take the adapter's current values (once per forward pass; the optimizer changed them): stacked A, and
         s*B written into the weight buffer's adapter columns."""
         parts: list[torch.Tensor] = list(self.a_params())
-        self._a = torch.cat(parts).to(self.w_ext.dtype) if parts else None
+        if parts and self._a is None:
+            self._a = torch.empty(self.rank, self.in_features, dtype=self.w_ext.dtype, device=self.w_ext.device)
+        row = 0
+        for p in parts:  # in place: CUDA graphs captured on the fast path read this storage
+            assert self._a is not None
+            self._a[row : row + p.shape[0]].copy_(p)
+            row += p.shape[0]
         row, col = 0, self.in_features
         for m, out in zip(self.members, self.out_splits, strict=True):
             if m.lora_b is not None:
@@ -185,11 +191,17 @@ class LoraProject(torch.autograd.Function):
 
 
 def lora_project(
-    x: torch.Tensor, group: LoraGroup, add: torch.Tensor | None, a: torch.Tensor | None, seed: int | None = None
+    x: torch.Tensor,
+    group: LoraGroup,
+    add: torch.Tensor | None,
+    a: torch.Tensor | None,
+    seed: int | None = None,
+    bs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Differentiable y = add + x W^T + sum_j s_j (dropout(x) A_j^T) B_j^T for the whole group (`a`: stacked A, a
-    leaf when its gradient is wanted)."""
-    return LoraProject.apply(x, add, a, group, seed, *group.b_params())
+    leaf when its gradient is wanted; `bs`: what receives the B gradients, the B parameters by default; the product
+    itself reads s*B from the group's weight buffer)."""
+    return LoraProject.apply(x, add, a, group, seed, *(group.b_params() if bs is None else bs))
 
 
 # ----------------------------------------------------------------------------- building groups from a peft model

@@ -7,6 +7,7 @@ gradient at once, so backward has nothing left to do but scale it. lm_head is fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from kefu.train.fast.attention import IGNORE
 from kefu.train.fast.kernels import cross_entropy_rows_
 
 DEFAULT_CHUNK_BYTES = 512 * 2**20
+Graphed = Callable[..., list[torch.Tensor]]  # (body, *inputs) -> body(*inputs), possibly replayed as a CUDA graph
 
 
 def chunk_rows(vocab: int, itemsize: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -31,7 +33,14 @@ class LinearCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         normalizer: float | None,
         rows_per_chunk: int,
+        graphed: Graphed | None = None,
     ) -> torch.Tensor:
+        if graphed is not None:
+            total, dx = graphed(lambda h, t: every_row(h, weight, t, rows_per_chunk), hidden, targets)
+            count = (targets != IGNORE).sum().clamp(min=1)  # on the device: no wait for the GPU here
+            by = count if normalizer is None else torch.tensor(float(normalizer), device=hidden.device)
+            ctx.save_for_backward(dx.div_(by))
+            return total / by
         valid = torch.nonzero(targets != IGNORE).flatten()
         n = valid.numel()
         denom = float(normalizer) if normalizer is not None else float(max(n, 1))
@@ -50,7 +59,22 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
         (dx,) = ctx.saved_tensors
-        return dx * grad.to(dx.dtype), None, None, None, None
+        return dx * grad.to(dx.dtype), None, None, None, None, None
+
+
+def every_row(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int) -> list[torch.Tensor]:
+    """[sum of CE over targets != IGNORE, its gradient w.r.t. hidden], computed over every row, ignored ones
+    included and zeroed after: shapes that do not depend on the labels, as a CUDA graph needs."""
+    valid = targets != IGNORE
+    safe = torch.where(valid, targets, 0)
+    dx = torch.empty_like(hidden)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for s in range(0, hidden.shape[0], rows):
+        logits = hidden[s : s + rows] @ weight.t()
+        losses = cross_entropy_rows_(logits, safe[s : s + rows], 1.0)
+        total += (losses * valid[s : s + rows]).sum()
+        torch.mm(logits, weight, out=dx[s : s + rows])
+    return [total, dx.mul_(valid[:, None])]
 
 
 def linear_cross_entropy(
@@ -59,7 +83,9 @@ def linear_cross_entropy(
     targets: torch.Tensor,
     normalizer: float | None = None,
     rows_per_chunk: int | None = None,
+    graphed: Graphed | None = None,
 ) -> torch.Tensor:
-    """sum of CE(hidden @ weight^T, targets) over targets != IGNORE, divided by `normalizer` (default: their count)."""
+    """sum of CE(hidden @ weight^T, targets) over targets != IGNORE, divided by `normalizer` (default: their count).
+    `graphed(body, *inputs)` runs the product as a CUDA graph (see `graphs`): then every row is computed."""
     rows = rows_per_chunk or chunk_rows(weight.shape[0], weight.element_size())
-    return LinearCrossEntropy.apply(hidden, weight, targets, normalizer, rows)
+    return LinearCrossEntropy.apply(hidden, weight, targets, normalizer, rows, graphed)
