@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
-from kefu.config import KefuConfig, load_config
+from kefu import cli_gateway as gateway
+from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
 from kefu.errors import KefuError
 
 app = typer.Typer(
@@ -20,19 +21,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Path to kefu.yaml.")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config field: section.key=value (repeatable).")
-]
-
-
-def cfg_from(config: Path | None, overrides: list[str] | None) -> KefuConfig:
-    """Load kefu.yaml (./kefu.yaml when present and none is named) with --set overrides."""
-    if config is None and Path("kefu.yaml").is_file():
-        config = Path("kefu.yaml")
-    return load_config(config, overrides)
 
 
 # ----------------------------------------------------------------------------- init
@@ -316,131 +304,10 @@ def serve(
     run_serve(cfg_from(config, set_), host, port)
 
 
-db_app = typer.Typer(help="The gateway's store (serve.db_url).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-
-@db_app.command("upgrade")
-def db_upgrade(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Apply the store's migrations up to the newest schema."""
-    from kefu.serve.ops import run_db_upgrade
-
-    console.print(f"[green]store at newest schema[/]: {run_db_upgrade(cfg_from(config, set_))}")
-
-
-# ----------------------------------------------------------------------------- keys
-keys_app = typer.Typer(help="API keys of the gateway (roles: client, agent, admin).", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-@keys_app.command("create")
-def keys_create(
-    role: Annotated[str, typer.Option(help="client (chat), agent (handoff queue) or admin (everything).")],
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
-    rate_limit: Annotated[int | None, typer.Option(help="Per minute; default serve.rate_limit_per_minute.")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Create a key and print it once (only its hash is stored)."""
-    from kefu.serve.ops import run_keys_create
-
-    print(run_keys_create(cfg_from(config, set_), role, name, rate_limit))
-    console.print("[yellow]Store this key now: it cannot be shown again.[/]")
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """List keys (ids, roles, revoked or not); secrets are never shown."""
-    from kefu.serve.ops import run_keys_list
-
-    for k in run_keys_list(cfg_from(config, set_)):
-        state = "revoked" if k["revoked"] else "active"
-        print(f"{k['id']}\t{k['role']}\t{state}\t{k['name']}\t{k['created_at']}")
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id (see `kefu keys list`).")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Revoke a key (servers stop accepting it within serve.key_cache_s seconds)."""
-    from kefu.serve.ops import run_keys_revoke
-
-    run_keys_revoke(cfg_from(config, set_), key_id)
-    console.print(f"[green]revoked[/] {key_id}")
-
-
-# ----------------------------------------------------------------------------- models
-models_app = typer.Typer(help="Model versions served by the gateway.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
-
-
-@models_app.command("list")
-def models_list(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """List model versions with status and traffic share."""
-    from kefu.serve.ops import run_models_list
-
-    for v in run_models_list(cfg_from(config, set_)):
-        print(f"{v.name}\t{v.kind}\t{v.status}\t{v.traffic_percent}%\t{v.path or ''}")
-
-
-@models_app.command("register")
-def models_register(
-    name: Annotated[str, typer.Argument(help="Version name, e.g. sft-2026-11-21.")],
-    path: Annotated[str | None, typer.Option(help="Adapter or merged-model folder, or the upstream model name.")],
-    kind: Annotated[str, typer.Option(help="adapter, merged or upstream.")] = "adapter",
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Register a version (it gets no traffic until promoted)."""
-    from kefu.serve.ops import run_models_register
-
-    v = run_models_register(cfg_from(config, set_), name, kind, path)
-    console.print(f"[green]registered[/] {v.name} ({v.kind})")
-
-
-@models_app.command("promote")
-def models_promote(
-    name: Annotated[str, typer.Argument(help="Registered version to promote.")],
-    percent: Annotated[int, typer.Option(help="Traffic share; below 100 makes it a canary.")] = 100,
-    eval_a: Annotated[str | None, typer.Option(help="Eval run of the current model (gate baseline).")] = None,
-    eval_b: Annotated[str | None, typer.Option(help="Eval run of this version; with --eval-a, gate must pass.")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Send traffic to a version; running servers switch within serve.versions_refresh_s."""
-    from kefu.serve.ops import run_models_promote
-
-    v = run_models_promote(cfg_from(config, set_), name, percent, eval_a, eval_b)
-    console.print(f"[green]{v.name} is {v.status}[/] with {v.traffic_percent}% of traffic")
-
-
-@models_app.command("rollback")
-def models_rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Undo the last promotion (withdraw the canary, or restore the previous active version)."""
-    from kefu.serve.ops import run_models_rollback
-
-    console.print(f"[green]rolled back[/]: {run_models_rollback(cfg_from(config, set_))}")
-
-
-# ----------------------------------------------------------------------------- audit
-audit_app = typer.Typer(help="The gateway's hash-chained audit log.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
-
-
-@audit_app.command("verify")
-def audit_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Check the whole chain; exit 1 and print the first bad row when any row was edited or deleted."""
-    from kefu.serve.ops import run_audit_verify
-
-    v = run_audit_verify(cfg_from(config, set_))
-    if not v.ok:
-        console.print(f"[red]audit log BROKEN at row {v.bad_id}[/]: {v.problem}")
-        if v.bad_row:
-            print(v.bad_row)
-        raise typer.Exit(1)
-    console.print(f"[green]audit log intact[/]: {v.rows} rows")
+# The gateway's store: `kefu db/keys/models/audit ...` (kefu.cli_gateway).
+for group, name in ((gateway.db_app, "db"), (gateway.keys_app, "keys"), (gateway.models_app, "models"),
+                    (gateway.audit_app, "audit")):  # fmt: skip
+    app.add_typer(group, name=name)
 
 
 # ----------------------------------------------------------------------------- demo
