@@ -155,6 +155,11 @@ class TrainConfig(_Section):
     backend: Literal["fast", "hf"] = Field(
         default="fast", description="'fast' uses kefu's fused GPU path when CUDA is present; 'hf' plain transformers."
     )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="Fast path: replay small models' layers (Qwen2.5-0.5B-sized) as CUDA graphs when batches repeat "
+        "their token layout (fixed-length rows) and LoRA dropout is 0; false always launches kernels one by one.",
+    )
     lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(default=32, ge=1, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="LoRA dropout.")

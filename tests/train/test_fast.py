@@ -356,7 +356,8 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     from kefu.train.fast.trainer import FastTrainer, trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
-    train = {"max_steps": 12, "lora_dropout": 0.05}  # kefu's default dropout: trained through the fast path too
+    # kefu's default dropout: trained through the fast path too; train.cuda_graphs reaches the fast path's options.
+    train = {"max_steps": 12, "lora_dropout": 0.05, "cuda_graphs": False}
     cfg = load_config(make_project(tmp_path, tiny_model_dir, sft=sft_rows(), train=train))
     model, tokenizer = common.load_for_training(cfg, None)
     model = common.attach_lora(model, cfg.train)
@@ -364,6 +365,7 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
     train_set = sft.encode(tokenizer, rows, cfg, common.default_system(cfg))
     trainer_cls, collator = trainer_and_collator(cfg, model, tokenizer)
     assert trainer_cls is FastTrainer and hasattr(common_lm(model), "_kefu_fast")
+    assert common_lm(model)._kefu_fast.options.cuda_graphs is False
     run_dir = cfg.resolve(cfg.train.output_dir)
     run_dir.mkdir(parents=True)
     trainer = trainer_cls(

@@ -8,7 +8,7 @@ from typing import Any
 from transformers import DataCollatorWithFlattening, Trainer
 
 from kefu.config import KefuConfig
-from kefu.train.fast.patch import patch_model, unpatch_model, unsupported_reason
+from kefu.train.fast.patch import FastOptions, patch_model, unpatch_model, unsupported_reason
 
 log = logging.getLogger("kefu.train")
 IGNORE = -100
@@ -33,7 +33,7 @@ def trainer_and_collator(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[t
     if reason is not None:
         log.warning("train.backend 'fast' cannot train this model (%s): using plain transformers", reason)
         return (AnswerLogitsTrainer if takes_logits_to_keep(model) else Trainer), plain_collator(cfg, model, tokenizer)
-    patch_model(model)
+    patch_model(model, FastOptions(cuda_graphs=None if cfg.train.cuda_graphs else False))
     log.info(
         "fast path: fused LoRA products, chunked linear cross-entropy, padding-free attention, offloaded checkpoints"
     )
