@@ -144,7 +144,7 @@ class LayerStep(torch.autograd.Function):
     def forward(ctx: Any, h: torch.Tensor, run: LayerRun, *params: nn.Parameter) -> torch.Tensor:
         layer, offloader = run.layer, run.offloader
         ctx.slot = slot = offloader.save(run.index, h)
-        ctx.run, ctx.params = run, params
+        ctx.run = run
         if layer.keep_gate_up:
             keep = offloader.keeper(slot, run.index, torch.Size((h.shape[0], layer.gate_up_width())), h.dtype)
             with torch.no_grad():

@@ -61,12 +61,10 @@ class LayerGraphs:
         self._bound.move_to_end(layout)
         while len(self._bound) > self.max_layouts:
             old, _ = self._bound.popitem(last=False)
-            for k in [k for k in self._graphs if k[0] == old]:
-                del self._graphs[k]
-            for b in [b for b in self._buffers if b[0] == old]:
-                del self._buffers[b]
-            for k in [k for k in self._seen if k[0] == old]:
-                del self._seen[k]
+            tables: tuple[dict[Any, Any], ...] = (self._graphs, self._buffers, self._seen)  # keyed (layout, ...)
+            for table in tables:
+                for k in [k for k in table if k[0] == old]:
+                    del table[k]
         return static
 
     def run(self, layout: Hashable, name: Hashable, body: Body, *inputs: torch.Tensor) -> list[torch.Tensor]:

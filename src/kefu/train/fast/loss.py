@@ -37,8 +37,8 @@ class LinearCrossEntropy(torch.autograd.Function):
     ) -> torch.Tensor:
         if graphed is not None:
             total, dx = graphed(lambda h, t: every_row(h, weight, t, rows_per_chunk), hidden, targets)
-            count = (targets != IGNORE).sum().clamp(min=1)  # on the device: no wait for the GPU here
-            by = count if normalizer is None else torch.tensor(float(normalizer), device=hidden.device)
+            # The count stays on the device: no wait for the GPU here.
+            by = (targets != IGNORE).sum().clamp(min=1) if normalizer is None else float(normalizer)
             ctx.save_for_backward(dx.div_(by))
             return total / by
         valid = torch.nonzero(targets != IGNORE).flatten()
@@ -46,11 +46,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         denom = float(normalizer) if normalizer is not None else float(max(n, 1))
         x, t = hidden.index_select(0, valid), targets.index_select(0, valid)
         dx_valid = torch.empty_like(x)
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for s in range(0, n, rows_per_chunk):
-            logits = x[s : s + rows_per_chunk] @ weight.t()
-            total += cross_entropy_rows_(logits, t[s : s + rows_per_chunk], 1.0 / denom).sum()
-            torch.mm(logits, weight, out=dx_valid[s : s + rows_per_chunk])
+        total = _chunked(x, weight, t, rows_per_chunk, 1.0 / denom, dx_valid)
         dx = torch.zeros_like(hidden)
         dx.index_copy_(0, valid, dx_valid)
         ctx.save_for_backward(dx)
@@ -66,15 +62,29 @@ def every_row(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
     """[sum of CE over targets != IGNORE, its gradient w.r.t. hidden], computed over every row, ignored ones
     included and zeroed after: shapes that do not depend on the labels, as a CUDA graph needs."""
     valid = targets != IGNORE
-    safe = torch.where(valid, targets, 0)
     dx = torch.empty_like(hidden)
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for s in range(0, hidden.shape[0], rows):
-        logits = hidden[s : s + rows] @ weight.t()
-        losses = cross_entropy_rows_(logits, safe[s : s + rows], 1.0)
-        total += (losses * valid[s : s + rows]).sum()
-        torch.mm(logits, weight, out=dx[s : s + rows])
+    total = _chunked(hidden, weight, torch.where(valid, targets, 0), rows, 1.0, dx, valid)
     return [total, dx.mul_(valid[:, None])]
+
+
+def _chunked(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    rows: int,
+    grad_scale: float,
+    dx: torch.Tensor,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sum of CE(x @ weight^T, targets) over the rows (`keep`: which count), chunk by chunk; the gradient of
+    grad_scale * that sum (every row's) w.r.t. x goes into dx."""
+    total = torch.zeros((), dtype=torch.float32, device=x.device)
+    for s in range(0, x.shape[0], rows):
+        logits = x[s : s + rows] @ weight.t()
+        losses = cross_entropy_rows_(logits, targets[s : s + rows], grad_scale)
+        total += (losses if keep is None else losses * keep[s : s + rows]).sum()
+        torch.mm(logits, weight, out=dx[s : s + rows])
+    return total
 
 
 def linear_cross_entropy(

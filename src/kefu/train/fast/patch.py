@@ -35,9 +35,9 @@ class FastOptions:
     # Layers (from the bottom) whose gate/up output is offloaded rather than recomputed; None: as many as the
     # host link can carry while the forward pass computes (see `gate_up_layers`).
     keep_gate_up_layers: int | None = None
-    # Replay each layer's forward and backward as CUDA graphs when a batch's token layout repeats (fixed-length
-    # rows); None: on for the small models that `gate_up_layers` leaves at 0, whose steps wait on kernel launches.
-    # Off whenever LoRA dropout is active (its masks are drawn per pass).
+    # Replay each layer's forward and backward and the loss as CUDA graphs when a batch's token layout repeats
+    # (fixed-length rows); None: on for layers under _GRAPH_LAYER_FLOPS a token, whose steps wait on kernel
+    # launches. Off whenever LoRA dropout is active (its masks are drawn per pass).
     cuda_graphs: bool | None = None
 
 
@@ -114,10 +114,11 @@ _HOST_LINK_BYTES = 55e9
 
 
 # Graphs paid off at 0.5B (30 MFLOP a token per layer; H200: 104k -> 119-122k tok/s on a fast host, 63k -> 113k on
-# a slow one) and not at 1.5B (94 MFLOP: no change, more memory). Under graphs, MLP chunks of 64 MiB and loss chunks
-# of 256 MiB: the graphs' scratch pool is sized by the largest working set (smaller loss chunks were slower).
+# a slow one) and not at 1.5B (94 MFLOP: no change, more memory). Under graphs, smaller MLP and loss chunks: the
+# graphs' one scratch pool is sized by the largest working set, and launches inside a graph cost little.
 _GRAPH_LAYER_FLOPS = 50e6
 _GRAPH_CHUNK_BYTES = 64 * 2**20
+_GRAPH_LOSS_CHUNK_BYTES = 256 * 2**20
 
 
 def layer_flops(config: Any) -> float:
@@ -174,7 +175,8 @@ def _fast_forward(
     for i, layer in enumerate(state.layers):
         layer.refresh()  # the optimizer moved the adapter since the last pass
         layer.seed = None if seed is None else seed + i
-    graphs, layout = state.graphs if torch.is_grad_enabled() else None, None
+    graphs = state.graphs if torch.is_grad_enabled() else None  # eval passes run eagerly
+    layout = None
     if graphs is not None:
         layout = (h.dtype, tuple(stream.lengths))
         cos, sin, cu = graphs.bind(layout, [rope.cos, rope.sin, stream.cu_seqlens])
@@ -185,11 +187,9 @@ def _fast_forward(
     eps = float(norm.variance_epsilon)
     h = RMSNormFn.apply(h, norm.weight, eps) if torch.is_grad_enabled() else rmsnorm(h, norm.weight, eps)[0]
     weight = self.lm_head.weight
-    budget = (
-        state.options.loss_chunk_bytes
-        if graphs is None
-        else min(state.options.loss_chunk_bytes, _GRAPH_CHUNK_BYTES * 4)
-    )
+    budget = state.options.loss_chunk_bytes
+    if graphs is not None:
+        budget = min(budget, _GRAPH_LOSS_CHUNK_BYTES)
     rows = chunk_rows(weight.shape[0], weight.element_size(), budget)
     normalizer = None if num_items_in_batch is None else float(num_items_in_batch)
     graphed = None if graphs is None else functools.partial(graphs.run, layout, "loss")
