@@ -65,9 +65,9 @@ def serve(db: str, port: int, delay: float, piece_delay: float) -> None:
     """The server process."""
     import uvicorn
 
+    from kefu.answer.engines.scripted import Reply, ScriptedEngine
     from kefu.config import load_config
     from kefu.serve.app import create_app
-    from kefu.serve.engines.scripted import Reply, ScriptedEngine
 
     cfg = load_config(None, [f"serve.db_url=sqlite:///{db}"])
     cfg.root = Path(db).parent

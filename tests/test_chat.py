@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from kefu.answer.model import load_model
 from kefu.chat import LocalChat, answer, repl, run_chat, system_prompt_for
 from kefu.config import KefuConfig, ModelConfig, load_config
 from kefu.errors import KefuError
-from kefu.train.model import load_model
 
 
 @dataclass

@@ -89,7 +89,7 @@ def remote_backend(cfg: KefuConfig, url: str, api_key: str | None) -> RemoteChat
 
 
 def local_backend(cfg: KefuConfig, model: str | None, adapter: Path | None) -> LocalChat:
-    from kefu.train.model import load_model
+    from kefu.answer.model import load_model
 
     update: dict[str, Any] = {}
     if model is not None:

@@ -152,7 +152,7 @@ def test_cli_eval_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> Non
 
 
 def test_eval_through_a_serving_engine(tmp_path: Path) -> None:
-    from kefu.serve.engines.scripted import Reply, ScriptedEngine
+    from kefu.answer.engines.scripted import Reply, ScriptedEngine
 
     engine = ScriptedEngine()
     for c in CASES[:2]:

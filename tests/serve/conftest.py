@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import uvicorn
 
+from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.config import KefuConfig, load_config
 from kefu.serve import keys
 from kefu.serve.app import Services, create_app
-from kefu.serve.engines.scripted import ScriptedEngine
 
 PG_URL = os.environ.get("KEFU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KEFU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

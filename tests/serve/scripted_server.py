@@ -10,9 +10,9 @@ from pathlib import Path
 
 import uvicorn
 
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.config import load_config
 from kefu.serve.app import create_app
-from kefu.serve.engines.scripted import Reply, ScriptedEngine
 
 
 def main(argv: list[str]) -> None:

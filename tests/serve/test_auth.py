@@ -11,10 +11,10 @@ import pytest
 from fastapi.routing import APIRoute
 from tests.serve.conftest import Server, make_cfg, start
 
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.serve import keys
 from kefu.serve.app import create_app
 from kefu.serve.auth import PUBLIC_PATHS
-from kefu.serve.engines.scripted import Reply, ScriptedEngine
 from kefu.serve.keys import KeyChecker
 
 ADMIN_PREFIX = "/v1/admin"

@@ -9,10 +9,10 @@ import httpx
 import openai
 from tests.serve.conftest import REDIS_URL, Server, make_cfg, start
 
+from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.serve import versions
 from kefu.serve.app import create_app
 from kefu.serve.cache import normalise
-from kefu.serve.engines.scripted import ScriptedEngine
 
 
 def _ask(client: openai.OpenAI, q: str) -> tuple[str, dict]:

@@ -9,7 +9,7 @@ import openai
 import pytest
 from tests.serve.conftest import Server
 
-from kefu.serve.engines.scripted import Reply, ScriptedEngine
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
 
 Q = [{"role": "user", "content": "退货要几天？"}]
 

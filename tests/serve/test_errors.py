@@ -7,8 +7,8 @@ import openai
 import pytest
 from tests.serve.conftest import Server, make_cfg, start
 
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.serve.app import create_app
-from kefu.serve.engines.scripted import Reply, ScriptedEngine
 
 Q = [{"role": "user", "content": "在吗"}]
 

@@ -8,8 +8,8 @@ import httpx
 import openai
 from tests.serve.conftest import Server, make_cfg, start
 
+from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.serve.app import create_app
-from kefu.serve.engines.scripted import ScriptedEngine
 
 
 def _say(client: openai.OpenAI, cid: str, text: str, **ext: object) -> tuple[str, dict]:

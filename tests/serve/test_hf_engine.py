@@ -11,9 +11,9 @@ import openai
 import pytest
 from tests.serve.conftest import make_cfg, start
 
+from kefu.answer.engines.base import GenParams
+from kefu.answer.engines.hf import HFEngine
 from kefu.serve.app import create_app
-from kefu.serve.engines.base import GenParams
-from kefu.serve.engines.hf import HFEngine
 
 
 def _load(model_dir: Path) -> tuple[Any, Any]:
@@ -172,7 +172,7 @@ def test_repetition_penalty_matches_transformers_generate(tiny_model_dir: Path) 
 def test_penalize_divides_positive_and_multiplies_negative_seen_logits() -> None:
     import torch
 
-    from kefu.serve.engines.hf import penalize
+    from kefu.answer.engines.hf import penalize
 
     out = penalize(torch.tensor([2.0, -2.0, 1.0, -1.0]), [0, 1, 1], 2.0)
     assert out.tolist() == [1.0, -4.0, 1.0, -1.0]
@@ -183,7 +183,7 @@ def test_serving_engine_uses_bf16_on_a_cpu_that_has_it(tiny_model_dir: Path, tmp
     default model), fp32 elsewhere; an explicit dtype is kept. Versions loaded later follow the base model."""
     import torch
 
-    from kefu.train.model import cpu_has_native_bf16
+    from kefu.answer.model import cpu_has_native_bf16
 
     auto = HFEngine.from_config(make_cfg(tmp_path, f"model.path={tiny_model_dir}"))
     explicit = HFEngine.from_config(make_cfg(tmp_path, f"model.path={tiny_model_dir}", "model.dtype=float32"))

@@ -10,10 +10,10 @@ import openai
 import pytest
 from tests.serve.conftest import Server, make_cfg, start
 
+from kefu.answer.engines.scripted import ScriptedEngine
+from kefu.answer.textstream import ClauseBuffer, StopFilter
 from kefu.serve import sessions
 from kefu.serve.app import create_app
-from kefu.serve.engines.scripted import ScriptedEngine
-from kefu.serve.textstream import ClauseBuffer, StopFilter
 
 
 def _ask(client: openai.OpenAI, text: str, cid: str | None = None) -> tuple[str, dict]:
@@ -175,7 +175,7 @@ def test_clause_buffer_releases_whole_clauses() -> None:
 
 
 def test_graceful_shutdown_drains_streams(tmp_path: Path) -> None:
-    from kefu.serve.engines.scripted import Reply
+    from kefu.answer.engines.scripted import Reply
 
     engine = ScriptedEngine(default=Reply(pieces=["您好，"] + ["稍等。"] * 10, piece_delay=0.1))
     srv = start(create_app(make_cfg(tmp_path), engine))
@@ -193,7 +193,7 @@ def test_graceful_shutdown_drains_streams(tmp_path: Path) -> None:
 
 
 def test_client_disconnect_cancels_generation(server: Server, engine: ScriptedEngine) -> None:
-    from kefu.serve.engines.scripted import Reply
+    from kefu.answer.engines.scripted import Reply
 
     engine.queue(Reply(pieces=["您好，"] + ["很长的回答。"] * 100, piece_delay=0.05))
     body = {"model": "kefu", "messages": [{"role": "user", "content": "在吗"}], "stream": True, "temperature": 0.5}

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import inspect, select, text
 from tests.serve.conftest import make_cfg, start
 
+from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.serve import audit, handoff, keys, sessions, versions
 from kefu.serve.app import create_app
 from kefu.serve.db import Store
-from kefu.serve.engines.scripted import ScriptedEngine
 from kefu.serve.tables import Conversation, Feedback, Message
 
 TABLES = {

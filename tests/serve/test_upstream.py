@@ -14,10 +14,10 @@ import openai
 import pytest
 from tests.serve.conftest import free_port, make_cfg, start
 
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.serve import keys
 from kefu.serve.app import create_app
 from kefu.serve.db import Store
-from kefu.serve.engines.scripted import Reply, ScriptedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 

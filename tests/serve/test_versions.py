@@ -11,9 +11,9 @@ import openai
 import pytest
 from tests.serve.conftest import Server
 
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.errors import KefuError
 from kefu.serve import versions
-from kefu.serve.engines.scripted import Reply, ScriptedEngine
 
 
 def _adapter(tmp_path: Path, name: str) -> str:

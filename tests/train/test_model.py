@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kefu.answer.default_model import cache_root, find_parts
+from kefu.answer.model import load_model, resolve_source
 from kefu.config import ModelConfig
 from kefu.errors import KefuError
-from kefu.train.default_model import cache_root, find_parts
 from kefu.train.export_gguf import export_gguf
-from kefu.train.model import load_model, resolve_source
 
 PROMPT = "你好，请问 returns 七天无理由退货"
 

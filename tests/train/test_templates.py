@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from kefu.answer.templates import TEMPLATES, apply_template, stop_strings
 from kefu.errors import KefuError
-from kefu.train.templates import TEMPLATES, apply_template, stop_strings
 
 CONVERSATION = [
     {"role": "system", "content": "S"},

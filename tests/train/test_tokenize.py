@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from kefu.answer.templates import apply_template
 from kefu.data.schema import Conversation, Turn
 from kefu.errors import KefuError
-from kefu.train.templates import apply_template
 from kefu.train.tokenize import IGNORE, Record, encode_all, encode_conversation
 
 CONV = Conversation(

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kefu.answer.engines.base import Engine, GenParams
 from kefu.errors import KefuError
-from kefu.serve.engines.base import Engine, GenParams
 
 Messages = list[dict[str, str]]
 Tick = Callable[[int], None]  # advance the progress display by n answers
@@ -66,7 +66,7 @@ def _generate_batch(model: Any, tok: Any, batch: Sequence[Messages], max_new_tok
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    from kefu.train.templates import stop_token_ids
+    from kefu.answer.templates import stop_token_ids
 
     prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kefu.answer.engines.base import Engine
 from kefu.config import KefuConfig, PersonaConfig
 from kefu.data.schema import EvalCase
 from kefu.errors import KefuError
@@ -25,7 +26,6 @@ from kefu.eval import judge, metrics
 from kefu.eval.generate import Answer, Messages, Tick, generate_engine, generate_local, generate_openai
 from kefu.eval.similarity import case_similarity
 from kefu.io import write_json, write_text
-from kefu.serve.engines.base import Engine
 
 SCHEMA_VERSION = 1
 MAIN_SUITE = "main"
@@ -126,7 +126,7 @@ def make_answerer(cfg: KefuConfig, target: Target) -> Answerer:
         client = openai.OpenAI(base_url=target.url, api_key=target.api_key or "none", max_retries=1, timeout=300)
         name = target.model_name or cfg.serve.upstream_model or "kefu"
         return lambda convs, tick: generate_openai(client, name, convs, cfg.eval.max_new_tokens, tick)
-    from kefu.train.model import load_model
+    from kefu.answer.model import load_model
 
     update = {k: v for k, v in {"path": target.model, "adapter": target.adapter}.items() if v}
     model, tok = load_model(cfg.model.model_copy(update=update), cfg_root=cfg.root)

@@ -14,12 +14,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kefu.answer.engines.base import Engine
 from kefu.config import KefuConfig
 from kefu.serve import errors, seams, versions
 from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import ResponseCache
 from kefu.serve.db import Store
-from kefu.serve.engines.base import Engine
 from kefu.serve.keys import KeyChecker
 from kefu.serve.limits import RateLimiter
 from kefu.serve.metrics import Metrics
@@ -124,14 +124,14 @@ def _redis(cfg: KefuConfig) -> Any:
 def default_engine(cfg: KefuConfig) -> Engine:
     """The engine serve.engine names, built from the config."""
     if cfg.serve.engine == "upstream":
-        from kefu.serve.engines.upstream import UpstreamEngine
+        from kefu.answer.engines.upstream import UpstreamEngine
 
         return UpstreamEngine.from_config(cfg)
     if cfg.serve.engine == "scripted":
         from kefu.errors import KefuError
 
         raise KefuError("serve.engine: 'scripted' is for tests: pass a ScriptedEngine to create_app")
-    from kefu.serve.engines.hf import HFEngine
+    from kefu.answer.engines.hf import HFEngine
 
     return HFEngine.from_config(cfg)
 

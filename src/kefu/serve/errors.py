@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kefu.serve.engines.base import EngineUnavailable
+from kefu.answer.engines.base import EngineUnavailable
 
 log = logging.getLogger("kefu.serve")
 

@@ -15,16 +15,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kefu.answer.engines.base import Engine, GenParams
+from kefu.answer.textstream import ClauseBuffer, StopFilter
 from kefu.config import KefuConfig
 from kefu.serve import audit, handoff, seams, sessions
 from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import Cached, ResponseCache
 from kefu.serve.db import Store
-from kefu.serve.engines.base import Engine, GenParams
 from kefu.serve.errors import ApiError
 from kefu.serve.keys import KeyInfo
 from kefu.serve.metrics import Metrics
-from kefu.serve.textstream import ClauseBuffer, StopFilter
 from kefu.serve.versions import Version
 
 # A rule hook looks at the conversation (OpenAI-style messages, newest last) and returns a reason to hand it

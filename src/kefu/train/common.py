@@ -87,7 +87,7 @@ def default_system(cfg: KefuConfig) -> str:
 # ----------------------------------------------------------------------------- model
 def load_for_training(cfg: KefuConfig, adapter: str | None) -> tuple[Any, Any]:
     """Base model (+ `adapter` loaded trainable) and tokenizer; model.adapter is a serving setting, not used here."""
-    from kefu.train.model import load_model
+    from kefu.answer.model import load_model
 
     t = cfg.train
     if t.method == "qlora" and not torch.cuda.is_available():

@@ -162,8 +162,8 @@ def run_export(
     cfg: KefuConfig, adapter: Path, out: Path, formats: list[str], *, gguf_f16: bool = False, max_new_tokens: int = 16
 ) -> ExportReport:
     """Merge `adapter` into cfg.model, write the asked formats under `out`, verify parity, write out/parity.json."""
-    from kefu.train.model import load_model
-    from kefu.train.templates import stop_token_ids
+    from kefu.answer.model import load_model
+    from kefu.answer.templates import stop_token_ids
 
     fmts = _formats(formats)
     mcfg = cfg.model.model_copy(
@@ -220,7 +220,7 @@ def _onnx(model: Any, tok: Any, dest: Path, check: Checker) -> dict[str, Any]:
 
 
 def _gguf(model: Any, tok: Any, dest: Path, system: str, f16: bool, check: Checker) -> dict[str, Any]:
-    from kefu.train.default_model import load_gguf
+    from kefu.answer.default_model import load_gguf
     from kefu.train.export_gguf import export_gguf
 
     path = export_gguf(model, tok, dest, system=system, f16=f16)

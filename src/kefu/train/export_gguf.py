@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from kefu.answer.templates import TEMPLATES
 from kefu.errors import KefuError
 from kefu.io import write_text
-from kefu.train.templates import TEMPLATES
 
 ARCHS = ("qwen2", "llama")
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
@@ -182,7 +182,7 @@ _OLLAMA = {
 
 def modelfile_text(tok: Any, system: str | None = None) -> str:
     """An Ollama Modelfile for model.gguf next to it: the chat template, stop strings and the persona prompt."""
-    from kefu.train.templates import stop_strings
+    from kefu.answer.templates import stop_strings
 
     template_text = tok.chat_template if isinstance(tok.chat_template, str) else ""
     marker = next((t.eos for t in TEMPLATES.values() if t.eos in template_text), "<|im_end|>")

@@ -18,9 +18,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from kefu.answer.engines.base import EngineUnavailable, GenParams
 from kefu.serve import handoff
 from kefu.serve.auth import ChatKey
-from kefu.serve.engines.base import EngineUnavailable, GenParams
 from kefu.serve.errors import ApiError, error_body
 from kefu.serve.keys import KeyInfo
 from kefu.serve.pipeline import Ask, Outcome, Pipeline, Plan

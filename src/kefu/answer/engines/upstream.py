@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
+from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
 from kefu.config import KefuConfig
 from kefu.errors import KefuError
-from kefu.serve.engines.base import Chunk, EngineUnavailable, GenParams
 
-log = logging.getLogger("kefu.serve.upstream")
+log = logging.getLogger("kefu.answer.upstream")
 _RETRYABLE = (httpx.TransportError,)
 
 

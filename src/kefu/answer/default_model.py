@@ -175,7 +175,7 @@ def load_gguf(gguf: Path) -> tuple[Any, Any]:
     """Model (dequantised to float32, a plain dense model) and tokenizer from a GGUF through transformers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from kefu.train.templates import fix_gguf_tokenizer
+    from kefu.answer.templates import fix_gguf_tokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

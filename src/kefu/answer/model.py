@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kefu.answer.templates import apply_template, configure_generation
 from kefu.config import ModelConfig
 from kefu.errors import KefuError
-from kefu.train.templates import apply_template, configure_generation
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +44,7 @@ def _local(p: str, cfg_root: Path | None) -> Path:
 
 def resolve_source(mcfg: ModelConfig, cfg_root: Path | None = None) -> ModelSource:
     """Turn model.path into something from_pretrained can read, assembling/converting GGUFs into the cache."""
-    from kefu.train.default_model import prepare_gguf_file, prepare_pkg
+    from kefu.answer.default_model import prepare_gguf_file, prepare_pkg
 
     if mcfg.path.startswith("pkg:"):
         prepared = prepare_pkg(mcfg, mcfg.path[4:])

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
 from kefu.config import KefuConfig
-from kefu.serve.engines.base import Chunk, EngineUnavailable, GenParams
 
-log = logging.getLogger("kefu.serve.hf")
+log = logging.getLogger("kefu.answer.hf")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 8, batch_wait_ms: float = 2.0) -> None:
-        from kefu.train.templates import stop_token_ids
+        from kefu.answer.templates import stop_token_ids
 
         self.model, self.tok = model, tokenizer
         self.max_batch, self.batch_wait = max_batch, batch_wait_ms / 1000
@@ -64,7 +64,7 @@ class HFEngine:
 
     @classmethod
     def from_config(cls, cfg: KefuConfig) -> HFEngine:
-        from kefu.train.model import load_model, serving_dtype
+        from kefu.answer.model import load_model, serving_dtype
 
         mcfg = cfg.model.model_copy(update={"dtype": serving_dtype(cfg.model)})
         model, tok = load_model(mcfg, for_training=False, cfg_root=cfg.root)

@@ -7,7 +7,7 @@ import collections
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from kefu.serve.engines.base import Chunk, EngineUnavailable, GenParams
+from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
 
 
 @dataclass
