@@ -10,7 +10,8 @@ import pytest
 from kefu.config import GuardConfig
 from kefu.guard.handoff import is_handoff_answer, needs_handoff
 
-SHOP = Path(__file__).resolve().parents[2] / "src/kefu/samples/shop"
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = ROOT / "src/kefu/samples/shop"
 KEYWORDS = GuardConfig().handoff_keywords
 
 
@@ -34,6 +35,23 @@ KEYWORDS = GuardConfig().handoff_keywords
         ("你们太差了，气死我了", "anger"),
         ("垃圾客服！！", "anger"),
         ("帮我接人工", "explicit_request"),
+        ("找你们店长出来说话", "explicit_request"),
+        ("我不想和机器人聊了，叫你们的客服过来", "explicit_request"),
+        ("Can someone from your team phone me back today?", "explicit_request"),
+        ("agent please", "explicit_request"),
+        ("I'll be leaving a one-star review everywhere unless this is fixed", "complaint"),
+        ("I'm contacting a solicitor about this", "legal"),
+        ("退款被驳回了，我不接受，要求重新处理", "refund_dispute"),
+        ("I was charged twice and I want the second charge refunded", "refund_dispute"),
+        ("快递弄丢了我的包裹，你们要全额赔偿", "compensation_demand"),
+        ("充电宝充电的时候冒烟了，差点着火", "safety"),
+        ("The heater gave me an electric shock", "safety"),
+        ("有人冒充你们客服给我打电话，骗走了我两千块", "account_security"),
+        ("Someone hacked my account and placed orders", "account_security"),
+        ("上次客服说三天内给我回复，到现在都没消息", "repeated_failure"),
+        ("You promised a callback yesterday and nobody called", "repeated_failure"),
+        ("你们是不是骗子？钱付了东西不发", "anger"),
+        ("I'm furious, the package arrived smashed", "anger"),
     ],
 )
 def test_messages_that_need_a_human(text: str, reason: str) -> None:
@@ -52,6 +70,16 @@ def test_messages_that_need_a_human(text: str, reason: str) -> None:
         "How do I return this?",
         "质量太差了",  # one anger word alone is not enough
         "我的快递到哪了",
+        "投诉入口在哪里看",  # where to complain, not a complaint
+        "这款人工草坪一平米多少钱",  # 人工 inside a product name
+        "这个烟雾报警器能装在厨房吗",  # 报警 inside 报警器
+        "这个加湿器会不会漏电，安全吗",  # a risk asked about before buying is not an incident
+        "Is this snack suitable for people with nut allergies?",
+        "Do you sell a police costume for kids?",
+        "My manager wants to order 50 units for the office",
+        "No need to transfer me to an agent, I just want the tracking link",
+        "The last complaint I made was handled well, thanks again",  # a resolved complaint
+        "The robot vacuum is ridiculous value, is it still on sale?",
     ],
 )
 def test_messages_the_assistant_keeps(text: str) -> None:
@@ -61,8 +89,8 @@ def test_messages_the_assistant_keeps(text: str) -> None:
 
 def test_configured_keywords_and_width_insensitivity() -> None:
     assert needs_handoff("ＨＵＭＡＮ ＡＧＥＮＴ please", ["human agent"]).reasons == ("explicit_request", "keyword")
-    assert needs_handoff("找店长", ["店长"]).reasons == ("keyword",)
-    assert not needs_handoff("找店长", [])
+    assert needs_handoff("找老板娘", ["老板娘"]).reasons == ("keyword",)
+    assert not needs_handoff("找老板娘", [])
 
 
 def test_repeating_the_same_question_hands_off() -> None:
@@ -73,8 +101,8 @@ def test_repeating_the_same_question_hands_off() -> None:
 
 
 def test_guard_config_can_be_passed_whole() -> None:
-    cfg = GuardConfig(handoff_keywords=["店长"], handoff_repeats=2)
-    assert needs_handoff("找店长", cfg).reasons == ("keyword",)
+    cfg = GuardConfig(handoff_keywords=["老板娘"], handoff_repeats=2)
+    assert needs_handoff("找老板娘", cfg).reasons == ("keyword",)
     assert needs_handoff("发票怎么开", cfg, history=["发票怎么开？"]).reasons == ("repeated_question",)
 
 
@@ -125,3 +153,12 @@ def test_short_acknowledgements_repeated_do_not_hand_off() -> None:
     assert not needs_handoff("ok thanks", KEYWORDS, history=["ok thanks", "ok thanks"])
     history = ["Where is my parcel?", "where is my parcel"]
     assert needs_handoff("WHERE IS MY PARCEL", KEYWORDS, history=history).reasons == ("repeated_question",)
+
+
+def test_labelled_escalation_set_meets_the_target() -> None:
+    """bench/data/escalation_labelled.jsonl (zh and en): precision >= 0.90 and recall >= 0.95, as issue 12 asks."""
+    rows = [json.loads(line) for line in (ROOT / "bench/data/escalation_labelled.jsonl").open(encoding="utf-8")]
+    assert len(rows) >= 200 and {r["lang"] for r in rows} == {"zh", "en"}
+    predicted = [needs_handoff(r["text"], GuardConfig(), history=r.get("history", [])).handoff for r in rows]
+    tp = sum(p and r["escalate"] for p, r in zip(predicted, rows, strict=True))
+    assert tp / sum(predicted) >= 0.90 and tp / sum(r["escalate"] for r in rows) >= 0.95

@@ -18,38 +18,175 @@ from kefu.guard.findings import normalise_with_map, sentence_of
 
 # Any one of these alone hands off.
 STRONG_SIGNALS: dict[str, str] = {
-    "explicit_request": r"转人工|人工客服|人工服务|(?:找|要|接|换)人工|真人|活人|客服经理|你们经理|主管|负责人"
-    r"|别让机器人|不要机器人|\b(?:human|live|real)\s+(?:agent|person|being|representative|operator|support)\b"
-    r"|\b(?:speak|talk)\s+(?:to|with)\s+(?:a|an|someone|somebody|your)\b|\b(?:manager|supervisor)\b"
-    r"|\bnot\s+a\s+(?:bot|robot)\b",
-    "complaint": r"投诉|举报|曝光|12315|315|消协|消费者协会|市场监管|工商局|\bcomplain(?:t|ts|ing)?\b"
-    r"|\breport(?:ing)?\s+(?:you|your\s+(?:shop|store|company))\b|\bbad\s+review\b|\bBBB\b",
-    "legal": r"律师|起诉|法院|告你们|报警|仲裁|法律途径"
-    r"|\b(?:lawyer|attorney|sue|suing|lawsuit|legal\s+action|court|police)\b",
-    "compensation_demand": r"(?:[二两三四五六七八九十]|[2-9])倍赔偿|要求(?:你们)?赔偿|精神损失"
-    r"|\bdemand\s+(?:a\s+)?compensation\b",
-    "repeated_failure": r"说了(?:多少|好几|几|[两三四五])[遍次]|第[二三四五六七八九十]次|又是这样|答非所问|你听不懂"
-    r"|听不懂人话|说好(?:的)?[^。！？!?]{0,20}(?:还没|没有|都没)|\b(?:for\s+)?the\s+(?:second|third|fourth|\d+th)\s+time\b"
-    r"|\bagain\s+and\s+again\b|\byou(?:'re|\s+are)\s+not\s+(?:helping|listening)\b",
+    # asks for a person, or is fed up with the bot
+    "explicit_request": "|".join(
+        (
+            r"(?:跟|和|与)机器(?:人)?(?:对话|聊|说)|一直是自动回复|客服呢",
+            r"(?:售后|客服|主管|经理|店长)[^，。？]{0,6}(?:给我)?(?:打|回)(?:个)?电话",
+            r"(?:安排|找|派)(?:个|一个|一位)?(?:客服|专人|专员|售后|工作人员)|客服人员|售后人员",
+            r"(?:转|转接)(?:给)?(?:售后|客服|专员)|有人(?:在)?吗|有没有人在|(?:和|跟)(?:真)?人(?:说话|聊)",
+            r"需要人(?:来)?处理|转人工|人工客服|人工服务|(?:找|要|接|换)人工|真人|活人|客服经理|你们经理|主管|负责人",
+            r"店长|别让机器人|不要机器人|不想(?:和|跟)机器人|叫[^，。！？]{0,6}(?:客服|人)过来|换(?:个|一个)人",
+            r"打电话给我|回(?:个)?电话给我|(?:专员|工作人员|客服)(?:尽快)?(?:联系|打给)我",
+            r"(?:和|跟)工作人员[^，。！？]{0,4}沟通|电话沟通",
+            r"\b(?:talking|talk|speaking)\s+to\s+a\s+(?:machine|bot|robot)\b|\bkeep\s+getting\s+a\s+bot\b",
+            r"\bsupport\s+staff\b|\bcall\s+me\s+back\b",
+            r"\b(?:reach|get)\s+(?:a|an|some)\s*(?:actual|real)?\s*(?:human|person|someone)\b",
+            r"\bsomeone\s+in\s+charge\b|\bput\s+me\s+through\b",
+            r"\b(?:speak|talk)\s+(?:to|with)\s+(?:customer\s+service|staff|someone|support)\b",
+            r"\bneed\s+a\s+(?:person|human)\b",
+            r"\b(?:human|live|real)\s+(?:agent|person|being|representative|operator|support)\b|\bactual\s+person\b",
+            r"\b(?:speak|talk)\s+(?:to|with)\s+(?:a|an|someone|somebody|your)\b",
+            r"\b(?:your|a|the)\s+(?:manager|supervisor)\b|\bnot\s+a\s+(?:bot|robot|chatbot)\b",
+            r"\bget\s+(?:me\s+)?a\s+(?:human|person|real)\b|\b(?:phone|call)\s+me\b",
+            r"\b(?:connect|transfer)\s+me\s+to\b|\bautomated\s+(?:replies|answers|responses)\b",
+            r"^\W*(?:agent|human|representative|operator)(?:\s+please)?\W*$",
+        )
+    ),
+    # a complaint to the shop, a platform, a regulator or the public
+    "complaint": "|".join(
+        (
+            r"找媒体|记者|发视频|抖音|小红书|媒体|(?:我要|要|去|会|想|必须|已经|准备)投诉",
+            r"投诉(?:你们|你|到|给|这个|他|她)|向[^，。]{0,10}(?:投诉|反映)|举报|曝光|12315|消协|消费者协会|市场监管",
+            r"工商局|差评|黑猫|平台介入",
+            r"\b(?:negative|bad|1-star|one-star)\s+review\b|\bthe\s+press\b|\bmedia\b|\bFTC\b|\btrustpilot\b",
+            r"\bcomplaint\s+with\b|\bfiling\s+a\s+complaint\b|\bwrite\s+about\s+this\b",
+            r"\b(?:file|lodge|make|submit|raise|escalate)\s+(?:a\s+|this\s+|my\s+)?(?:formal\s+)?complaint\b",
+            r"\bcomplain(?:ing)?\s+(?:about|to)\b|\bwant\s+to\s+complain\b|\bcomplaint\s+(?:about|against)\b",
+            r"\breport(?:ing)?\s+(?:you|your\s+(?:shop|store|company)|this\s+(?:shop|store|company))\b",
+            r"\bbad\s+review\b|\b(?:one|1)[- ]star\b|\bBBB\b|\bBetter\s+Business\s+Bureau\b",
+            r"\bconsumer\s+protection\b|\bsocial\s+media\b|\bescalat(?:e|ed|ing)\b",
+        )
+    ),
+    # lawyers, courts, police
+    "legal": "|".join(
+        (
+            r"追究|法律责任|报案|公安|诉讼|(?:找|请|咨询(?:了)?|联系(?:了)?|我的)律师|律师(?:会|将|联系)",
+            r"(?:发|寄)律师函|起诉|(?:去|上)?法院告|告你们|报警|仲裁|法律途径|违法",
+            r"\bsolicitor\b|\bclaims?\s+case\b|\bcourt\b|\b(?:my|a|an)\s+(?:lawyer|attorney)\b",
+            r"\b(?:sue|suing|lawsuit|legal\s+action|small\s+claims)\b",
+            r"\b(?:call(?:ed)?|contact(?:ed)?|report\w*\s+\w+\s+to)\s+the\s+police\b|\bpolice\s+report\b|\bfraud\b",
+        )
+    ),
+    # compensation beyond the policy
+    "compensation_demand": "|".join(
+        (
+            r"(?:加|和|要|你们)赔偿|赔我|误工费|(?:[二两三四五六七八九十]|[2-9])倍赔偿|退一赔[三十]|假一赔",
+            r"要求(?:你们)?赔偿|精神损失|全额赔偿|(?:你们|必须)(?:要)?赔(?:偿)?(?!偿标准)",
+            r"\bcompensation\s+for\b|\b(?:demand|expect|want)\s+(?:a\s+)?(?:\w+\s+)?compensation\b",
+            r"\bplus\s+compensation\b|\bowe\s+me\b",
+        )
+    ),
+    # money taken, refused or not returned
+    "refund_dispute": "|".join(
+        (
+            r"不退钱|钱(?:也)?没退|没(?:有)?收到[^，。]{0,10}(?:已经|都)|根本没收到|不认可",
+            r"(?:取消|关闭)了[^。]{0,8}钱|拒绝|不合理|钱被扣|扣了钱|被扣|多付|少退|只退了|退款金额不对|翻新|假货",
+            r"驳回|被拒|拒绝了?我|不接受|不同意[^，。]{0,6}(?:处理|结果|方案)|凭什么|给我(?:一)?个说法|重新处理",
+            r"扣了?(?:我)?两次|重复扣款|多扣|乱扣|没有下过[^，。]{0,6}(?:订单|单)|超过\d+天[^，。]{0,10}(?:没|未)",
+            r"\bkept\s+my\s+money\b|\bnever\s+(?:got|received)\s+it\b|\brefuse\s+to\s+accept\b",
+            r"\bcover\s+the\s+damage\b|\bruined\b|\brejected\b|\bbilled\s+for\b|\bovercharged\b",
+            r"\brefund(?:ed)?\s+(?:amount\s+is\s+wrong|only|half)\b|\bonly\s+refunded\b|\bmoney\s+back\b",
+            r"\bdon't\s+accept\b|\bcharged\s+(?:me\s+)?twice\b|\bdouble[- ]charged\b|\bchargeback\b|\bdisput\w+\b",
+            r"\b(?:refund|claim|request)\s+(?:was|has\s+been)\s+(?:denied|rejected|refused)\b",
+            r"\brefund\s+still\s+(?:hasn't|has\s+not|isn't|not)\b|\bstill\s+haven't\s+refunded\b",
+        )
+    ),
+    # harm to a person (or pet) from a product: an incident, not a pre-purchase question
+    "safety": "|".join(
+        (
+            r"头晕|看了医生|去看医生|过期的|变质|发霉|断了[^，。]{0,6}(?:洒|伤|摔)|洒了一身|烧化|融化|鼓包|流血|生病",
+            r"拉肚子|呕吐|送医|冒烟|着火|起火|自燃|爆炸|烧(?:了|焦|坏|伤)|烫伤|漏电|被电|触电",
+            r"过敏[^，。]{0,6}(?:住院|医院|了)|住院|医院|割伤|划伤|受伤|吞(?:下|了)|窒息|中毒|红疹|起疹",
+            r"\bdizzy\b|\b(?:saw|see)\s+a\s+doctor\b|\bexpired\b[^.!?]{0,30}\b(?:drank|ate)\b|\bcut\s+my\b",
+            r"\bgot\s+sick\b|\bmelted\b|\bburning\s+smell\b|\bsnapped\b|\bbleed\w*|\bvomit\w*|\bvet\b",
+            r"\bcaught\s+fire\b|\bon\s+fire\b|\bexplod\w+|\bsmok(?:ed|ing)\b|\bburn(?:ed|t|s)?\b",
+            r"\belectric\s+shock\b|\bshocked\s+me\b|\ballergic\s+reaction\b|\bhospital\b|\binjur\w+|\bhurt\b",
+            r"\bshatter\w*|\bchok\w+|\bswallow\w*|\bpoison\w*|\b(?:metal|glass)\s+in\s+the\b|\brash\b",
+        )
+    ),
+    # a hacked account, unrecognised orders, someone posing as the shop
+    "account_security": "|".join(
+        (
+            r"被别人|别人用我的|被人用|有人用我的|不是我本人|没授权|被盗|盗刷|盗号|冒充|骗走|被骗|不是我(?:下|买)的",
+            r"没(?:有)?下过",
+            r"\bdidn't\s+do\s+(?:it|that)\b|\bdon't\s+recogni[sz]e\b|\bnot\s+mine\b|\bhacked\b",
+            r"\bdidn't\s+(?:make|place|order)\s+this\b|\bunauthori[sz]ed\b|\bpretending\s+to\s+be\b|\bstolen\b",
+        )
+    ),
+    # asked or failed before
+    "repeated_failure": "|".join(
+        (
+            r"找了[两三四五几]次|没人管|管不管|必须处理|问了(?:[两三四五几]|好几)[遍次]|一样的话|一直等",
+            r"也没人(?:打|回|理)|上次就|又(?:给我)?(?:发错|坏|错|是)|说了(?:多少|好几|几|[两三四五])[遍次]",
+            r"第[二三四五六七八九十几]次|又是这样|又没|又坏|又错|答非所问|你听不懂|听不懂人话",
+            r"说好(?:的)?[^。！？!?]{0,20}(?:还没|没有|都没)|到现在(?:都|还)?没|根本没(?:有)?解决|一直在重复",
+            r"(?:已经)?反馈了(?:一|两|三|好几|几)?(?:个)?(?:星期|周|天|次)|(?:已经)?拖了|还是没(?:有)?(?:结果|消息)",
+            r"\b(?:three|several|multiple)\s+times\b|\bdealt\s+with\b",
+            r"\basked\s+(?:this|that|you)?\s*(?:\w+\s+)?times\b|\b(?:three|four|five|\d+)\s+times\b",
+            r"\bnobody\s+has\s+(?:replied|called|answered)\b|\bkeeps\s+happening\b|\bnobody\s+answers\b",
+            r"\b(?:wrong|broken)\s+\w+\s+again\b|\bagain,\s+this\b",
+            r"\b(?:for\s+)?the\s+(?:second|third|fourth|\d+th)\s+time\b|\bagain\s+and\s+again\b",
+            r"\byou(?:'re|\s+are)\s+not\s+(?:helping|listening)\b",
+            r"\bpromised\b[^.!?]{0,40}\b(?:nobody|no\s+one|never|still)\b",
+            r"\bstill\s+no\s+(?:update|reply|response|answer|news)\b",
+            r"\bsame\s+(?:canned\s+)?(?:answer|reply|response)\b|\bin\s+a\s+row\b|\balready\s+told\s+you\b",
+            r"\bkeep\s+getting\b",
+        )
+    ),
+    # strong anger: one word is enough
+    "anger": "|".join(
+        (
+            r"欺负人|太次|恶劣|霸王条款|离谱|服了|什么玩意|怎么做生意|搞什么|三番五次|无法接受|受够了|气死|忍无可忍",
+            r"骗子|欺骗|太过分|垃圾|破店|什么破|恶心|坑人|坑爹|他妈|tmd|废物|混蛋|敷衍|^滚|滚[!！。]",
+            r"\b(?:awful|disgusted|unfair|rude)\b|\blast\s+time\s+I\s+(?:shop|buy|order)\b",
+            r"\b(?:rip[- ]?off|livid|nightmare|disgrace|appalling|incompetent|shocking|insane|fuming)\b",
+            r"\b(?:fuck\w*|shit|scam\w*|furious|fed\s+up|unacceptable|worst|garbage|ridiculous|pathetic|disgusting|outrageous)\b",
+            r"\bkidding\s+me\b|\bjoke\s+of\b",
+        )
+    ),
 }
 # Two or more of these hand off.
 ANGER_SIGNALS: tuple[str, ...] = (
-    r"气死|生气|太差|垃圾|骗子|坑人|坑爹|什么破|恶心|废物|愤怒|忍无可忍|欺骗|太过分|混蛋|他妈|tmd|滚",
-    r"\b(?:wtf|fuck\w*|shit|scam|ridiculous|terrible|worst|useless|pathetic|unacceptable|furious|angry|disgusting)\b",
-    r"[!！]{2,}|[?？]{3,}",
-    r"还是不行|还是没(?:解决|用|到|收到)|一直没(?:人|解决|回复)|\bstill\s+(?:not|no|hasn't|haven't)\b",
+    r"生气|太差|愤怒|无语|失望|离谱|烂",
+    r"\b(?:wtf|terrible|useless|angry|awful|horrible|annoyed|frustrat\w+)\b",
+    r"[!！]{2,}|[?？]{3,}|[?？][!！]",
+    r"还是不行|还是没(?:解决|用|到|收到|有)|一直没(?:人|解决|回复)|还没|\bstill\s+(?:not|no|hasn't|haven't)\b"
+    r"|\bnobody\s+cares\b",
 )
-# Words containing a handoff keyword that are not asking for a person: "你是人工智能吗".
-_NOT_A_REQUEST = re.compile(r"人工智能|人工费|人工成本|人工降雨|人工合成|\bartificial\b", re.I)
+# Phrases containing a trigger that are not one: "你是人工智能吗", "人工草坪", "烟雾报警器", "ridiculous value".
+_NOT_A_REQUEST = re.compile(
+    r"人工智能|人工安装|人工组装|人工费|人工成本|人工降雨|人工合成|人工草坪|人工湖|真人发|真人秀|真人版|主管道|报警器"
+    r"|赔偿标准|垃圾(?:袋|桶|分类)|气死人不偿命|\bartificial\b|\bridiculous(?:ly)?\s+(?:value|price|cheap|deal|good)\b"
+    r"|\bfire[- ]?(?:resistant|proof)\b|\bprofessional\s+installation\b",
+    re.I,
+)
 _NEG_BEFORE = re.compile(
     r"(?:不用|不要|不需要|无需|没必要|别)[^，。,.!?！？]{0,3}$|\b(?:no\s+need\s+to|don't|do\s+not)\s+(?:\w+\s+)?$", re.I
 )
-# A question about people or their hours is answered, not handed off: "人工客服几点下班？", "Are you a real person?"
+# A question about people, hours or where something is is answered, not handed off: "人工客服几点下班？",
+# "Are you a real person?", "投诉入口在哪里看".
 _INFO_QUESTION = re.compile(
-    r"几点|什么时候|什么时间|多久|是真人还是|是不是真人|是机器人吗|是人吗|\b(?:what\s+time|when|what\s+hours|are\s+you|is\s+this"
-    r"|is\s+it)\b",
+    r"几点|什么时候|什么时间|多久|是真人还是|还是真人|是不是真人|是机器人吗|还是机器人|是人吗|在哪|哪里|入口|什么区别"
+    r"|是哪个|什么意思|是谁|有过投诉|投诉过吗|\b(?:what\s+time|when|what\s+hours|are\s+you|is\s+this|is\s+it"
+    r"|where\s+(?:can|do|is)|who\s+is|difference\s+between)\b",
     re.I,
 )
+# A pre-purchase question about a risk ("加湿器会不会漏电？", "Is it safe for kids?") is not an incident report.
+_HYPOTHETICAL = re.compile(
+    r"会不会|是否|能不能|可不可以|可以用|安全吗|^\W*(?:is|are|can|does|do|will|would|could|should)\b", re.I
+)
+# The customer says the problem is already solved: a mention of a past complaint is not a new one.
+_RESOLVED = re.compile(
+    r"已经(?:处理|解决)(?:好)?了|已(?:经)?解决|\b(?:handled|resolved|solved)\b(?:\s+(?:well|it|already))?", re.I
+)
+# Which gates silence which signals.
+_GATED: dict[str, tuple[re.Pattern[str], ...]] = {
+    "explicit_request": (_INFO_QUESTION,),
+    "keyword": (_INFO_QUESTION, _RESOLVED),
+    "complaint": (_RESOLVED,),
+    "safety": (_HYPOTHETICAL,),
+}
 _STRONG = {k: re.compile(p, re.I) for k, p in STRONG_SIGNALS.items()}
 _ANGER = tuple(re.compile(p, re.I) for p in ANGER_SIGNALS)
 
@@ -68,7 +205,7 @@ class HandoffDecision:
 
 def _hits(rx: re.Pattern[str], norm: str) -> list[str]:
     """Matches of rx that are not negated just before ("不用转人工", "no need to talk to a manager")."""
-    return [m.group() for m in rx.finditer(norm) if not _NEG_BEFORE.search(norm[max(0, m.start() - 8) : m.start()])]
+    return [m.group() for m in rx.finditer(norm) if not _NEG_BEFORE.search(norm[max(0, m.start() - 16) : m.start()])]
 
 
 def _tokens(s: str) -> set[str]:
@@ -109,7 +246,7 @@ def needs_handoff(
     reasons: list[str] = []
     matched: list[str] = []
     for reason, rx in [*_STRONG.items(), *(("keyword", rx) for rx in _keyword_patterns(tuple(keywords)))]:
-        if reason in ("explicit_request", "keyword") and _INFO_QUESTION.search(norm):
+        if any(gate.search(norm) for gate in _GATED.get(reason, ())):
             continue
         if found := _hits(rx, norm):
             reasons.append(reason)
