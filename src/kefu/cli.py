@@ -14,6 +14,7 @@ from rich.console import Console
 
 from kefu import cli_gateway as gateway
 from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
+from kefu.cli_redteam import redteam
 from kefu.errors import KefuError
 
 app = typer.Typer(
@@ -308,6 +309,10 @@ def serve(
 for group, name in ((gateway.db_app, "db"), (gateway.keys_app, "keys"), (gateway.models_app, "models"),
                     (gateway.audit_app, "audit")):  # fmt: skip
     app.add_typer(group, name=name)
+
+
+# ----------------------------------------------------------------------------- redteam
+app.command("redteam")(redteam)
 
 
 # ----------------------------------------------------------------------------- demo
