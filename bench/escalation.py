@@ -1,17 +1,24 @@
 """Escalation quality: precision and recall of `needs_handoff` on a labelled set of customer messages (zh and en).
 
-Each line of the set is {"id", "lang", "text", "escalate": bool, "kind", "batch"?, "history"?: [earlier customer
-messages]}. Prints precision/recall/F1 for zh, en, each batch and all, lists every misclassified message, and writes
-JSON.
+Each line of the set is {"id", "lang", "text", "escalate": bool, "kind", "batch", "history"?: [earlier customer
+messages]}. Batches were written at different times (bench/RESULTS.md says when and what each measured first).
+Prints, side by side for zh, en, each batch and all: kefu's rules (as shipped, tuned on every batch) and a learned
+baseline, a naive Bayes over words/word pairs/CJK characters/CJK bigrams that scores each batch trained on the other
+batches only. Lists the rules' misclassified messages and writes JSON.
 
-    python bench/escalation.py [--leave-batch-out] [--data src/kefu/guard/handoff_labelled.jsonl] [--out FILE]
+    python bench/escalation.py [--data bench/data/escalation_labelled.jsonl] [--out bench/results/escalation.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
+import re
 import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +27,11 @@ from rich.table import Table
 
 from kefu.config import GuardConfig
 from kefu.errors import KefuError
-from kefu.guard.handoff import CLASSIFIER_THRESHOLD, EscalationModel, learned_signal, needs_handoff, train_model
+from kefu.guard.handoff import needs_handoff
 from kefu.io import write_json
 
 HERE = Path(__file__).resolve().parent
-LABELLED = HERE.parent / "src" / "kefu" / "guard" / "handoff_labelled.jsonl"
+NB_THRESHOLD = 2.0  # log-odds
 
 
 def load_set(path: Path) -> list[dict[str, Any]]:
@@ -43,116 +50,101 @@ def load_set(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Precision, recall and F1 of the `predicted` flag against the `escalate` label."""
-    tp = sum(r["predicted"] and r["escalate"] for r in rows)
-    fp = sum(r["predicted"] and not r["escalate"] for r in rows)
-    fn = sum(not r["predicted"] and r["escalate"] for r in rows)
+def scores(labels: list[bool], predicted: list[bool]) -> dict[str, Any]:
+    """Precision, recall and F1 of predicted against labels."""
+    tp = sum(p and y for p, y in zip(predicted, labels, strict=True))
+    fp = sum(p and not y for p, y in zip(predicted, labels, strict=True))
+    fn = sum(y and not p for p, y in zip(predicted, labels, strict=True))
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "n": len(rows),
-        "positives": tp + fn,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1, 4),
+    return {"n": len(labels), "positives": tp + fn, "tp": tp, "fp": fp, "fn": fn,
+            "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the learned baseline
+def _features(text: str) -> set[str]:
+    low = text.casefold()
+    words = re.findall(r"[a-z']+", low)
+    runs = re.findall(r"[\u4e00-\u9fff]+", low)
+    return {*words, *(f"{a} {b}" for a, b in itertools.pairwise(words)), *"".join(runs)} | {
+        r[i : i + 2] for r in runs for i in range(len(r) - 1)
     }
 
 
-def _predict(rows: list[dict[str, Any]], guard: GuardConfig, model: EscalationModel | None) -> None:
-    for r in rows:
-        decision = needs_handoff(r["text"], guard, history=r.get("history", []), model=model)
-        r["predicted"], r["reasons"] = decision.handoff, list(decision.reasons)
+def train_nb(examples: Iterable[tuple[str, bool]]) -> Callable[[str], float]:
+    """Bernoulli-style naive Bayes with add-one smoothing: text -> log-odds of escalating."""
+    seen: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
+    n: Counter[bool] = Counter()
+    for text, label in examples:
+        seen[label].update(_features(text))
+        n[label] += 1
+    pos, neg = n[True] + 2, n[False] + 2
+    vocab = set(seen[True]) | set(seen[False])
+    w = {f: math.log((seen[True][f] + 1) / pos) - math.log((seen[False][f] + 1) / neg) for f in vocab}
+    prior = math.log(n[True] / n[False])
+    return lambda text: prior + sum(w.get(f, 0.0) for f in _features(text))
 
 
-def leave_batch_out(rows: list[dict[str, Any]], guard: GuardConfig) -> dict[str, Any]:
-    """Predict each batch with the classifier trained on the other batches only (the rules stay as they are).
-
-    Returns the classifier's own scores too (no rules), per batch: the rules were tuned on every batch, so only the
-    classifier alone says how the learned part does on messages it has not seen."""
-    alone = []
-    for batch in sorted({r["batch"] for r in rows}):
-        model = train_model((r["text"], r["escalate"]) for r in rows if r["batch"] != batch)
-        part = [r for r in rows if r["batch"] == batch]
-        _predict(part, guard, model)
-        for r in part:
-            score = learned_signal(r["text"], model)
-            said = score is not None and score >= CLASSIFIER_THRESHOLD
-            alone.append({"batch": batch, "escalate": r["escalate"], "predicted": said})
-    groups = {f"batch {b}": [a for a in alone if a["batch"] == b] for b in sorted({a["batch"] for a in alone})}
-    return {k: scores(v) for k, v in {**groups, "all": alone}.items()}
+def nb_held_out(rows: list[dict[str, Any]]) -> list[bool]:
+    """Each batch predicted by a model trained on the other batches only."""
+    predicted: dict[str, bool] = {}
+    for batch in {r["batch"] for r in rows}:
+        score = train_nb((r["text"], r["escalate"]) for r in rows if r["batch"] != batch)
+        predicted |= {r["id"]: score(r["text"]) >= NB_THRESHOLD for r in rows if r["batch"] == batch}
+    return [predicted[r["id"]] for r in rows]
 
 
-def run(data: Path, guard: GuardConfig, held_out: bool = False) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- run and report
+def run(data: Path, guard: GuardConfig) -> dict[str, Any]:
     rows = load_set(data)
-    alone = leave_batch_out(rows, guard) if held_out else None
-    if not held_out:
-        _predict(rows, guard, None)
-    groups = {lang: [r for r in rows if r["lang"] == lang] for lang in ("zh", "en")}
-    # Batches were written at different times (see bench/RESULTS.md): each one's score is reported on its own too.
-    for batch in dict.fromkeys(r.get("batch", "") for r in rows if r.get("batch")):
-        groups[f"batch {batch}"] = [r for r in rows if r.get("batch") == batch]
-    groups["all"] = rows
-    wrong = [
-        {k: r[k] for k in ("id", "lang", "kind", "text", "escalate", "reasons")}
-        for r in rows
-        if r["predicted"] != r["escalate"]
+    decisions = [needs_handoff(r["text"], guard, history=r.get("history", [])) for r in rows]
+    systems = {"rules": [d.handoff for d in decisions], "naive_bayes_held_out": nb_held_out(rows)}
+    groups: dict[str, list[int]] = {lang: [i for i, r in enumerate(rows) if r["lang"] == lang] for lang in ("zh", "en")}
+    for batch in dict.fromkeys(r["batch"] for r in rows):
+        groups[f"batch {batch}"] = [i for i, r in enumerate(rows) if r["batch"] == batch]
+    groups["all"] = list(range(len(rows)))
+    result: dict[str, Any] = {"data": str(data), "n": len(rows)}
+    for name, pred in systems.items():
+        result[name] = {
+            g: scores([rows[i]["escalate"] for i in idx], [pred[i] for i in idx]) for g, idx in groups.items()
+        }
+    result["misclassified"] = [
+        {"id": r["id"], "lang": r["lang"], "text": r["text"], "escalate": r["escalate"], "reasons": list(d.reasons)}
+        for r, d in zip(rows, decisions, strict=True)
+        if d.handoff != r["escalate"]
     ]
-    return {
-        "data": str(data),
-        "classifier": "trained without the batch it predicts" if held_out else "packaged (trained on all batches)",
-        "scores": {k: scores(v) for k, v in groups.items()},
-        "misclassified": wrong,
-        "classifier_alone": alone,
-        "guard": guard.model_dump(include={"handoff_keywords", "handoff_repeats"}),
-    }
+    result["guard"] = guard.model_dump(include={"handoff_keywords", "handoff_repeats"})
+    return result
 
 
 def report(result: dict[str, Any], console: Console) -> None:
-    t = Table(title=f"Escalation: needs_handoff on {result['scores']['all']['n']} messages ({result['classifier']})")
-    for col in ("set", "n", "should escalate", "precision", "recall", "F1", "false +", "false -"):
+    t = Table(title=f"Escalation on {result['n']} labelled messages: kefu rules vs naive Bayes (held out per batch)")
+    for col in ("set", "n", "escalate", "rules P", "rules R", "NB P", "NB R"):
         t.add_column(col, justify="left" if col == "set" else "right")
-    for name, s in result["scores"].items():
-        t.add_row(
-            name,
-            str(s["n"]),
-            str(s["positives"]),
-            f"{s['precision']:.3f}",
-            f"{s['recall']:.3f}",
-            f"{s['f1']:.3f}",
-            str(s["fp"]),
-            str(s["fn"]),
-        )
+    for name, s in result["rules"].items():
+        nb = result["naive_bayes_held_out"][name]
+        t.add_row(name, str(s["n"]), str(s["positives"]), f"{s['precision']:.3f}", f"{s['recall']:.3f}",
+                  f"{nb['precision']:.3f}", f"{nb['recall']:.3f}")  # fmt: skip
     console.print(t)
-    if alone := result.get("classifier_alone"):
-        for name, s in alone.items():
-            console.print(
-                f"  classifier alone, held out, {name}: precision {s['precision']:.3f} recall {s['recall']:.3f}"
-            )
     for w in result["misclassified"]:
         label = "missed" if w["escalate"] else f"false alarm {w['reasons']}"
-        console.print(f"  {w['id']:<8} {label:<40} {w['text']}", markup=False, soft_wrap=True)
+        console.print(f"  {w['id']:<12} {label:<40} {w['text']}", markup=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=LABELLED)
-    ap.add_argument("--out", type=Path, default=None, help="default bench/results/escalation[_heldout].json")
-    ap.add_argument("--leave-batch-out", action="store_true", help="classifier trained without the batch it scores")
+    ap.add_argument("--data", type=Path, default=HERE / "data" / "escalation_labelled.jsonl")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "escalation.json")
     args = ap.parse_args(argv)
-    out = args.out or HERE / "results" / f"escalation{'_heldout' if args.leave_batch_out else ''}.json"
     try:
-        result = run(args.data, GuardConfig(), args.leave_batch_out)
+        result = run(args.data, GuardConfig())
     except (KefuError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     report(result, Console())
-    write_json(out, result)
-    print(f"wrote {out}")
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
     return 0
 
 

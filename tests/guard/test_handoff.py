@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kefu.config import GuardConfig
-from kefu.guard.handoff import EscalationModel, is_handoff_answer, needs_handoff, train_model
+from kefu.guard.handoff import is_handoff_answer, needs_handoff
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "src/kefu/samples/shop"
@@ -68,6 +68,7 @@ def test_messages_that_need_a_human(text: str, reason: str) -> None:
         "Are you a real person or a bot?",
         "What time can I chat with a human agent?",
         "How do I return this?",
+        "质量太差了",  # one anger word alone is not enough
         "我的快递到哪了",
         "投诉入口在哪里看",  # where to complain, not a complaint
         "这款人工草坪一平米多少钱",  # 人工 inside a product name
@@ -84,28 +85,6 @@ def test_messages_that_need_a_human(text: str, reason: str) -> None:
 def test_messages_the_assistant_keeps(text: str) -> None:
     decision = needs_handoff(text, KEYWORDS)
     assert not decision and decision.reasons == ()
-
-
-def test_one_mild_anger_word_is_not_a_rule_hit() -> None:
-    never = EscalationModel(prior=-100.0, weights={})  # rules only
-    assert not needs_handoff("质量太差了", KEYWORDS, model=never)
-    assert needs_handoff("质量太差了，气死我了", KEYWORDS, model=never).reasons == ("anger",)
-
-
-def test_the_classifier_catches_phrasings_no_rule_names() -> None:
-    for text in ("快递把我的东西弄坏了，你们看着办吧", "东西坏了你们得负责"):
-        assert needs_handoff(text, KEYWORDS).reasons == ("classifier",)
-    for text in ("这款保温杯能装多少毫升", "How many ml does this bottle hold?", "颜色有点偏差，能换吗"):
-        assert not needs_handoff(text, KEYWORDS)
-    # Info questions stay with the bot whatever the classifier thinks.
-    assert not needs_handoff("投诉和建议有什么区别", KEYWORDS)
-
-
-def test_train_model_needs_both_labels() -> None:
-    model = train_model([("我要投诉", True), ("发票怎么开", False)])
-    assert model.score("我要投诉") > 0 > model.score("发票怎么开")
-    with pytest.raises(ValueError, match="both labels"):
-        train_model([("我要投诉", True)])
 
 
 def test_configured_keywords_and_width_insensitivity() -> None:
@@ -177,9 +156,8 @@ def test_short_acknowledgements_repeated_do_not_hand_off() -> None:
 
 
 def test_labelled_escalation_set_meets_the_target() -> None:
-    """The labelled set (zh and en): precision >= 0.90 and recall >= 0.95, as issue 12 asks (in-sample: the rules
-    were tuned and the classifier trained on it; bench/escalation.py --leave-batch-out gives held-out numbers)."""
-    rows = [json.loads(line) for line in (ROOT / "src/kefu/guard/handoff_labelled.jsonl").open(encoding="utf-8")]
+    """bench/data/escalation_labelled.jsonl (zh and en): precision >= 0.90 and recall >= 0.95, as issue 12 asks."""
+    rows = [json.loads(line) for line in (ROOT / "bench/data/escalation_labelled.jsonl").open(encoding="utf-8")]
     assert len(rows) >= 200 and {r["lang"] for r in rows} == {"zh", "en"}
     predicted = [needs_handoff(r["text"], GuardConfig(), history=r.get("history", [])).handoff for r in rows]
     tp = sum(p and r["escalate"] for p, r in zip(predicted, rows, strict=True))

@@ -8,15 +8,10 @@ actual transfer ("我为您转接人工客服", "I'm transferring you to a human
 
 from __future__ import annotations
 
-import itertools
-import json
-import math
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from importlib import resources
+from functools import lru_cache
 
 from kefu.config import GuardConfig
 from kefu.guard.findings import normalise_with_map, sentence_of
@@ -39,7 +34,7 @@ STRONG_SIGNALS: dict[str, str] = {
             r"\b(?:reach|get)\s+(?:a|an|some)\s*(?:actual|real)?\s*(?:human|person|someone)\b",
             r"\bsomeone\s+in\s+charge\b|\bput\s+me\s+through\b",
             r"\b(?:speak|talk)\s+(?:to|with)\s+(?:customer\s+service|staff|someone|support)\b",
-            r"\bneed\s+a\s+(?:person|human)\b",
+            r"\b(?:need|want)\s+a\s+(?:person|human)\b",
             r"\b(?:human|live|real)\s+(?:agent|person|being|representative|operator|support)\b|\bactual\s+person\b",
             r"\b(?:speak|talk)\s+(?:to|with)\s+(?:a|an|someone|somebody|your)\b",
             r"\b(?:your|a|the)\s+(?:manager|supervisor)\b|\bnot\s+a\s+(?:bot|robot|chatbot)\b",
@@ -107,7 +102,7 @@ STRONG_SIGNALS: dict[str, str] = {
             r"\bgot\s+sick\b|\bmelted\b|\bburning\s+smell\b|\bsnapped\b|\bbleed\w*|\bvomit\w*|\bvet\b",
             r"\bcaught\s+fire\b|\bon\s+fire\b|\bexplod\w+|\bsmok(?:ed|ing)\b|\bburn(?:ed|t|s)?\b",
             r"\belectric\s+shock\b|\bshocked\s+me\b|\ballergic\s+reaction\b|\bhospital\b|\binjur\w+|\bhurt\b",
-            r"\bshatter\w*|\bchok\w+|\bswallow\w*|\bpoison\w*|\b(?:metal|glass)\s+in\s+the\b|\brash\b",
+            r"\bshatter\w*|\bchok\w+|\bswallow\w*|\bpoison\w*|\b(?:metal|glass)\s+in\s+the\b|\brash\b|\bboiling\s+water\b|\bscald\w*",
         )
     ),
     # a hacked account, unrecognised orders, someone posing as the shop
@@ -229,69 +224,6 @@ def _similar(a: str, b: str) -> bool:
     return min(len(ga), len(gb)) >= 4 and len(ga & gb) / min(len(ga), len(gb)) >= 0.8
 
 
-# ----------------------------------------------------------------------------- learned signal
-# The rules above miss phrasings nobody wrote a pattern for: on each newly written batch of the labelled set their
-# recall was 0.18-0.27 before tuning (bench/RESULTS.md). A naive Bayes over words, word pairs, CJK characters and CJK
-# bigrams, trained on handoff_labelled.jsonl, generalises much better; it adds a handoff only when confident.
-CLASSIFIER_THRESHOLD = 2.0  # log-odds; chosen on held-out batches (bench/escalation.py --leave-batch-out)
-
-
-def _features(norm: str) -> set[str]:
-    words = re.findall(r"[a-z']+", norm)
-    runs = re.findall(r"[\u4e00-\u9fff]+", norm)
-    return {*words, *(f"{a} {b}" for a, b in itertools.pairwise(words)), *"".join(runs)} | {
-        r[i : i + 2] for r in runs for i in range(len(r) - 1)
-    }
-
-
-@dataclass(frozen=True)
-class EscalationModel:
-    """Multinomial-free (Bernoulli-style) naive Bayes: per feature, log P(f|escalate) - log P(f|keep)."""
-
-    prior: float
-    weights: dict[str, float]
-
-    def score(self, norm: str) -> float:
-        return self.prior + sum(self.weights.get(f, 0.0) for f in _features(norm))
-
-
-def train_model(examples: Iterable[tuple[str, bool]]) -> EscalationModel:
-    """Counts with add-one smoothing over (text, escalate) pairs; texts are prepared like a customer message."""
-    seen: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
-    n: Counter[bool] = Counter()
-    for text, label in examples:
-        seen[label].update(_features(_prepare(text)))
-        n[label] += 1
-    if not n[True] or not n[False]:
-        raise ValueError("escalation examples need both labels")
-    vocab = set(seen[True]) | set(seen[False])
-    pos, neg = n[True] + 2, n[False] + 2
-    weights = {f: math.log((seen[True][f] + 1) / pos) - math.log((seen[False][f] + 1) / neg) for f in vocab}
-    return EscalationModel(math.log(n[True] / n[False]), weights)
-
-
-@cache
-def packaged_model() -> EscalationModel:
-    """Trained once per process on the labelled set shipped next to this module (426 messages, ~5 ms)."""
-    text = resources.files("kefu.guard").joinpath("handoff_labelled.jsonl").read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return train_model((r["text"], bool(r["escalate"])) for r in rows)
-
-
-def learned_signal(user_text: str, model: EscalationModel | None = None) -> float | None:
-    """The classifier's log-odds for handing off; None for messages the gates keep with the bot (info questions,
-    pre-purchase risk questions, problems already solved)."""
-    norm = _prepare(user_text)
-    if any(g.search(norm) for g in (_INFO_QUESTION, _HYPOTHETICAL, _RESOLVED)):
-        return None
-    return (model or packaged_model()).score(norm)
-
-
-def _prepare(user_text: str) -> str:
-    """Normalised (width, case) with the trigger words that are not requests ("人工智能") blanked out."""
-    return _NOT_A_REQUEST.sub(lambda m: " " * len(m.group()), normalise_with_map(user_text)[0])
-
-
 @lru_cache(maxsize=64)
 def _keyword_patterns(keywords: tuple[str, ...]) -> list[re.Pattern[str]]:
     """The configured keywords, normalised like the message, compiled once per keyword list."""
@@ -299,23 +231,18 @@ def _keyword_patterns(keywords: tuple[str, ...]) -> list[re.Pattern[str]]:
 
 
 def needs_handoff(
-    user_text: str,
-    keywords: Iterable[str] | GuardConfig = (),
-    history: Sequence[str] = (),
-    repeats: int = 3,
-    model: EscalationModel | None = None,
+    user_text: str, keywords: Iterable[str] | GuardConfig = (), history: Sequence[str] = (), repeats: int = 3
 ) -> HandoffDecision:
     """Whether the customer's message should go to a human agent.
 
     keywords: configured phrases (guard.handoff_keywords), matched case- and width-insensitively; passing the
     GuardConfig itself takes its handoff_keywords and handoff_repeats. history: the customer's earlier messages in
-    this conversation; asking the same thing `repeats` times in all hands off. model: the learned signal (default
-    the packaged one), consulted when no rule fired.
+    this conversation; asking the same thing `repeats` times in all hands off.
     """
     if isinstance(keywords, GuardConfig):
         repeats = keywords.handoff_repeats
         keywords = keywords.handoff_keywords
-    norm = _prepare(user_text)
+    norm = _NOT_A_REQUEST.sub(lambda m: " " * len(m.group()), normalise_with_map(user_text)[0])
     reasons: list[str] = []
     matched: list[str] = []
     for reason, rx in [*_STRONG.items(), *(("keyword", rx) for rx in _keyword_patterns(tuple(keywords)))]:
@@ -330,9 +257,6 @@ def needs_handoff(
         matched += anger
     if user_text.strip() and sum(_similar(norm, normalise_with_map(h)[0]) for h in history) + 1 >= repeats:
         reasons.append("repeated_question")
-    if not reasons and (score := learned_signal(user_text, model)) is not None and score >= CLASSIFIER_THRESHOLD:
-        reasons.append("classifier")
-        matched.append(f"log-odds {score:.1f}")
     return HandoffDecision(bool(reasons), tuple(dict.fromkeys(reasons)), tuple(dict.fromkeys(matched)))
 
 
