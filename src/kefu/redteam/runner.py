@@ -69,7 +69,7 @@ async def _ask(client: openai.AsyncOpenAI, probe: Probe, opts: RunOptions) -> st
     }
     if not opts.stream:
         resp = await client.chat.completions.create(**common)
-        return resp.choices[0].message.content or "" if resp.choices else ""
+        return (resp.choices[0].message.content or "") if resp.choices else ""
     parts = []
     stream = await client.chat.completions.create(**common, stream=True)
     async for chunk in stream:
