@@ -1,7 +1,11 @@
 """When a conversation should go to a human, and whether an answer hands it over.
 
-`needs_handoff` reads the customer's message: an explicit request for a person, a complaint or legal threat, a demand
-for compensation, repeated failure, or strong anger. `is_handoff_answer` reads the assistant's answer: it counts an
+`needs_handoff` reads the customer's message: an explicit request for a person (or frustration with the bot), a
+complaint or legal threat, a demand for compensation, a refund or payment dispute, a safety incident, account
+security, repeated failure, or strong anger; gates keep info questions ("投诉入口在哪里看"), pre-purchase risk
+questions ("会不会漏电？") and already-solved problems with the assistant. bench/escalation.py measures it on a labelled
+zh/en set (bench/RESULTS.md: the numbers, and why keyword rules generalise poorly to new wording).
+`is_handoff_answer` reads the assistant's answer: it counts an
 actual transfer ("我为您转接人工客服", "I'm transferring you to a human agent") or a plea to ask for one
 ("请回复转人工"), not a conditional offer or a description of service hours ("如需人工客服，回复“转人工”即可").
 """
