@@ -331,7 +331,16 @@ class ServeConfig(_Section):
     key_cache_s: float = Field(default=2.0, ge=0, description="Seconds a verified API key is trusted before re-check.")
     max_batch_size: int = Field(default=8, ge=1, description="Local engine: most requests generated together.")
     batch_wait_ms: float = Field(default=2.0, ge=0, description="Local engine: wait this long to gather a batch.")
-    upstream_timeout_s: float = Field(default=60.0, gt=0, description="Upstream engine: read timeout per request.")
+    upstream_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Upstream engine: longest wait for a replica's response and first token; past it the request "
+        "fails over to the next replica.",
+    )  # fmt: skip
+    upstream_chunk_timeout_s: float = Field(
+        default=15.0, gt=0,
+        description="Upstream engine: longest gap between streamed chunks once an answer has started; past it the "
+        "answer ends with an error event (another replica cannot continue it), never a hang.",
+    )  # fmt: skip
     upstream_health_s: float = Field(default=2.0, gt=0, description="Upstream engine: health check interval.")
     shutdown_timeout_s: int = Field(default=30, ge=0, description="Graceful shutdown: wait this long for streams.")
 
