@@ -1,5 +1,5 @@
 """`kefu train` on 1 vs N GPUs at the same global batch: LoRA tokens/s and loss curves (DDP), and full fine-tuning's
-peak memory per GPU (1 GPU plain vs N GPUs with FSDP2). Random weights of real Qwen2.5 shapes (written below, no
+peak memory per GPU (FSDP2 on 1 GPU, which shards nothing, vs N GPUs). Random weights of real Qwen2.5 shapes (written below, no
 hub), a small BPE tokenizer trained here, synthetic customer-service conversations of --seq tokens.
 
     python bench/multi_gpu.py --nproc 8 --out bench/results/multi_gpu.json      # 1 vs 8 GPUs, 0.5B/1.5B/7B
@@ -131,7 +131,7 @@ def bench_size(size: str, a: argparse.Namespace, cuda: bool) -> dict[str, Any]:
             result["lora"][n] = train(project, n, a.global_batch, "lora", cuda=cuda)
         for n in counts if cuda and not a.skip_full else []:
             print(f"[{size}] full fine-tune on {n} GPU(s) ...", file=sys.stderr, flush=True)
-            sets = ["train.method=full"] + (["train.parallel=fsdp"] if n > 1 else [])
+            sets = ["train.method=full", "train.parallel=fsdp"]  # FSDP2 on 1 GPU too: same code, nothing to shard
             result["full"][n] = train(project, n, a.global_batch, "full", *sets, cuda=cuda)
     return result
 
@@ -153,7 +153,7 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
                 out.append([result["size"], kind, str(n), "-", "-", "-", r.get("error", "?")[:60], "-", "-"])
                 continue
             speed = r["tokens_per_s"] / base["tokens_per_s"] if base.get("ok") else None
-            how = "FSDP2" if kind == "full" and n > 1 else "DDP" if n > 1 else "1 process"
+            how = "FSDP2" if kind == "full" else "DDP" if n > 1 else "1 process"
             gap = loss_gap(base, r) if n > 1 else None
             out.append([result["size"], f"{kind} ({how})", str(n), str(r["per_gpu_batch"]), f"{r['tokens_per_s']:,.0f}",
                         f"{speed:.2f}x" if speed else "-", f"{r['peak_memory_mb']:,.0f}", f"{r['losses'][-1]:.4f}",

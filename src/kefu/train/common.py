@@ -277,7 +277,8 @@ def save_outputs(trainer: Any, tokenizer: Any, cfg: KefuConfig, run_dir: Path) -
     model = trainer.accelerator.unwrap_model(trainer.model)
     is_peft = isinstance(model, PeftModel)
     out = run_dir / ("adapter" if is_peft else "model")
-    weights = trainer.accelerator.get_state_dict(trainer.model) if distributed.world().distributed else None
+    sharded = distributed.world().distributed or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    weights = trainer.accelerator.get_state_dict(trainer.model) if sharded else None  # every rank takes part
     if not distributed.world().is_main:
         distributed.barrier()  # return once rank 0 has written the output
         return out
