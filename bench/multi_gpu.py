@@ -1,6 +1,7 @@
 """`kefu train` on 1 vs N GPUs at the same global batch: LoRA tokens/s and loss curves (DDP), and full fine-tuning's
-peak memory per GPU (FSDP2 on 1 GPU, which shards nothing, vs N GPUs). Random weights of real Qwen2.5 shapes (written below, no
-hub), a small BPE tokenizer trained here, synthetic customer-service conversations of --seq tokens.
+peak memory per GPU (FSDP2 on 1 GPU, which shards nothing, vs N GPUs). Random weights of real Qwen2.5 shapes
+(written below, no hub), a small BPE tokenizer trained here, synthetic customer-service conversations of --seq
+tokens.
 
     python bench/multi_gpu.py --nproc 8 --out bench/results/multi_gpu.json      # 1 vs 8 GPUs, 0.5B/1.5B/7B
     python bench/multi_gpu.py --nproc 1 --sizes 0.5b                           # one GPU: the 1-GPU column only
