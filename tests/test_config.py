@@ -62,3 +62,21 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
 
 def test_docs_config_md_is_current() -> None:
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8").strip() == config_markdown().strip()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_deepspeed_configs_are_zero_configs(path: Path) -> None:
+    import json
+
+    ds = json.loads(path.read_text(encoding="utf-8"))
+    assert ds["zero_optimization"]["stage"] in (2, 3)
+
+
+@pytest.mark.parametrize("path", KEFU_YAMLS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_name_files_that_exist_and_usable_engines(path: Path) -> None:
+    cfg = load_config(path)
+    if cfg.train.deepspeed:
+        assert cfg.resolve(cfg.train.deepspeed).is_file()
+    if cfg.serve.engine == "upstream":
+        assert cfg.serve.upstreams and all(u.startswith(("http://", "https://")) for u in cfg.serve.upstreams)
+        assert all(u.rstrip("/").endswith("/v1") for u in cfg.serve.upstreams)  # OpenAI base URLs, as kefu calls them

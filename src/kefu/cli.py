@@ -127,6 +127,7 @@ def train(
     from rich.logging import RichHandler
 
     from kefu.train.common import describe
+    from kefu.train.distributed import world
 
     cfg = cfg_from(config, set_)
     logger = logging.getLogger("kefu.train")
@@ -136,7 +137,9 @@ def train(
         from kefu.train.dpo import run_dpo as run_stage
     else:
         from kefu.train.sft import run_sft as run_stage
-    console.print(describe(run_stage(cfg, resume=resume)))
+    result = run_stage(cfg, resume=resume)
+    if world().is_main:  # under torchrun every rank returns here; one summary is enough
+        console.print(describe(result))
 
 
 # ----------------------------------------------------------------------------- eval

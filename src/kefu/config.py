@@ -160,6 +160,21 @@ class TrainConfig(_Section):
         description="Fast path: replay small models' layers (Qwen2.5-0.5B-sized) as CUDA graphs when batches repeat "
         "their token layout (fixed-length rows) and LoRA dropout is 0; false always launches kernels one by one.",
     )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="Under torchrun/accelerate with several processes: 'ddp' keeps a whole model per GPU (LoRA, "
+        "QLoRA, small models); 'fsdp' shards weights, gradients and optimizer state with FSDP2 (full fine-tuning, "
+        "large models; checkpoints sharded per rank). One process ignores 'ddp'. Global batch = batch_size x "
+        "grad_accum x processes.",
+    )
+    fsdp_cpu_offload: bool = Field(
+        default=False, description="parallel: fsdp: keep sharded weights and gradients in CPU memory between uses."
+    )
+    deepspeed: str | None = Field(
+        default=None,
+        description="A DeepSpeed JSON config (ZeRO stage 2/3; e.g. configs/deepspeed-zero3.json) used instead of "
+        "DDP/FSDP when DeepSpeed is installed; relative to the config file.",
+    )
     lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(default=32, ge=1, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
@@ -316,7 +331,16 @@ class ServeConfig(_Section):
     key_cache_s: float = Field(default=2.0, ge=0, description="Seconds a verified API key is trusted before re-check.")
     max_batch_size: int = Field(default=8, ge=1, description="Local engine: most requests generated together.")
     batch_wait_ms: float = Field(default=2.0, ge=0, description="Local engine: wait this long to gather a batch.")
-    upstream_timeout_s: float = Field(default=60.0, gt=0, description="Upstream engine: read timeout per request.")
+    upstream_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Upstream engine: longest wait for a replica's response and first token; past it the request "
+        "fails over to the next replica.",
+    )  # fmt: skip
+    upstream_chunk_timeout_s: float = Field(
+        default=15.0, gt=0,
+        description="Upstream engine: longest gap between streamed chunks once an answer has started; past it the "
+        "answer ends with an error event (another replica cannot continue it), never a hang.",
+    )  # fmt: skip
     upstream_health_s: float = Field(default=2.0, gt=0, description="Upstream engine: health check interval.")
     shutdown_timeout_s: int = Field(default=30, ge=0, description="Graceful shutdown: wait this long for streams.")
 

@@ -145,6 +145,8 @@ def build_services(
     engine = engine or default_engine(cfg)
     redis = _redis(cfg)
     metrics, writer = Metrics(), AuditWriter(store)
+    if hasattr(engine, "register_metrics"):  # e.g. the upstream engine's per-replica series
+        engine.register_metrics(metrics.registry)
     cache = ResponseCache(cfg.serve.cache_ttl_s, redis, cfg.serve.redis_prefix)
     have = seams.available()
     missing = [name for name, ok in have.items() if not ok]

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from kefu.io import atomic_open, write_json
+from kefu.train.distributed import barrier
 
 SEAL = "kefu-complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -56,6 +57,9 @@ class SealCheckpoints(TrainerCallback):
         self.run_dir, self.keep = run_dir, keep
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        barrier()  # under a launcher every rank writes its shard and RNG state: seal once all have finished
+        if not state.is_world_process_zero:
+            return
         ckpt = self.run_dir / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             write_json(ckpt / SEAL, {"global_step": state.global_step, "sealed_at": time.time()})
@@ -194,5 +198,7 @@ class Report(TrainerCallback):
             "config": self.summary,
             "history": [e for e in hist if "loss" in e or "eval_loss" in e],
         }
+        if not state.is_world_process_zero:  # every rank knows the report; one writes it
+            return
         write_loss_plot(hist, self.run_dir / "loss.png", f"kefu {self.stage}: loss")
         write_json(self.run_dir / "train_report.json", self.report)

@@ -19,6 +19,7 @@ from transformers.integrations import TensorBoardCallback
 from kefu.config import KefuConfig, TrainConfig
 from kefu.errors import KefuError
 from kefu.io import atomic_dir, write_text
+from kefu.train import distributed
 from kefu.train.callbacks import (
     Report,
     RichProgress,
@@ -203,7 +204,9 @@ def training_args(cfg: KefuConfig, run_dir: Path, *, has_eval: bool, cls: type[A
         if "activation_checkpointing" in cls.__dataclass_fields__
         else "gradient_checkpointing"
     )
-    kwargs |= {ckpt: t.gradient_checkpointing, f"{ckpt}_kwargs": {"use_reentrant": False}}
+    recompute = t.gradient_checkpointing and t.parallel != "fsdp"  # FSDP2 recomputes per layer itself
+    kwargs |= {ckpt: recompute, f"{ckpt}_kwargs": {"use_reentrant": False}}
+    kwargs |= distributed.trainer_kwargs(cfg)
     kwargs.update(extra)
     return cls(**kwargs)
 
@@ -213,11 +216,12 @@ def callbacks(cfg: KefuConfig, run_dir: Path, stage: str, extra_keys: tuple[str,
 
     t = cfg.train
     cbs: list[TrainerCallback] = [
-        RichProgress(),
         SealCheckpoints(run_dir, keep=t.keep_checkpoints),
-        TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))),
         Report(run_dir, stage, config_summary(cfg, stage), extra_keys),
     ]
+    if distributed.world().is_main:  # one progress bar and one TensorBoard log, not one per rank
+        tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard")))
+        cbs[:0] = [RichProgress(), tensorboard]
     if t.early_stopping_patience is not None:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     return cbs
@@ -228,15 +232,28 @@ def config_summary(cfg: KefuConfig, stage: str) -> dict[str, Any]:
     keys = ["method", "lora_r", "lora_alpha", "target_modules", "epochs", "max_steps", "batch_size", "grad_accum",
             "lr", "scheduler", "max_seq_len", "packing", "precision", "cot", "seed"]  # fmt: skip
     keys += ["dpo_beta", "dpo_loss"] if stage == "dpo" else ["init_adapter"]
-    return {"model": cfg.model.path, "template": cfg.model.template, **{k: getattr(t, k) for k in keys}}
+    summary = {"model": cfg.model.path, "template": cfg.model.template, **{k: getattr(t, k) for k in keys}}
+    return summary | {"processes": distributed.world().size, "global_batch": distributed.global_batch(cfg)}
 
 
 # ----------------------------------------------------------------------------- run folder
 def prepare_run_dir(run_dir: Path, *, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run); refuses to mix a fresh run into an old one's folder."""
-    dropped = drop_incomplete_checkpoints(run_dir)
-    for p in dropped:
+    """The checkpoint to resume from (None for a fresh run); refuses to mix a fresh run into an old one's folder.
+
+    Under a launcher rank 0 alone deletes and creates; every rank then reads the same folder and decides alike.
+    """
+    main = distributed.world().is_main
+    for p in drop_incomplete_checkpoints(run_dir) if main else []:
         log.warning("removed incomplete checkpoint %s (the run writing it was killed)", p)
+    distributed.barrier()
+    checkpoint = _resume_point(run_dir, resume=resume)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    return checkpoint
+
+
+def _resume_point(run_dir: Path, *, resume: bool) -> Path | None:
     if resume:
         ckpt = last_complete_checkpoint(run_dir)
         if ckpt is None:
@@ -247,24 +264,32 @@ def prepare_run_dir(run_dir: Path, *, resume: bool) -> Path | None:
             f"{run_dir} holds checkpoints of an earlier run: pass --resume to continue it, or set train.output_dir "
             "to a new folder (or delete the old one)"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     return None
 
 
 def save_outputs(trainer: Any, tokenizer: Any, cfg: KefuConfig, run_dir: Path) -> Path:
-    """`<run>/adapter` (LoRA) or `<run>/model` (full): weights + tokenizer + the kefu.yaml used, swapped in whole."""
+    """`<run>/adapter` (LoRA) or `<run>/model` (full): weights + tokenizer + the kefu.yaml used, swapped in whole.
+
+    Under a launcher every rank takes part in gathering the (possibly sharded) weights; rank 0 alone writes them.
+    """
     from peft import PeftModel
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     is_peft = isinstance(model, PeftModel)
     out = run_dir / ("adapter" if is_peft else "model")
+    sharded = distributed.world().distributed or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    weights = trainer.accelerator.get_state_dict(trainer.model) if sharded else None  # every rank takes part
+    if not distributed.world().is_main:
+        distributed.barrier()  # return once rank 0 has written the output
+        return out
     with atomic_dir(out) as tmp:
-        if is_peft:
-            model.save_pretrained(str(tmp), selected_adapters=["default"])  # not DPO's frozen "ref" copy
+        if is_peft:  # not DPO's frozen "ref" copy
+            model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=weights)
         else:
-            model.save_pretrained(str(tmp))
+            model.save_pretrained(str(tmp), state_dict=weights)
         tokenizer.save_pretrained(str(tmp))
         write_text(tmp / "kefu.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
+    distributed.barrier()
     return out
 
 

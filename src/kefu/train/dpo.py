@@ -16,7 +16,7 @@ from transformers import set_seed
 from kefu.config import KefuConfig
 from kefu.data.schema import Conversation, Preference, Turn
 from kefu.errors import KefuError
-from kefu.train import common
+from kefu.train import common, distributed
 from kefu.train.tokenize import Record, encode_all, to_messages
 
 log = logging.getLogger("kefu.train")
@@ -28,6 +28,7 @@ def run_dpo(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     """Continue the SFT adapter with DPO on dpo.jsonl; write to train.dpo_output_dir."""
     from trl import DPOConfig, DPOTrainer
 
+    cfg = distributed.init(cfg)  # under torchrun/accelerate: this rank's device and the process group
     t = cfg.train
     if t.method == "full":
         raise KefuError("train.method: full is not supported for DPO; it trains the SFT LoRA adapter (method: lora)")

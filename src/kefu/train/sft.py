@@ -17,7 +17,7 @@ from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments,
 
 from kefu.config import KefuConfig
 from kefu.data.schema import Conversation
-from kefu.train import common
+from kefu.train import common, distributed
 from kefu.train.tokenize import IGNORE, Record, encode_all
 
 log = logging.getLogger("kefu.train")
@@ -26,6 +26,7 @@ Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
 
 def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     """Fine-tune cfg.model on `<data.output_dir>/sft.jsonl` (eval loss on eval.jsonl); write to train.output_dir."""
+    cfg = distributed.init(cfg)  # under torchrun/accelerate: this rank's device and the process group
     t = cfg.train
     run_dir = cfg.resolve(t.output_dir)
     checkpoint = common.prepare_run_dir(run_dir, resume=resume)
@@ -90,7 +91,8 @@ def encode(
 
 def pick_trainer(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[type[Trainer], Collator]:
     """The one place the Trainer class and collator are chosen: kefu's fast GPU path when asked for and usable."""
-    if cfg.train.backend == "fast" and torch.cuda.is_available() and importlib.util.find_spec("kefu.train.fast"):
+    wanted = cfg.train.backend == "fast" and distributed.uses_fast_path(cfg)  # the fused path is one-GPU only
+    if wanted and torch.cuda.is_available() and importlib.util.find_spec("kefu.train.fast"):
         fast = importlib.import_module("kefu.train.fast")  # lazily: it pulls in CUDA-only kernels
         trainer_cls, collator = fast.trainer_and_collator(cfg, model, tokenizer)
         return trainer_cls, collator
@@ -114,11 +116,14 @@ class AnswerLogitsTrainer(Trainer):
         keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
         targets = targets[:, keep]
+        # num_items_in_batch from the Trainer counts every rank's tokens, and DDP averages gradients over ranks
+        scale = distributed.loss_scale(self.args)
         if num_items_in_batch is None:  # evaluation, or a model without loss kwargs: this batch's mean
             steps = self.args.gradient_accumulation_steps if model.training else 1
-            num_items_in_batch = (targets != IGNORE).sum().clamp_min(1) * steps
+            num_items_in_batch, scale = (targets != IGNORE).sum().clamp_min(1) * steps, 1
         logits = outputs.logits.float().flatten(0, 1)
         loss = F.cross_entropy(logits, targets.flatten(), ignore_index=IGNORE, reduction="sum") / num_items_in_batch
+        loss = loss * scale
         return (loss, outputs) if return_outputs else loss
 
 

@@ -22,6 +22,7 @@ async def health(request: Request) -> dict[str, Any]:
         "model_version": routing.active.name if routing.active else None,
         "canary": routing.canary.name if routing.canary else None,
         "kb_version": svc.kb_version,
+        "engine_state": svc.engine.health() if hasattr(svc.engine, "health") else None,  # e.g. upstream replicas
     }
 
 

@@ -1,0 +1,143 @@
+"""Data-parallel `kefu train`: 2 CPU processes (gloo) launched by torchrun against 1 process, same global batch.
+
+Run as a script, this file is the torchrun worker: it records which samples its rank trained on and which files
+it wrote, then runs the `kefu train` command as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kefu.config import load_config
+from kefu.errors import KefuError
+from kefu.train import distributed
+from kefu.train.sft import run_sft
+from tests.train.test_sft import QA, conv, losses, make_project, one_thread
+
+__all__ = ["one_thread"]  # the autouse fixture, imported so it applies here too
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 6  # 24 distinct samples / global batch 4: exactly one epoch
+TRAIN = {"max_steps": STEPS, "save_steps": 3, "logging_steps": 1, "eval_steps": 3}
+# Measured: the 2-process curve equals the 1-process one to 1e-6 (same samples per step; only the order of float
+# sums differs). The bound leaves room for other CPUs' kernels, and is far below one step's loss change (~1e-2).
+TOLERANCE = 1e-4
+
+
+def distinct_rows() -> list[dict[str, Any]]:
+    return [conv(f"{q} {i}", a, i) for i, (q, a) in enumerate(QA * 4, 1)]
+
+
+def torchrun(project: Path, record: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
+           str(record), "train", "-c", str(project / "kefu.yaml"), *extra]  # fmt: skip
+    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_train_like_one_on_half_the_data_each(tmp_path: Path, tiny_model_dir: Path) -> None:
+    one = make_project(tmp_path / "one", tiny_model_dir, sft=distinct_rows(), train={**TRAIN, "batch_size": 4})
+    two = make_project(tmp_path / "two", tiny_model_dir, sft=distinct_rows(), train={**TRAIN, "batch_size": 2})
+    reference = run_sft(load_config(one))
+
+    run = torchrun(two.parent, tmp_path / "record")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((two.parent / "runs/sft/train_report.json").read_text("utf-8"))
+    assert report["config"]["processes"] == 2 and report["config"]["global_batch"] == 4
+    ref = json.loads(reference.report_path.read_text("utf-8"))
+    steps = [s for s, _ in losses(report)]
+    assert steps == [s for s, _ in losses(ref)] == list(range(1, STEPS + 1))
+    diffs = [abs(a - b) for (_, a), (_, b) in zip(losses(report), losses(ref), strict=True)]
+    assert max(diffs) <= TOLERANCE, diffs
+    assert report["tokens_seen"] == ref["tokens_seen"]  # counted over both ranks
+
+    seen = [json.loads((tmp_path / f"record/samples-{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 12  # half of the 24 samples each ...
+    assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == 24  # ... and together all of them
+
+    wrote = [json.loads((tmp_path / f"record/writes-{r}.json").read_text()) for r in (0, 1)]
+    assert wrote[1] == []  # rank 1 wrote nothing into the run folder
+    assert sorted(wrote[0]) == ["adapter", "checkpoint-3/kefu-complete.json", "checkpoint-6/kefu-complete.json",
+                                "loss.png", "train_report.json"]  # fmt: skip
+    assert (two.parent / "runs/sft/adapter/adapter_model.safetensors").is_file()
+    assert (run.stdout + run.stderr).count("  saved ") == 1  # one summary, from rank 0
+
+
+def test_a_resumed_run_keeps_going_under_two_processes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    project = make_project(tmp_path, tiny_model_dir, sft=distinct_rows(), train={**TRAIN, "batch_size": 2})
+    first = torchrun(tmp_path, tmp_path / "r1", "--set", "train.max_steps=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = torchrun(tmp_path, tmp_path / "r2", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads((project.parent / "runs/sft/train_report.json").read_text("utf-8"))
+    assert report["global_step"] == STEPS and [s for s, _ in losses(report)][-3:] == [4, 5, 6]
+    seen = [json.loads((tmp_path / f"r2/samples-{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 6  # the resumed half epoch only, split over both ranks
+
+
+def test_combinations_that_cannot_work_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(KefuError, match=r"train\.parallel: fsdp"):  # accelerate shards across GPUs only
+        distributed.check(load_config(None, ["train.parallel=fsdp"]), distributed.world())
+    with pytest.raises(KefuError, match="qlora"):
+        distributed.check(load_config(None, ["train.method=qlora", "train.parallel=fsdp"]), distributed.World())
+    with pytest.raises(KefuError, match="not found"):
+        distributed.check(load_config(None, ["train.deepspeed=missing.json"]), distributed.World())
+
+
+def test_fsdp2_arguments_shard_checkpoints_and_recompute_per_layer() -> None:
+    cfg = load_config(None, ["train.parallel=fsdp", "train.gradient_checkpointing=true"])
+    kw = distributed.trainer_kwargs(cfg)
+    assert kw["fsdp"] is True
+    assert kw["fsdp_config"] == {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
+                                 "activation_checkpointing": True, "cpu_offload": False}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the torchrun worker
+def _record(folder: Path) -> None:
+    """Write this rank's trained samples and run-folder writes to `folder` when the process ends."""
+    import atexit
+
+    import kefu.train.callbacks as callbacks
+    import kefu.train.common as common
+    from kefu.train.sft import PadCollator
+
+    rank, samples, writes = distributed.world().rank, [], []
+    collate = PadCollator.__call__
+
+    def collate_and_record(self: PadCollator, features: list[dict[str, Any]]) -> Any:
+        samples.extend(" ".join(map(str, f["input_ids"])) for f in features)
+        return collate(self, features)
+
+    def noted(fn: Any) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            path = next(a for a in args if isinstance(a, Path))
+            writes.append(str(path).split("runs/sft/", 1)[1])
+            return fn(*args, **kw)
+
+        return call
+
+    PadCollator.__call__ = collate_and_record  # type: ignore[method-assign]
+    common.atomic_dir = noted(common.atomic_dir)
+    callbacks.write_json, callbacks.write_loss_plot = noted(callbacks.write_json), noted(callbacks.write_loss_plot)
+
+    def dump() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"samples-{rank}.json").write_text(json.dumps(samples))
+        (folder / f"writes-{rank}.json").write_text(json.dumps(writes))
+
+    atexit.register(dump)
+
+
+if __name__ == "__main__":
+    _record(Path(sys.argv[1]))
+    from kefu.cli import app
+
+    app(sys.argv[2:])
