@@ -25,7 +25,9 @@ class SourceConfig(_Section):
     path: str = Field(description="File to read (JSON array, JSONL or CSV); relative to the config file's folder.")
     format: Literal[
         "auto", "alpaca", "context_response", "cot", "csv", "sharegpt", "openai", "preference", "chatlog"
-    ] = Field(default="auto", description="Record format; 'auto' detects it from the first record's keys.")
+    ] = Field(
+        default="auto", description="Record format; 'auto' detects it from the first record whose keys name a format."
+    )
     encoding: str = Field(
         default="auto", description="Text encoding: 'auto' (UTF-8 with/without BOM, else GB18030), or a codec name."
     )
@@ -87,6 +89,9 @@ class PersonaConfig(_Section):
     shop: str = Field(default="示例小店", description="Shop name (Chinese).")
     shop_en: str = Field(default="Demo Shop", description="Shop name in English.")
     company: str = Field(default="示例科技有限公司", description="Company that runs the shop and built the assistant.")
+    company_en: str = Field(
+        default="", description="Company name in English; English answers say 'the team behind' the shop when empty."
+    )
     can_do: list[str] = Field(default_factory=list, description="What the assistant can help with.")
     cannot_do: list[str] = Field(default_factory=list, description="What it must not do (and says so).")
     hours: str = Field(default="每天 9:00-21:00", description="Human service hours.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -42,11 +41,4 @@ def init_project(directory: str | Path) -> Path:
         raise KefuError(f"{target}: folder is not empty; choose a new or empty folder so nothing is overwritten")
     with atomic_dir(target) as tmp:
         _copy(sample_shop(), tmp)
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a project folder should look like any other
     return target.resolve()
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

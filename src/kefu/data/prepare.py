@@ -1,6 +1,7 @@
 """`kefu data prepare`: configured sources -> sft.jsonl, dpo.jsonl, eval.jsonl, report.json, length_hist.png.
 
 The path, top to bottom (run_prepare):
+  0. refuse an unfilled or placeholder persona with nothing else to learn from (check_shop)
   1. read every source (any format; a bad record stops the run, pointing at file:line: use `kefu data check`)
   2. mask PII (data.pii) before cleaning, so records differing only in a phone number count as duplicates
   3. clean: empty/garbled/junk/length filters, exact and MinHash near-duplicate removal, each drop counted by reason
@@ -28,7 +29,7 @@ from rich.table import Table
 from kefu.config import KefuConfig, PIIConfig, SourceConfig
 from kefu.data.clean import Cleaner, CountTokens, near_duplicate_clusters
 from kefu.data.formats import read_records
-from kefu.data.persona import identity_conversations
+from kefu.data.persona import identity_conversations, is_placeholder, unfilled
 from kefu.data.rows import Problem
 from kefu.data.schema import Conversation, Preference
 from kefu.errors import KefuError
@@ -295,9 +296,31 @@ def _new_report(cfg: KefuConfig, stats: dict[str, SourceStats], identity: int) -
     )
 
 
+def check_shop(cfg: KefuConfig) -> None:
+    """Refuse to write identity data for a shop that does not exist: an unfilled persona, or kefu's placeholder
+    persona with nothing else to learn from."""
+    if cfg.data.identity_samples == 0:
+        return
+    missing = unfilled(cfg.persona)
+    if missing:
+        raise KefuError(
+            f"{cfg.root / 'kefu.yaml'}: fill in {', '.join(missing)} before `kefu data prepare`: identity training "
+            "data is written from them (or set data.identity_samples: 0)"
+        )
+    if is_placeholder(cfg.persona) and not cfg.data.sources:
+        kb = "kb.sources names documents" if cfg.kb.sources else "kb.sources is empty"
+        raise KefuError(
+            f"nothing to prepare in {cfg.root}: data.sources is empty, {kb}, and the persona is kefu's placeholder "
+            f"({cfg.persona.name} of {cfg.persona.shop}), so the only output would be identity data for a shop that "
+            "does not exist. Fill in `persona:` in kefu.yaml (name, shop, company, hours, handoff...) and add data "
+            "sources, or start from `kefu init DIR` (sample shop) or `kefu init --blank DIR`."
+        )
+
+
 def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareReport:
     """Read, mask, clean, split, weight and write the training data; returns what was done."""
     start = time.perf_counter()
+    check_shop(cfg)
     data = cfg.data
     count_tokens = load_token_counter(cfg)
     convs, prefs, stats = read_sources(cfg, progress)
@@ -313,7 +336,6 @@ def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareRep
     rng.shuffle(train)
     report = _new_report(cfg, stats, len(identity))
     with atomic_dir(report.output_dir) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the outputs are meant to be shared with training jobs
         write_outputs(tmp, train, prefs, held, report, count_tokens, start)
     return report
 
