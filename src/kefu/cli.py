@@ -25,12 +25,24 @@ app = typer.Typer(
 
 # ----------------------------------------------------------------------------- init
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")]) -> None:
-    """Write a working project (kefu.yaml + the sample shop's data) you can edit."""
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+    blank: Annotated[
+        bool, typer.Option("--blank", help="An empty project (persona and policy limits to fill in, empty kb/).")
+    ] = False,
+) -> None:
+    """Write a working project (kefu.yaml + the sample shop's data) you can edit, or a blank one for your shop."""
     from kefu.project import init_project
 
-    written = init_project(directory)
-    console.print(f"[green]Project written to {written}[/]. Next: cd {directory} && kefu data prepare")
+    written = init_project(directory, blank=blank)
+    if blank:
+        console.print(
+            f"[green]Blank project written to {written}[/]. Next: fill in persona and guard.policy_limits in "
+            f"{directory}/kefu.yaml, put your documents into {directory}/kb/, then: cd {directory} && "
+            "kefu kb ingest && kefu data prepare"
+        )
+    else:
+        console.print(f"[green]Project written to {written}[/]. Next: cd {directory} && kefu data prepare")
 
 
 # ----------------------------------------------------------------------------- config

