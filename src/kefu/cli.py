@@ -101,6 +101,27 @@ def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     Console().print(summary_table(report))
 
 
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="JSONL to write (OpenAI messages + meta).")] = Path(
+        "data/synth.jsonl"
+    ),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write grounded training conversations from the knowledge base (templates, or data.synth.teacher_url)."""
+    from kefu.rag.synth import run_synth
+
+    cfg = cfg_from(config, set_)
+    written, report = run_synth(cfg, str(out))
+    drops = sum(report.dropped.values())
+    kinds = ", ".join(f"{k} {v}" for k, v in report.by_kind.most_common())
+    console.print(
+        f"[green]{written} conversations[/] from {report.facts} policy statements ({report.generator}) -> "
+        f"{cfg.resolve(out)}: {kinds}; {drops} dropped for numbers not in their source chunk"
+    )
+
+
 # ----------------------------------------------------------------------------- pii
 pii_app = typer.Typer(help="Mask personal data.", no_args_is_help=True)
 app.add_typer(pii_app, name="pii")

@@ -71,3 +71,14 @@ def test_shop2_prepared_alone_holds_only_its_own_identity_data(tmp_path: Path) -
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sft and all(r["meta"]["source"] == "persona" for r in sft)
     assert not {r["messages"][0]["content"] if "messages" in r else r["turns"][0]["content"] for r in sft} & questions
+
+
+def test_nothing_of_shop2_enters_shop1_synthesised_data(tmp_path: Path) -> None:
+    """Shop 1's KB-synthesised conversations (templates, no retrieval needed) hold nothing of shop 2."""
+    from kefu.rag.synth import run_synth
+
+    root = init_project(tmp_path / "s1")
+    cfg = load_config(root / "kefu.yaml", ["data.synth.raft=false"])
+    written, _ = run_synth(cfg, "data/synth.jsonl")
+    text = (root / "data" / "synth.jsonl").read_text(encoding="utf-8")
+    assert written > 100 and leaks(text, shop_questions()) == []

@@ -301,6 +301,8 @@ def read_converted(
             where = ".".join(str(x) for x in err["loc"]) or "record"
             report(on_problem, Problem(str(path), line, where, err["msg"]))
             continue
+        if isinstance(rec.get("meta"), dict):  # kefu's own files (synth) carry where a record came from
+            conv.item.meta.update(rec["meta"])
         conv.item.meta.update(source=source, line=line)
         yield line, conv
 

@@ -177,6 +177,11 @@ def hours_en(p: PersonaConfig) -> str:
     return "Human agents are available during our service hours."
 
 
+def handoff_sentence(p: PersonaConfig, lang: str) -> str:
+    """How to reach a person, as one sentence in the customer's language."""
+    return _handoff(p, lang)
+
+
 def _handoff(p: PersonaConfig, lang: str) -> str:
     if lang == "zh":
         return f"如需人工服务，请{_sentence(p.handoff, 'zh')}"

@@ -8,7 +8,8 @@ The path, top to bottom (run_prepare):
   4. split SFT conversations into train/eval by cluster: conversations whose customer side is a near-duplicate
      (same MinHash threshold) share a cluster and land on the same side, so eval never tests a memorised question
   5. weight train records per source (2 repeats every record, 0.5 keeps a seeded half); eval is never weighted
-  6. add the persona's identity Q&A to train, shuffle (seeded)
+  6. add the persona's identity Q&A and, with data.synth.enabled, conversations synthesised from the knowledge base
+     (kefu.rag.synth) to train, shuffle (seeded)
   7. write everything into a temp folder and swap it in whole (kefu.io.atomic_dir): a crash leaves no partial output
 """
 
@@ -62,6 +63,7 @@ class PrepareReport:
     lengths: dict[str, dict[str, float] | None]
     dedup: dict[str, Any]
     seed: int
+    synth: int = 0
     elapsed_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -317,6 +319,15 @@ def check_shop(cfg: KefuConfig) -> None:
         )
 
 
+def synthesize_kb(cfg: KefuConfig) -> list[Conversation]:
+    """Conversations from the knowledge base (data.synth), or none when that is off."""
+    if not cfg.data.synth.enabled:
+        return []
+    from kefu.rag.synth import synthesize
+
+    return synthesize(cfg)[0]
+
+
 def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareReport:
     """Read, mask, clean, split, weight and write the training data; returns what was done."""
     start = time.perf_counter()
@@ -332,9 +343,11 @@ def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareRep
     for attr, items in (("train", train), ("eval", held), ("dpo", prefs)):
         _tally(stats, attr, items)
     identity = identity_conversations(cfg.persona, data.identity_samples, data.seed)
-    train += identity
+    synthesized = synthesize_kb(cfg)
+    train += identity + synthesized
     rng.shuffle(train)
     report = _new_report(cfg, stats, len(identity))
+    report.synth = len(synthesized)
     with atomic_dir(report.output_dir) as tmp:
         write_outputs(tmp, train, prefs, held, report, count_tokens, start)
     return report
@@ -348,7 +361,11 @@ def summary_table(report: PrepareReport) -> Table:
     for s in report.sources:
         cells = (s.read, s.dropped.total(), s.kept, s.train, s.eval, s.dpo)
         table.add_row(s.path, s.format, *(str(x) for x in cells))
-    table.add_row("persona (identity)", "generated", "", "", "", str(report.identity), "", "", end_section=True)
+    table.add_row(
+        "persona (identity)", "generated", "", "", "", str(report.identity), "", "", end_section=not report.synth
+    )
+    if report.synth:
+        table.add_row("kb (data.synth)", "generated", "", "", "", str(report.synth), "", "", end_section=True)
     files = report.files
     written = (files.get(name, 0) for name in ("sft.jsonl", "eval.jsonl", "dpo.jsonl"))
     table.add_row("written", "", "", str(sum(report.dropped.values())), "", *(str(n) for n in written))

@@ -20,7 +20,8 @@ from kefu.config import KefuConfig
 from kefu.errors import KefuError
 from kefu.rag.chunk import Chunk, chunk_sections
 from kefu.rag.embed import Embedder, embed_in_batches, load_embedder
-from kefu.rag.lexical import BUILTIN_GLOSSARY, Glossary, LexicalIndex
+from kefu.rag.glossary import BUILTIN, Glossary
+from kefu.rag.lexical import LexicalIndex
 from kefu.rag.readers import SUFFIXES, read_document
 from kefu.rag.store import KBStore, NewVersion, SQLiteStore, VersionInfo
 
@@ -60,7 +61,8 @@ def glossary_for(cfg: KefuConfig) -> Glossary | None:
     g = cfg.kb.glossary
     if g is None:
         return None
-    return Glossary.load(BUILTIN_GLOSSARY if g == "builtin" else cfg.resolve(g))
+    # A shop's own glossary adds its terms to the built-in shop vocabulary rather than replacing it.
+    return Glossary.load(BUILTIN) if g == "builtin" else Glossary.load(BUILTIN, cfg.resolve(g))
 
 
 def find_sources(cfg: KefuConfig) -> list[Path]:
