@@ -65,7 +65,7 @@ def test_nothing_of_shop2_enters_shop1_training_data(shop1_prepared: Path) -> No
 
 def test_shop2_prepared_alone_holds_only_its_own_identity_data(tmp_path: Path) -> None:
     """Even preparing shop 2 itself writes no eval questions into training data (it has no sources)."""
-    cfg = load_config(SHOP2 / "kefu.yaml", [f"data.output_dir={tmp_path / 'out'}"])
+    cfg = load_config(SHOP2 / "kefu.yaml", [f"data.output_dir={tmp_path / 'out'}", "data.synth.enabled=false"])
     run_prepare(cfg)
     questions = set(shop_questions())
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -82,3 +82,13 @@ def test_nothing_of_shop2_enters_shop1_synthesised_data(tmp_path: Path) -> None:
     written, _ = run_synth(cfg, "data/synth.jsonl")
     text = (root / "data" / "synth.jsonl").read_text(encoding="utf-8")
     assert written > 100 and leaks(text, shop_questions()) == []
+
+
+def test_shop2_synthesised_data_holds_none_of_its_eval_questions(tmp_path: Path) -> None:
+    """Shop 2 learns from its documents (data.synth); its eval questions must not be among what it learns."""
+    from kefu.rag.synth import synthesize
+
+    cfg = load_config(SHOP2 / "kefu.yaml", ["data.synth.raft=false"])
+    convs, _ = synthesize(cfg)
+    asked = {c.turns[0].content for c in convs}
+    assert len(convs) > 100 and not asked & {c.turns[-1].content for c in shop2_cases()}
