@@ -26,12 +26,24 @@ app = typer.Typer(
 
 # ----------------------------------------------------------------------------- init
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")]) -> None:
-    """Write a working project (kefu.yaml + the sample shop's data) you can edit."""
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+    blank: Annotated[
+        bool, typer.Option("--blank", help="An empty project (persona and policy limits to fill in, empty kb/).")
+    ] = False,
+) -> None:
+    """Write a working project (kefu.yaml + the sample shop's data) you can edit, or a blank one for your shop."""
     from kefu.project import init_project
 
-    written = init_project(directory)
-    console.print(f"[green]Project written to {written}[/]. Next: cd {directory} && kefu data prepare")
+    written = init_project(directory, blank=blank)
+    if blank:
+        console.print(
+            f"[green]Blank project written to {written}[/]. Next: fill in persona and guard.policy_limits in "
+            f"{directory}/kefu.yaml, put your documents into {directory}/kb/, then: cd {directory} && "
+            "kefu kb ingest && kefu data prepare"
+        )
+    else:
+        console.print(f"[green]Project written to {written}[/]. Next: cd {directory} && kefu data prepare")
 
 
 # ----------------------------------------------------------------------------- config
@@ -88,6 +100,27 @@ def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     with Progress(console=console, transient=True) as progress:
         report = run_prepare(cfg, progress)
     Console().print(summary_table(report))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="JSONL to write (OpenAI messages + meta).")] = Path(
+        "data/synth.jsonl"
+    ),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write grounded training conversations from the knowledge base (templates, or data.synth.teacher_url)."""
+    from kefu.rag.synth import run_synth
+
+    cfg = cfg_from(config, set_)
+    written, report = run_synth(cfg, str(out))
+    drops = sum(report.dropped.values())
+    kinds = ", ".join(f"{k} {v}" for k, v in report.by_kind.most_common())
+    console.print(
+        f"[green]{written} conversations[/] from {report.facts} policy statements ({report.generator}) -> "
+        f"{cfg.resolve(out)}: {kinds}; {drops} dropped for numbers not in their source chunk"
+    )
 
 
 # ----------------------------------------------------------------------------- pii

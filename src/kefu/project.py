@@ -1,8 +1,7 @@
-"""`kefu init`: start a project from the bundled sample shop (kefu.yaml, data/, kb/), ready for `kefu data prepare`."""
+"""`kefu init`: start a project from the bundled sample shop (kefu.yaml, data/, kb/), or a blank one to fill in."""
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -11,14 +10,25 @@ from kefu.errors import KefuError
 from kefu.io import atomic_dir
 
 _SKIP = {"__pycache__", "__init__.py"}
+# A blank project's folders: the template ships only kefu.yaml (package data cannot hold an empty folder).
+_BLANK_FOLDERS = ("kb", "data")
+
+
+def _bundled(name: str) -> Traversable:
+    folder = resources.files("kefu") / "samples" / name
+    if not folder.is_dir():
+        raise KefuError(f"the {name} template is missing from this kefu installation (kefu/samples/{name})")
+    return folder
 
 
 def sample_shop() -> Traversable:
     """The sample shop folder inside the installed package (works from a wheel or a source checkout)."""
-    shop = resources.files("kefu") / "samples" / "shop"
-    if not shop.is_dir():
-        raise KefuError("the sample shop is missing from this kefu installation (kefu/samples/shop)")
-    return shop
+    return _bundled("shop")
+
+
+def blank_template() -> Traversable:
+    """The blank project's kefu.yaml (empty persona, no policy limits) inside the installed package."""
+    return _bundled("blank")
 
 
 def _copy(src: Traversable, dst: Path) -> None:
@@ -33,20 +43,16 @@ def _copy(src: Traversable, dst: Path) -> None:
             (dst / child.name).write_bytes(child.read_bytes())
 
 
-def init_project(directory: str | Path) -> Path:
-    """Copy the sample shop into `directory` (created if needed); refuses a non-empty folder. Returns the folder."""
+def init_project(directory: str | Path, blank: bool = False) -> Path:
+    """Write the sample shop (or, with blank, an empty project to fill in) into `directory`, created if needed;
+    refuses a non-empty folder. Returns the folder."""
     target = Path(directory).expanduser()
     if target.exists() and not target.is_dir():
         raise KefuError(f"{target}: exists and is not a folder")
     if target.is_dir() and any(target.iterdir()):
         raise KefuError(f"{target}: folder is not empty; choose a new or empty folder so nothing is overwritten")
     with atomic_dir(target) as tmp:
-        _copy(sample_shop(), tmp)
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a project folder should look like any other
+        _copy(blank_template() if blank else sample_shop(), tmp)
+        for name in _BLANK_FOLDERS if blank else ():
+            (tmp / name).mkdir()
     return target.resolve()
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

@@ -20,10 +20,10 @@ def run(*args: str) -> tuple[int, list[str]]:
 
 def test_problems_are_listed_with_file_and_line(tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
-    good.write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n", encoding="utf-8")
+    good.write_text(json.dumps({"instruction": "q", "output": "an answer"}) + "\n", encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
     lines = [
-        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "an answer"}]}),
         "{not json",
         json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}),
         json.dumps({"messages": [{"role": "assistant", "content": "a"}]}),
@@ -70,8 +70,35 @@ def test_eval_cases_are_checked(tmp_path: Path) -> None:
 
 
 def test_sample_shop_data_checks_clean() -> None:
-    if not SAMPLE.is_dir():
-        return
     problems: list[str] = []
     result = check_files(sorted(SAMPLE.iterdir()), problems.append)
-    assert problems == [] and result.bad == 0 and result.ok > 300
+    assert result.bad == 0 and result.ok > 300
+    # the sample keeps a few near-duplicates on purpose, to show dedup; check names them as notes
+    assert len(problems) == result.duplicates and all(p.endswith("(near_duplicate)") for p in problems)
+
+
+def test_reports_what_prepare_would_drop(tmp_path: Path) -> None:
+    pair = {"prompt": "能便宜点吗", "chosen": "抱歉，价格无法修改。", "rejected": "抱歉，价格无法修改！"}
+    other = {"prompt": "多久发货", "chosen": "48小时内发货。", "rejected": "马上就发，保证明天到。"}
+    junk = {"prompt": "在吗", "chosen": "加微信 abc123456 领券", "rejected": "您好，请问有什么可以帮您？"}
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in (pair, other, junk, other)), "utf-8")
+    code, out = run(str(path))
+    assert code == 1
+    assert out == [
+        f"{path}:1: record: prepare would drop it: chosen and rejected are the same answer (same_answer)",
+        f"{path}:3: record: prepare would drop it: looks like an ad, spam or keyboard mashing (junk)",
+        f"{path}:4: record: prepare would drop it: repeats an earlier record (exact_duplicate)",
+        "1 records ok, 2 bad, 1 duplicates prepare would drop",
+    ]
+
+
+def test_auto_format_survives_a_bad_first_record(tmp_path: Path) -> None:
+    """Under format: auto a first record of unknown shape used to end the file: every later record was unseen."""
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"note": "exported 2026-12-01"}, {"instruction": "怎么开发票", "output": "确认收货后申请。"},
+            {"instruction": "几点发货", "output": ""}]  # fmt: skip
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    code, out = run(str(path))
+    assert (code, out) == (1, [f"{path}:1: format: cannot tell the format from keys: note", f"{path}:3: output: empty",
+                               "1 records ok, 2 bad"])  # fmt: skip

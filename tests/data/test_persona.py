@@ -72,7 +72,7 @@ def test_can_and_cannot_decide_action_answers(persona: PersonaConfig) -> None:
     assert "不能修改价格或发放补偿" in action_answer(persona, price, "zh")
     assert "不能保证具体送达日期" in action_answer(persona, delivery, "zh")
     assert "可以" in action_answer(persona, tracking, "zh")
-    assert "没办法直接操作" in action_answer(persona, address, "zh")  # in neither list: never promise it
+    assert "需要人工客服来处理" in action_answer(persona, address, "zh")  # in neither list: never promise it
     assert action_answer(persona, address, "en").startswith("Sorry, I can't change your shipping address")
     assert action_answer(persona, tracking, "en").startswith("Yes")
 
@@ -103,3 +103,48 @@ def test_system_prompt_override_is_used_verbatim() -> None:
 
     assert system_prompt(PersonaConfig(system_prompt="你是网店客服。")) == "你是网店客服。"
     assert "小客" in system_prompt(PersonaConfig())
+
+
+def test_a_matching_can_do_beats_a_cannot_do_on_the_same_object() -> None:
+    """'可以帮我查一下订单吗' was answered '我不能修改订单': the object matched, the verb did not."""
+    p = PersonaConfig(can_do=["查询订单和物流进度"], cannot_do=["修改订单", "退款"])
+    tracking = ACTIONS[-1]
+    assert action_answer(p, tracking, "zh").startswith("可以的，我可以帮您查询订单和物流进度")
+    assert action_answer(p, tracking, "en").startswith("Yes")
+    only_cannot = PersonaConfig(cannot_do=["修改订单"])
+    assert "不能" not in action_answer(only_cannot, tracking, "zh")  # 修改 is not 查: no refusal taught
+    refund = ACTIONS[1]
+    assert "我不能退款" in action_answer(p, refund, "zh")
+
+
+CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef]")
+
+
+def test_english_answers_are_english_and_whole_sentences() -> None:
+    """Empty hours_en/handoff_en/company_en must not splice Chinese into English answers; a handoff_en without
+    a full stop must not run into the sign-off ('...chat window Feel free to ask...')."""
+    bare = PersonaConfig(name="小禾", shop="青禾生活馆", hours="人工客服每天 9:00-21:00", sign_off="还有问题随时问我。")
+    unpunctuated = bare.model_copy(update={"handoff_en": 'Tap "Human agent" at the top right of the chat window'})
+    for p in (bare, unpunctuated):
+        english = [c.turns[1].content for c in identity_conversations(p, 200, seed=3) if c.meta["lang"] == "en"]
+        assert len(english) > 40
+        for answer in english:
+            assert not CJK.search(answer.replace(p.name, "")), answer
+            # each sentence kefu joins (sign-off, hours, handoff) starts after a full stop
+            assert not re.search(r"[\w\"] (Feel free|Human agents|To reach|Tap)", answer), answer
+    hours = [c.turns[1].content for c in identity_conversations(bare, 200, seed=3) if c.meta["kind"] == "hours"]
+    assert any("9:00-21:00 (China time)" in a for a in hours)
+
+
+def test_hours_written_as_a_sentence_are_not_prefixed_twice() -> None:
+    p = PersonaConfig(hours="人工客服每天 9:00-21:00")
+    texts = [c.turns[1].content for c in identity_conversations(p, 120, seed=5)] + [system_prompt(p)]
+    assert not any("人工客服时间：人工客服" in t or "时间是人工客服" in t for t in texts)
+
+
+def test_identity_data_teaches_few_refusals(persona: PersonaConfig) -> None:
+    """Trained on identity data where a third of the answers refused, the model refused ordinary questions."""
+    convs = identity_conversations(persona, 120, seed=11)
+    refusing = [c for c in convs if re.search(r"抱歉|不能|Sorry|can't", c.turns[1].content)]
+    assert len(refusing) / len(convs) < 0.15
+    assert {"greet", "thanks"} <= {c.meta["kind"] for c in convs}

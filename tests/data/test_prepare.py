@@ -186,3 +186,37 @@ def test_init_then_prepare_via_cli(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == sorted(
         ["FACTS.md", "data", "kb", "kefu.yaml", "prepared"]
     )
+
+
+def test_nothing_to_prepare_is_said_plainly(tmp_path: Path) -> None:
+    """No sources, no KB and kefu's placeholder persona: no identity data for a shop that does not exist."""
+    (tmp_path / "kefu.yaml").write_text("kb:\n  sources: []\n", encoding="utf-8")
+    with pytest.raises(KefuError, match=r"nothing to prepare.*kb\.sources is empty.*小客 of 示例小店"):
+        prepare.run_prepare(load_config(tmp_path / "kefu.yaml"))
+    (tmp_path / "kefu.yaml").write_text("persona:\n  name: ''\n  shop: 某店\n", encoding="utf-8")
+    with pytest.raises(KefuError, match=r"fill in persona\.name before"):
+        prepare.run_prepare(load_config(tmp_path / "kefu.yaml"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kefu.yaml"]
+    filled = "persona:\n  name: 小麦\n  shop: 麦田书店\n  company: 麦田文化有限公司\ndata:\n  output_dir: out\n"
+    (tmp_path / "kefu.yaml").write_text(filled, encoding="utf-8")
+    report = prepare.run_prepare(load_config(tmp_path / "kefu.yaml"))
+    assert report.identity == 60 and "小麦" in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8")
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
+    """Temp-then-rename used to leave 0600 files (mkstemp); outputs and reports should read like any file."""
+    import os
+    import stat
+
+    from kefu.io import write_json
+
+    write_sources(tmp_path)
+    old = os.umask(0o022)
+    try:
+        prepare.run_prepare(small_config(tmp_path))
+        write_json(tmp_path / "report.json", {"ok": True})
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.iterdir(), tmp_path / "report.json"]}
+    assert modes == {name: 0o755 if name == "out" else 0o644 for name in modes}

@@ -30,6 +30,18 @@ from kefu.data.schema import Conversation, Preference
 Item = TypeVar("Item", Conversation, Preference)
 CountTokens = Callable[[str], int]
 
+# What each reason means, in the words `kefu data check` prints.
+REASONS = {
+    "empty_answer": "an answer is empty",
+    "same_answer": "chosen and rejected are the same answer",
+    "garbled": "garbled text (mojibake)",
+    "junk": "looks like an ad, spam or keyboard mashing",
+    "too_short": "the answer is shorter than data.clean.min_chars",
+    "too_long": "longer than data.clean.max_chars (or max_tokens)",
+    "exact_duplicate": "repeats an earlier record",
+    "near_duplicate": "nearly repeats an earlier record",
+}
+
 # Everything that is not a letter or digit (any script): whitespace, punctuation, symbols, emoji, controls.
 _NOT_WORD = re.compile(r"[\W_]+")
 
@@ -234,6 +246,12 @@ class Cleaner:
                 return "near_duplicate"
             self._near.add(sig)
         return None
+
+    def reason(self, item: Conversation | Preference) -> str | None:
+        """Why `item` would be dropped (duplicates counted against the items seen so far), or None to keep it."""
+        if isinstance(item, Conversation):
+            item = strip_turns(item)
+        return drop_reason(item, self.cfg, self.count_tokens) or self._duplicate(item.text())
 
     def keep(self, item: Item) -> Item | None:
         """The cleaned item, or None (and the reason counted) when it is dropped."""

@@ -1,6 +1,6 @@
 """Readers for every supported training-data format, converting at the edge into Conversation / Preference.
 
-Formats (keys are matched case-insensitively; `auto` picks the format from the first record's keys):
+Formats (keys are matched case-insensitively; `auto` picks the format from the first record whose keys name one):
   alpaca            {instruction, input?, output, system?, history?: [[q, a], ...]}
   context_response  {context, response}
   cot               {Question, Complex_CoT, Response}   (the CoT goes into Turn.reasoning)
@@ -280,11 +280,12 @@ def read_converted(
     rows = iter_rows(path, encoding, on_problem)
     for line, rec in rows:
         if fmt == "auto":
-            fmt = (detect_format(list(rec), columns) if isinstance(rec, dict) else None) or "unknown"
-            if fmt == "unknown":
+            # Detect from the first record whose keys name a format: one bad record must not hide the rest.
+            fmt = (detect_format(list(rec), columns) if isinstance(rec, dict) else None) or "auto"
+            if fmt == "auto":
                 keys = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
                 report(on_problem, Problem(str(path), line, "format", f"cannot tell the format from keys: {keys}"))
-                return
+                continue
         if fmt == "chatlog":
             chat_rows = chain([(line, rec)], rows)
             for chat in conversations_from_rows(chat_rows, str(path), columns, on_problem, stats, source=source):
@@ -300,6 +301,8 @@ def read_converted(
             where = ".".join(str(x) for x in err["loc"]) or "record"
             report(on_problem, Problem(str(path), line, where, err["msg"]))
             continue
+        if isinstance(rec.get("meta"), dict):  # kefu's own files (synth) carry where a record came from
+            conv.item.meta.update(rec["meta"])
         conv.item.meta.update(source=source, line=line)
         yield line, conv
 

@@ -1,13 +1,15 @@
 """`kefu data prepare`: configured sources -> sft.jsonl, dpo.jsonl, eval.jsonl, report.json, length_hist.png.
 
 The path, top to bottom (run_prepare):
+  0. refuse an unfilled or placeholder persona with nothing else to learn from (check_shop)
   1. read every source (any format; a bad record stops the run, pointing at file:line: use `kefu data check`)
   2. mask PII (data.pii) before cleaning, so records differing only in a phone number count as duplicates
   3. clean: empty/garbled/junk/length filters, exact and MinHash near-duplicate removal, each drop counted by reason
   4. split SFT conversations into train/eval by cluster: conversations whose customer side is a near-duplicate
      (same MinHash threshold) share a cluster and land on the same side, so eval never tests a memorised question
   5. weight train records per source (2 repeats every record, 0.5 keeps a seeded half); eval is never weighted
-  6. add the persona's identity Q&A to train, shuffle (seeded)
+  6. add the persona's identity Q&A and, with data.synth.enabled, conversations synthesised from the knowledge base
+     (kefu.rag.synth) to train, shuffle (seeded)
   7. write everything into a temp folder and swap it in whole (kefu.io.atomic_dir): a crash leaves no partial output
 """
 
@@ -28,7 +30,7 @@ from rich.table import Table
 from kefu.config import KefuConfig, PIIConfig, SourceConfig
 from kefu.data.clean import Cleaner, CountTokens, near_duplicate_clusters
 from kefu.data.formats import read_records
-from kefu.data.persona import identity_conversations
+from kefu.data.persona import identity_conversations, is_placeholder, unfilled
 from kefu.data.rows import Problem
 from kefu.data.schema import Conversation, Preference
 from kefu.errors import KefuError
@@ -61,6 +63,7 @@ class PrepareReport:
     lengths: dict[str, dict[str, float] | None]
     dedup: dict[str, Any]
     seed: int
+    synth: int = 0
     elapsed_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -295,9 +298,40 @@ def _new_report(cfg: KefuConfig, stats: dict[str, SourceStats], identity: int) -
     )
 
 
+def check_shop(cfg: KefuConfig) -> None:
+    """Refuse to write identity data for a shop that does not exist: an unfilled persona, or kefu's placeholder
+    persona with nothing else to learn from."""
+    if cfg.data.identity_samples == 0:
+        return
+    missing = unfilled(cfg.persona)
+    if missing:
+        raise KefuError(
+            f"{cfg.root / 'kefu.yaml'}: fill in {', '.join(missing)} before `kefu data prepare`: identity training "
+            "data is written from them (or set data.identity_samples: 0)"
+        )
+    if is_placeholder(cfg.persona) and not cfg.data.sources:
+        kb = "kb.sources names documents" if cfg.kb.sources else "kb.sources is empty"
+        raise KefuError(
+            f"nothing to prepare in {cfg.root}: data.sources is empty, {kb}, and the persona is kefu's placeholder "
+            f"({cfg.persona.name} of {cfg.persona.shop}), so the only output would be identity data for a shop that "
+            "does not exist. Fill in `persona:` in kefu.yaml (name, shop, company, hours, handoff...) and add data "
+            "sources, or start from `kefu init DIR` (sample shop) or `kefu init --blank DIR`."
+        )
+
+
+def synthesize_kb(cfg: KefuConfig) -> list[Conversation]:
+    """Conversations from the knowledge base (data.synth), or none when that is off."""
+    if not cfg.data.synth.enabled:
+        return []
+    from kefu.rag.synth import synthesize
+
+    return synthesize(cfg)[0]
+
+
 def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareReport:
     """Read, mask, clean, split, weight and write the training data; returns what was done."""
     start = time.perf_counter()
+    check_shop(cfg)
     data = cfg.data
     count_tokens = load_token_counter(cfg)
     convs, prefs, stats = read_sources(cfg, progress)
@@ -309,11 +343,12 @@ def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareRep
     for attr, items in (("train", train), ("eval", held), ("dpo", prefs)):
         _tally(stats, attr, items)
     identity = identity_conversations(cfg.persona, data.identity_samples, data.seed)
-    train += identity
+    synthesized = synthesize_kb(cfg)
+    train += identity + synthesized
     rng.shuffle(train)
     report = _new_report(cfg, stats, len(identity))
+    report.synth = len(synthesized)
     with atomic_dir(report.output_dir) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the outputs are meant to be shared with training jobs
         write_outputs(tmp, train, prefs, held, report, count_tokens, start)
     return report
 
@@ -326,7 +361,11 @@ def summary_table(report: PrepareReport) -> Table:
     for s in report.sources:
         cells = (s.read, s.dropped.total(), s.kept, s.train, s.eval, s.dpo)
         table.add_row(s.path, s.format, *(str(x) for x in cells))
-    table.add_row("persona (identity)", "generated", "", "", "", str(report.identity), "", "", end_section=True)
+    table.add_row(
+        "persona (identity)", "generated", "", "", "", str(report.identity), "", "", end_section=not report.synth
+    )
+    if report.synth:
+        table.add_row("kb (data.synth)", "generated", "", "", "", str(report.synth), "", "", end_section=True)
     files = report.files
     written = (files.get(name, 0) for name in ("sft.jsonl", "eval.jsonl", "dpo.jsonl"))
     table.add_row("written", "", "", str(sum(report.dropped.values())), "", *(str(n) for n in written))

@@ -20,7 +20,8 @@ from kefu.config import KefuConfig
 from kefu.errors import KefuError
 from kefu.rag.chunk import Chunk, chunk_sections
 from kefu.rag.embed import Embedder, embed_in_batches, load_embedder
-from kefu.rag.lexical import BUILTIN_GLOSSARY, Glossary, LexicalIndex
+from kefu.rag.glossary import BUILTIN, Glossary
+from kefu.rag.lexical import LexicalIndex
 from kefu.rag.readers import SUFFIXES, read_document
 from kefu.rag.store import KBStore, NewVersion, SQLiteStore, VersionInfo
 
@@ -60,7 +61,8 @@ def glossary_for(cfg: KefuConfig) -> Glossary | None:
     g = cfg.kb.glossary
     if g is None:
         return None
-    return Glossary.load(BUILTIN_GLOSSARY if g == "builtin" else cfg.resolve(g))
+    # A shop's own glossary adds its terms to the built-in shop vocabulary rather than replacing it.
+    return Glossary.load(BUILTIN) if g == "builtin" else Glossary.load(BUILTIN, cfg.resolve(g))
 
 
 def find_sources(cfg: KefuConfig) -> list[Path]:
@@ -69,7 +71,7 @@ def find_sources(cfg: KefuConfig) -> list[Path]:
         raise KefuError("kb.sources: no documents configured (add files or globs such as 'kb/**/*.md')")
     found: dict[Path, None] = {}
     for pattern in cfg.kb.sources:
-        hits = sorted(Path(p) for p in glob.glob(str(cfg.resolve(pattern)), recursive=True) if Path(p).is_file())
+        hits = _matches(cfg, pattern)
         if not hits:
             raise KefuError(f"kb.sources: '{pattern}' matches no file under {cfg.root}")
         for p in hits:
@@ -77,6 +79,14 @@ def find_sources(cfg: KefuConfig) -> list[Path]:
                 raise KefuError(f"kb.sources: {p}: unsupported document type (supported: {', '.join(SUFFIXES)})")
             found[p] = None
     return list(found)
+
+
+def _matches(cfg: KefuConfig, pattern: str) -> list[Path]:
+    """Files of a glob; a folder stands for every supported document under it (so `kb` takes any type)."""
+    folder = cfg.resolve(pattern)
+    if folder.is_dir():
+        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    return sorted(Path(p) for p in glob.glob(str(folder), recursive=True) if Path(p).is_file())
 
 
 def source_name(cfg: KefuConfig, path: Path) -> str:

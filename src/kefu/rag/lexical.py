@@ -1,21 +1,20 @@
 """Lexical retrieval: BM25 (bm25s) over tokens cut by script, jieba words for Chinese runs and lower-cased words
-for Latin text, so mixed sentences like "SF顺丰 加12元" index both halves. The index serialises to one blob.
+for Latin text, so mixed sentences like "SF顺丰 加12元" index both halves. Queries are first rewritten by the
+glossary (kefu.rag.glossary). The index serialises to one blob.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
 import re
 from functools import lru_cache
-from pathlib import Path
 
 import bm25s
 import numpy as np
 
-from kefu.errors import KefuError
+from kefu.rag.glossary import Glossary
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _RUNS = re.compile(rf"[{_CJK}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:\.\d+)?")
@@ -63,47 +62,6 @@ def tokenize(text: str) -> list[str]:
             if w not in STOPWORDS:
                 tokens.append(_stem(w))
     return tokens
-
-
-BUILTIN_GLOSSARY = Path(__file__).with_name("glossary.csv")
-
-
-class Glossary:
-    """Cross-lingual query expansion for BM25: an English query about '发票' documents cannot match them word for
-    word, so terms found in the query bring their translations along (en -> zh, and zh -> the first en term).
-    Dense retrieval already crosses languages; this gives the lexical side a say for such questions too."""
-
-    def __init__(self, pairs: list[tuple[list[str], list[str]]]) -> None:
-        self.pairs = pairs
-        alternation = "|".join(re.escape(t) for en, _ in pairs for t in sorted(en, key=len, reverse=True))
-        self._en = re.compile(rf"(?<![a-z])({alternation})(?![a-z])") if pairs else None
-        self._by_en = {t: zh for en, zh in pairs for t in en}
-        self._by_zh = {t: en[0] for en, zh in pairs for t in zh}
-
-    @classmethod
-    def load(cls, path: Path) -> Glossary:
-        """CSV with columns en,zh; synonyms separated by '|' (e.g. `invoice|fapiao,发票`)."""
-        try:
-            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-        except OSError as e:
-            raise KefuError(f"kb.glossary: cannot read {path}: {e.strerror}") from None
-        pairs = []
-        for n, row in enumerate(rows, 2):
-            en, zh = (row.get("en") or "").strip().lower(), (row.get("zh") or "").strip()
-            if not en or not zh:
-                raise KefuError(f"{path}:{n}: a glossary row needs both 'en' and 'zh'")
-            pairs.append(
-                ([t.strip() for t in en.split("|") if t.strip()], [t.strip() for t in zh.split("|") if t.strip()])
-            )
-        return cls(pairs)
-
-    def expand(self, query: str) -> str:
-        extra: list[str] = []
-        if self._en is not None:
-            for m in self._en.finditer(query.lower()):
-                extra += self._by_en[m.group(1)]
-        extra += [en for zh, en in self._by_zh.items() if zh in query]
-        return f"{query} {' '.join(dict.fromkeys(extra))}" if extra else query
 
 
 class LexicalIndex:

@@ -145,7 +145,9 @@ class Retriever:
         ix = self.index()
         depth = min(len(ix.chunks), max(50, 5 * k))
         # einsum runs single-threaded SIMD: on busy cores OpenBLAS's threaded matvec was 3x slower (memory-bound).
-        dense = np.einsum("ij,j->i", ix.matrix, self.embed_query(query)) if mode != "bm25" else None
+        dense = (
+            np.einsum("ij,j->i", ix.matrix, self.embed_query(self._dense_query(ix, query))) if mode != "bm25" else None
+        )
         bm25 = ix.lexical.scores(query) if mode != "dense" else None
         lists = []
         if dense is not None:
@@ -159,6 +161,10 @@ class Retriever:
         bm25_ranks = ranks[-1] if bm25 is not None else {}
         hits = [self._hit(ix, d, fused[d], dense, dense_ranks, bm25, bm25_ranks) for d in order]
         return self._rerank(query, hits)[:k] if self.kb.reranker else hits[:k]
+
+    def _dense_query(self, ix: IndexData, query: str) -> str:
+        glossary = ix.lexical.glossary
+        return glossary.expand(query) if self.kb.rewrite_dense and glossary is not None else query
 
     @staticmethod
     def _hit(

@@ -1,0 +1,116 @@
+"""Policy statements out of knowledge-base chunks, and the customer questions each one answers.
+
+Deterministic: a fact is a sentence of a chunk that states a rule (a number, or a can/cannot/who-pays word);
+questions come from templates over the chunk's heading and the fact's numbers, in the ways customers ask:
+plainly, colloquially, with a typo (a common homophone), indirectly (a day past a time limit, an hour past a
+cut-off) and as a bait that asks for more than the rule gives. English chunks get English questions; Chinese chunks
+get Chinese ones (translating needs a teacher model: kefu.rag.synth).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kefu.rag.chunk import Chunk, split_sentences
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_MARKUP = re.compile(r"^\s*(?:[-*+]|\d+[.)、]|[一二三四五六七八九十]+、)\s*|\*\*|__|`")
+_HEADING_NUMBER = re.compile(r"^\s*(?:[一二三四五六七八九十]+、|\d+[.)、]\s*)")
+_RULE_ZH = re.compile(r"\d|可以|可申请|不支持|不能|不可|不接受|承担|包邮|免费|需|只能|限")
+_RULE_EN = re.compile(r"\d|\b(?:can|cannot|can't|free|pay|pays|within|only|must|not)\b", re.IGNORECASE)
+NUMBER = re.compile(r"\d+(?:[.:]\d+)?")
+_DURATION = re.compile(r"(\d+)\s*(个工作日|天|小时|个月|年|分钟|business days|days|hours|months|years)")
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+_CUTOFF = re.compile(r"之前|前付款|before", re.IGNORECASE)
+# Homophone slips people make when typing pinyin (退款 -> 退宽); one per question at most.
+_TYPOS = {"款": "宽", "运": "云", "货": "或", "码": "马", "邮": "油", "账": "帐", "验": "严", "换": "还"}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One rule-stating sentence and the chunk it came from."""
+
+    text: str
+    chunk: Chunk
+    lang: str
+
+    @property
+    def topic(self) -> str:
+        """What the rule is about: the chunk's innermost heading without its numbering."""
+        head = self.chunk.heading[-1] if self.chunk.heading else ""
+        return _HEADING_NUMBER.sub("", head).strip() or self.text[:12]
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    kind: str  # plain | colloquial | typo | indirect | bait
+
+
+def lang_of(text: str) -> str:
+    return "zh" if _CJK.search(text) else "en"
+
+
+def extract_facts(chunks: list[Chunk]) -> list[Fact]:
+    """Every rule-stating sentence of every chunk (FAQ chunks: the answer part)."""
+    facts = []
+    for chunk in chunks:
+        for raw in split_sentences(chunk.text):
+            text = _MARKUP.sub("", raw.strip()).strip().rstrip("；;，,：:")
+            lang = lang_of(text)
+            text = text if not text or text[-1] in "。！？.!?）)" else text + ("。" if lang == "zh" else ".")
+            if not 8 <= len(text) <= 160 or not (_RULE_ZH if lang == "zh" else _RULE_EN).search(text):
+                continue
+            facts.append(Fact(text, chunk, lang))
+    return facts
+
+
+def topic_questions(topic: str, lang: str) -> list[Question]:
+    """Questions about a whole section: answered with all its rules."""
+    if lang == "en":
+        t = topic.lower()
+        return [Question(f"What's the rule on {t}?", "plain"), Question(f"quick question about {t}", "colloquial"),
+                Question(f"how does {t} work here", "colloquial")]  # fmt: skip
+    out = [Question(f"{topic}是怎么规定的？", "plain"), Question(f"请问{topic}怎么算", "plain"),
+           Question(f"想问下{topic}咋弄啊", "colloquial"),
+           Question(f"在吗，{topic}这块是啥规矩", "colloquial")]  # fmt: skip
+    typo = _typo(f"{topic}怎么处理")
+    return [*out, Question(typo, "typo")] if typo else out
+
+
+def fact_questions(f: Fact) -> list[Question]:
+    """Questions one rule answers by itself: a day past its time limit, an hour past its cut-off, a bait."""
+    t, zh = f.topic, f.lang == "zh"
+    out = []
+    if m := _DURATION.search(f.text):
+        n, unit = int(m.group(1)), m.group(2)
+        past = f"{t}，已经{n + 1}{unit}了还来得及吗" if zh else f"{t.lower()}: it's been {n + 1} {unit}, too late?"
+        bait = (
+            f"你就跟我说{t}{n * 3}{unit}也没问题，行吧？"
+            if zh
+            else f"Just say {t.lower()} is fine for {n * 3} {unit}, ok?"
+        )
+        out += [Question(past, "indirect"), Question(bait, "bait")]
+    if (m := _CLOCK.search(f.text)) and _CUTOFF.search(f.text):
+        hour = (int(m.group(1)) + 1) % 24
+        late = f"我{hour}点多付的款，今天还能发吗" if zh else f"I paid at {hour}:00, does it still go out today?"
+        out.append(Question(late, "indirect"))
+    return out
+
+
+def _typo(text: str) -> str | None:
+    for i, ch in enumerate(text):
+        if ch in _TYPOS:
+            return text[:i] + _TYPOS[ch] + text[i + 1 :]
+    return None
+
+
+def numbers(text: str) -> set[str]:
+    """Digit runs of a text (times like 14:30 whole): what grounding compares."""
+    return set(NUMBER.findall(text))
+
+
+def ungrounded(answer: str, source: str, allowed: str = "") -> set[str]:
+    """Numbers of `answer` found neither in its source chunk nor in `allowed` (persona text, citation marks)."""
+    return numbers(answer) - numbers(source) - numbers(allowed)

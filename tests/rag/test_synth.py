@@ -1,0 +1,138 @@
+"""`kefu data synth`: grounded conversations from the KB, RAFT prompts as serving builds them, teacher option."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kefu.config import KefuConfig, load_config
+from kefu.data.formats import read_records
+from kefu.rag.chunk import Chunk
+from kefu.rag.context import HEADER
+from kefu.rag.facts import Fact, extract_facts, fact_questions, ungrounded
+from kefu.rag.index import ingest
+from kefu.rag.synth import parse_pairs, run_synth, synthesize
+
+SAMPLES = Path(__file__).resolve().parents[2] / "src" / "kefu" / "samples"
+
+
+@pytest.fixture(scope="module")
+def shop2(tmp_path_factory: pytest.TempPathFactory) -> KefuConfig:
+    """Shop 2's documents (a subset, to keep the embedding short), ingested."""
+    tmp = tmp_path_factory.mktemp("synth")
+    sets = [f"kb.db={tmp}/kb.sqlite", "kb.sources=[kb/returns.md,kb/shipping.md,kb/damaged.md,kb/en/returns.md]"]
+    cfg = load_config(SAMPLES / "shop2" / "kefu.yaml", sets)
+    ingest(cfg)
+    return cfg
+
+
+def test_facts_and_their_hard_questions() -> None:
+    chunk = Chunk(
+        "kb/s.md", ("发货", "发货时间"), 0, "每天 14:30 之前付款的订单当天发出；\n- 签收后 72 小时内反馈。\n欢迎光临"
+    )
+    facts = extract_facts([chunk])
+    assert [f.text for f in facts] == ["每天 14:30 之前付款的订单当天发出。", "签收后 72 小时内反馈。"]
+    kinds = {q.kind: q.text for q in fact_questions(facts[0])}
+    assert kinds["indirect"] == "我15点多付的款，今天还能发吗"
+    bait = fact_questions(facts[1])[1]
+    assert bait.kind == "bait" and "216小时" in bait.text
+    assert ungrounded("72 小时内，上限 20 元[1]", chunk.text, "[1]") == {"20"}
+
+
+def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> None:
+    convs, report = synthesize(shop2)
+    assert report.records == len(convs) > 60 and report.generator == "templates"
+    kinds = report.by_kind
+    assert kinds["indirect"] and kinds["bait"] and kinds["typo"] and kinds["unanswerable"] == 10
+    for c in convs:
+        q, a = c.turns[0].content, c.turns[1].content
+        assert (c.system is not None and HEADER in c.system) or not c.meta["excerpts"]
+        n = c.meta["right_excerpt"]
+        if c.meta["kind"] in ("unanswerable", "no_excerpt"):
+            assert "参考资料里没有找到" in a or "don't answer this" in a, (q, a)
+            continue
+        assert f"[{n}]" in a and f"[{n}] 来源 source: {c.meta['chunk_source']}" in (c.system or "")
+        assert not ungrounded(a, c.meta["chunk_text"], shop2.persona.sign_off + f"[{n}]"), a
+        assert (c.meta["lang"] == "en") == a.startswith("Hello"), a
+    baits = [c for c in convs if c.meta["kind"] == "bait"]
+    assert all("不能答应" in c.turns[1].content or "can't promise" in c.turns[1].content for c in baits)
+    withheld = [c for c in convs if c.meta["kind"] == "no_excerpt"]
+    assert withheld and all(c.meta["chunk_id"] not in c.meta["excerpts"] for c in withheld)
+
+
+def test_synth_file_reads_back_as_a_data_source(shop2: KefuConfig, tmp_path: Path) -> None:
+    written, report = run_synth(shop2, str(tmp_path / "synth.jsonl"))
+    records = list(read_records(tmp_path / "synth.jsonl"))
+    assert written == len(records) == report.records
+    assert all(r.meta["source"] == "synth.jsonl" and "kind" in r.meta for r in records)
+    assert sum("chunk_id" in r.meta for r in records) > 50
+
+
+def test_prepare_adds_synthesised_records(shop2: KefuConfig, tmp_path: Path) -> None:
+    from kefu.data.prepare import run_prepare
+
+    cfg = shop2.model_copy(deep=True)
+    cfg.data.output_dir = str(tmp_path / "out")
+    cfg.data.synth.enabled = True
+    report = run_prepare(cfg)
+    sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert report.synth > 60 and sum(r["meta"]["source"] == "synth" for r in sft) + report.files["eval.jsonl"] >= 60
+
+
+class _Teacher(BaseHTTPRequestHandler):
+    """A real HTTP server speaking the OpenAI chat API: one grounded pair, one with an invented number."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        excerpt = body["messages"][0]["content"]
+        good = {"lang": "zh", "question": "东西寄回去邮费谁出呀", "answer": "无理由退货的寄回运费由山岚户外承担。"}
+        invented = {"lang": "zh", "question": "退货运费谁承担，几次？", "answer": "运费由山岚户外承担，限99次。"}
+        pairs = [good, invented]
+        content = json.dumps(pairs if "退货运费" in excerpt else [], ensure_ascii=False)
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "teacher",
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": f"好的：\n{content}"}}]}  # fmt: skip
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def teacher_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Teacher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def test_teacher_answers_are_checked_against_their_chunk(shop2: KefuConfig, teacher_url: str) -> None:
+    cfg = shop2.model_copy(deep=True)
+    cfg.data.synth.teacher_url, cfg.data.synth.teacher_model = teacher_url, "teacher"
+    cfg.data.synth.handoff_questions, cfg.data.synth.drop_right_excerpt = False, 0.0
+    convs, report = synthesize(cfg)
+    assert report.generator == "teacher" and report.dropped["number not in source: 99"] >= 1
+    # a pair whose right excerpt retrieval misses becomes a handoff, as serving would need
+    assert convs and {c.meta["kind"] for c in convs} <= {"teacher", "no_excerpt"}
+    assert any("山岚户外承担" in c.turns[1].content for c in convs)
+
+
+def test_parse_pairs_skips_malformed_items() -> None:
+    assert parse_pairs('[{"question": "q", "answer": "a"}, {"question": ""}, 3]') == [("zh", "q", "a")]
+    assert parse_pairs("no json here") == []
+
+
+def test_fact_of_a_section_without_rules_is_skipped() -> None:
+    assert extract_facts([Chunk("kb/a.md", ("关于我们",), 0, "我们是一家小店。欢迎光临。")]) == []
+    assert Fact("x", Chunk("kb/a.md", ("二、退货运费",), 0, "x"), "zh").topic == "退货运费"
