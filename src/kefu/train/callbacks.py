@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from kefu.io import atomic_open, write_json
+from kefu.progress import PlainProgress, Progress, progress
 
 SEAL = "kefu-complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -73,21 +73,19 @@ class SealCheckpoints(TrainerCallback):
 
 # ----------------------------------------------------------------------------- progress
 class RichProgress(TrainerCallback):
-    """One progress bar with step, loss, tokens/s and ETA; each logged loss also printed as a line (for log files)."""
+    """One progress bar with step, loss, tokens/s, elapsed time and ETA (plain lines when not a terminal); each
+    logged loss also printed as a line (for log files)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.bar: Progress | None = None
+        self.bar: Progress | PlainProgress | None = None
         self.task: Any = None
         self.t0, self.tokens0, self.loss = 0.0, 0, float("nan")
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         # global_step is already restored here when resuming, so the bar and tokens/s start from the checkpoint.
         self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
-        self.bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
-        )  # fmt: skip
+        self.bar = progress(self.console)
         self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
         self.bar.start()
 
@@ -98,7 +96,8 @@ class RichProgress(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if self.bar is not None:
             info = f"loss {self.loss:.4f} · {self.tokens_per_s(state):,.0f} tok/s"
-            self.bar.update(self.task, completed=state.global_step, info=info)
+            # max_steps may be re-planned mid-run (StepBudget): the bar follows it
+            self.bar.update(self.task, total=state.max_steps, completed=state.global_step, info=info)
 
     def on_log(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: Any = None, **kw: Any
