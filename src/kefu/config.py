@@ -183,6 +183,14 @@ class TrainConfig(_Section):
     max_seq_len: int = Field(default=1024, ge=16, description="Longest tokenised sample; longer ones are an error.")
     packing: bool = Field(default=False, description="Pack short samples into full rows without cross-attention.")
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for activation memory.")
+    time_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Wall-time budget for the training loop (s): after the first steps kefu measures the step time and "
+        "plans the step count to end within it (never more than max_steps, never fewer than min_steps). Use a "
+        "constant scheduler with it: the schedule is laid out for max_steps. Null: no budget.",
+    )
+    min_steps: int = Field(default=1, ge=1, description="With time_budget_s: steps trained even when over budget.")
     memory_limit_gb: float | None = Field(
         default=8.0,
         gt=0,

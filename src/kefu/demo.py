@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kefu.answer.model import model_precision
 from kefu.config import KefuConfig, load_config
 from kefu.io import write_jsonl
 
@@ -31,13 +32,17 @@ DEMO_CASES = [
 SHOWN_CASES = ["identity-01", "identity-en-01", "policy-returns-01", "policy-shipping-02", "over-08"]
 
 # The quick plan trades data and steps for time: a short system prompt (so identity must be learned into the
-# weights, and each sample is ~100 tokens instead of ~400), LoRA on the top layers only (backward stops there),
-# bf16 matmuls where the CPU has them. Each value is an ordinary config field, printed for the user.
+# weights, and each sample is ~100 tokens instead of ~400), LoRA on the top layers only (backward stops there), a
+# constant learning rate, and a step count planned from the measured step time to fit the machine's budget
+# (train.time_budget_s, set when training starts from what is left). Precision is the hardware's (model.dtype auto:
+# bf16 only where the CPU computes it natively). Each value is an ordinary config field, printed for the user.
 QUICK = [
     "persona.system_prompt=你是网店的在线客服助手。",
-    "train.max_steps=72",
+    "train.max_steps=72",  # the cap: a fast machine trains this many, a slower one what its budget allows
+    "train.min_steps=16",  # below this the identity is not learned yet: over budget rather than a demo that fails
     "train.batch_size=4",
     "train.lr=5e-4",
+    "train.scheduler=constant",  # the step count is planned mid-run; a decaying schedule would assume the cap
     "train.warmup_ratio=0.05",
     "train.lora_r=16",
     "train.lora_alpha=32",
@@ -48,8 +53,10 @@ QUICK = [
     "train.logging_steps=2",
     "eval.max_new_tokens=80",
     "eval.batch_size=12",  # all demo questions decode together: one pass over the weights per token
-    "model.dtype=bfloat16",  # half the memory traffic, and bf16 matmuls where the CPU has them
 ]
+# Whole first run (model assembly included), by the precision the hardware gives: the README's promise.
+BUDGET_S = {"bfloat16": 360.0, "float32": 600.0, "float16": 600.0}
+BUDGET_MARGIN_S = 25.0  # loading the model for training, saving the adapter, the report
 FULL = ["train.epochs=3", "eval.max_new_tokens=160"]
 QUICK_SHOP_SAMPLES = 84  # shop conversations mixed with all identity samples in the quick plan
 
@@ -126,7 +133,11 @@ def run_demo(
     cfg = demo_config(out, full, extra)
     res = DemoResult(out)
     t_all = time.perf_counter()
-    console.print(_plan_text(cfg, full))
+    precision = model_precision(cfg.model)
+    budget = None if full else BUDGET_S[precision.dtype]
+    console.print(precision.line())
+    console.print(_plan_text(cfg, full, budget))
+    _show_train_log(console)
     step = functools.partial(_step, console, res.timings)
     with step("prepare", "1/5 Prepare the sample shop's data"):
         prepared = run_prepare(load_config(out / "kefu.yaml"))
@@ -137,6 +148,8 @@ def run_demo(
     with step("before", "2/5 The untrained model answers held-out questions"):
         res.before = run_eval(cfg, Target(), out / "eval-before").data
     with step("train", "3/5 Train a LoRA adapter"):
+        if budget is not None:
+            cfg = with_train_budget(cfg, budget, time.perf_counter() - t_all, res.before["run"], console)
         trained = run_sft(cfg)
     with step("after", "4/5 The trained model answers the same questions"):
         res.after = run_eval(cfg, Target(adapter=str(trained.output)), out / "eval-after").data
@@ -149,16 +162,43 @@ def run_demo(
     return res
 
 
-def _plan_text(cfg: KefuConfig, full: bool) -> str:
+def with_train_budget(
+    cfg: KefuConfig, budget_s: float, elapsed_s: float, before_run: dict[str, Any], console: Console
+) -> KefuConfig:
+    """cfg with train.time_budget_s: what the demo's budget leaves after the time spent so far and the answers
+    still to come (as long as the untrained model's took to generate, its model load aside)."""
+    answers_s = max(0.0, before_run["duration_s"] - before_run["load_s"])
+    left = budget_s - elapsed_s - answers_s - BUDGET_MARGIN_S
+    console.print(
+        f"time budget: {budget_s:.0f} s in all, {elapsed_s:.0f} s spent, ~{answers_s:.0f} s kept for the trained "
+        f"model's answers: {max(left, 0):.0f} s for the training steps"
+    )
+    train = cfg.train.model_copy(update={"time_budget_s": max(left, 1.0)})
+    return cfg.model_copy(update={"train": train})
+
+
+def _show_train_log(console: Console) -> None:
+    """Training's own notes (trainable parameters, the memory plan) on the demo's console."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("kefu.train")
+    if not logger.handlers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(RichHandler(console=console, show_path=False, show_time=False))
+
+
+def _plan_text(cfg: KefuConfig, full: bool, budget_s: float | None) -> str:
     if full:
         return "[bold]kefu demo --full[/]: all data, full persona prompt, 3 epochs (meant for a GPU)."
     t = cfg.train
     return (
-        "[bold]kefu demo[/] (quick plan for a CPU: about 5 minutes on 2 idle cores, plus ~1.5 minutes the first time "
-        "to assemble and convert the default model): "
-        f"{t.max_steps} steps of {t.batch_size} samples, LoRA r={t.lora_r} on the top {t.lora_layers} layers, "
-        f"max {t.max_seq_len} tokens, a short system prompt so identity is learned, not prompted. "
-        "`kefu demo --full` trains properly on a GPU."
+        f"[bold]kefu demo[/] (quick plan for a CPU, {(budget_s or 0) / 60:.0f} minutes in all at this precision, the first "
+        "run's model assembly included): steps of "
+        f"{t.batch_size} samples planned from the measured step time to fit (at least {t.min_steps}, at most "
+        f"{t.max_steps}), LoRA r={t.lora_r} on the top {t.lora_layers} layers, max {t.max_seq_len} tokens, a short "
+        "system prompt so identity is learned, not prompted. `kefu demo --full` trains properly on a GPU."
     )
 
 

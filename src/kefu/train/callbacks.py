@@ -116,6 +116,43 @@ class RichProgress(TrainerCallback):
             self.bar.stop()
 
 
+class StepBudget(TrainerCallback):
+    """Fit training into `budget_s` of wall time: from the mean step time so far (the first step, which warms up
+    allocators and caches, excluded), re-plan the step count after every step, and stop there.
+
+    The planned count becomes state.max_steps, so the progress bar and its estimate follow the plan."""
+
+    def __init__(self, budget_s: float, min_steps: int, console: Console | None = None) -> None:
+        self.budget_s, self.min_steps = budget_s, min_steps
+        self.console = console or Console(stderr=True)
+        self.t0, self.t1, self.step1 = 0.0, 0.0, 0
+        self.planned: int | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        now = time.perf_counter()
+        if not self.step1:  # the first step of this session: the clock for the mean starts after it
+            self.t1, self.step1 = now, state.global_step
+            return
+        step_s = (now - self.t1) / (state.global_step - self.step1)
+        planned = plan_steps(self.budget_s, now - self.t0, step_s, state.global_step, self.min_steps, state.max_steps)
+        if self.planned is None:
+            self.console.print(
+                f"time budget {self.budget_s:.0f} s: {step_s:.1f} s per step measured, planning {planned} steps"
+            )
+        self.planned = state.max_steps = planned
+        if state.global_step >= planned:
+            control.should_training_stop = True
+
+
+def plan_steps(budget_s: float, elapsed_s: float, step_s: float, done: int, min_steps: int, max_steps: int) -> int:
+    """Steps that end within budget_s (at least min_steps, at most max_steps), `done` of them taken already."""
+    fits = done + int(max(0.0, budget_s - elapsed_s) // step_s) if step_s > 0 else max_steps
+    return max(min(fits, max_steps), min_steps, done)
+
+
 _SHOWN = ("loss", "eval_loss", "learning_rate", "grad_norm")
 
 
