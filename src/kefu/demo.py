@@ -196,7 +196,8 @@ def _plan_text(cfg: KefuConfig, full: bool, budget_s: float | None) -> str:
     return (
         f"[bold]kefu demo[/] (quick plan for a CPU, {(budget_s or 0) / 60:.0f} minutes in all at this precision, "
         f"the first run's model assembly included): steps of {t.batch_size} samples, as many as fit by the measured "
-        f"step time (at least {t.min_steps}, at most {t.max_steps}), LoRA r={t.lora_r} on the top {t.lora_layers} layers, max {t.max_seq_len} tokens, a short "
+        f"step time (at least {t.min_steps}, at most {t.max_steps}), LoRA r={t.lora_r} on the top {t.lora_layers} "
+        f"layers, max {t.max_seq_len} tokens, a short "
         "system prompt so identity is learned, not prompted. `kefu demo --full` trains properly on a GPU."
     )
 
