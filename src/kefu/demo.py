@@ -158,6 +158,7 @@ def run_demo(
         res.identity_ok = _knows_identity(res.after, cfg)
         res.timings["total"] = round(time.perf_counter() - t_all, 1)
         res.report = write_demo_report(res, cfg, trained.plot_path, compare.to_json())
+        write_demo_json(res, precision.line(), trained.global_step)
     _print_summary(console, res, cfg)
     return res
 
@@ -249,6 +250,18 @@ def _print_summary(console: Console, res: DemoResult, cfg: KefuConfig) -> None:
     console.print(f"Trained model answers 你是谁 as {cfg.persona.name} of {cfg.persona.shop}: {verdict}")
     console.print(f"Timings (s): {res.timings}")
     console.print(f"Report: {res.report}")
+
+
+def write_demo_json(res: DemoResult, precision: str, steps: int) -> Path:
+    """demo.json: timings per phase, training steps and the before/after headline metrics, for benchmarks."""
+    from kefu.eval.report import get
+    from kefu.io import write_json
+
+    headline = {name: [get(res.before["metrics"], k), get(res.after["metrics"], k)] for name, k in METRICS}
+    data = {"timings_s": res.timings, "precision": precision, "train_steps": steps, "identity_learned":
+            res.identity_ok, "metrics_before_after": headline}  # fmt: skip
+    write_json(res.out / "demo.json", data)
+    return res.out / "demo.json"
 
 
 def write_demo_report(res: DemoResult, cfg: KefuConfig, loss_png: Path, compare: dict[str, Any]) -> Path:
