@@ -14,6 +14,7 @@ from rich.console import Console
 
 from kefu import cli_gateway as gateway
 from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
+from kefu.config import KefuConfig
 from kefu.errors import KefuError
 
 app = typer.Typer(
@@ -113,6 +114,13 @@ def pii_mask(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+def say_precision(cfg: KefuConfig) -> None:
+    """The weights' precision for this machine and why, first thing (bf16 is fast only where it is native)."""
+    from kefu.answer.model import model_precision
+
+    console.print(model_precision(cfg.model).line())
+
+
 @app.command()
 def train(
     config: ConfigOpt = None,
@@ -128,6 +136,7 @@ def train(
     from kefu.train.common import describe
 
     cfg = cfg_from(config, set_)
+    say_precision(cfg)
     logger = logging.getLogger("kefu.train")
     logger.setLevel(logging.INFO)
     logger.addHandler(RichHandler(console=console, show_path=False, show_time=False))
@@ -163,7 +172,10 @@ def eval_run(
     from kefu.eval.report import summary_table
     from kefu.eval.runner import Target, run_eval
 
-    result = run_eval(cfg_from(config, set_), Target(model, adapter, url, api_key, model_name), out)
+    cfg = cfg_from(config, set_)
+    if url is None:  # a local model answers
+        say_precision(cfg)
+    result = run_eval(cfg, Target(model, adapter, url, api_key, model_name), out)
     Console().print(summary_table(result.data))
     console.print(f"[green]Wrote[/] {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -301,7 +313,10 @@ def serve(
     """Run the OpenAI-compatible customer-service gateway (migrates the store first)."""
     from kefu.serve.ops import run_serve
 
-    run_serve(cfg_from(config, set_), host, port)
+    cfg = cfg_from(config, set_)
+    if cfg.serve.engine == "local":
+        say_precision(cfg)
+    run_serve(cfg, host, port)
 
 
 # The gateway's store: `kefu db/keys/models/audit ...` (kefu.cli_gateway).
