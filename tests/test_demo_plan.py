@@ -8,7 +8,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kefu.demo import BUDGET_MARGIN_S, BUDGET_S, QUICK, _plan_text, demo_config, ensure_project, with_train_budget
+from kefu.demo import (
+    AFTER_ANSWERS_FACTOR,
+    BUDGET_MARGIN_S,
+    BUDGET_S,
+    QUICK,
+    RELOAD_S,
+    _plan_text,
+    demo_config,
+    ensure_project,
+    with_train_budget,
+)
 
 
 def test_the_quick_plan_leaves_precision_to_the_hardware() -> None:
@@ -23,7 +33,8 @@ def test_training_gets_what_the_budget_leaves(tmp_path: Path) -> None:
     out = io.StringIO()
     # 100 s gone (model assembly, data), the untrained answers took 60 s of which 10 s loading the model
     planned = with_train_budget(cfg, 600, 100, {"duration_s": 60.0, "load_s": 10.0}, Console(file=out))
-    assert planned.train.time_budget_s == 600 - 100 - 50 - BUDGET_MARGIN_S
+    answers = AFTER_ANSWERS_FACTOR * 50 + RELOAD_S
+    assert planned.train.time_budget_s == 600 - 100 - answers - BUDGET_MARGIN_S
     assert "for the training steps" in out.getvalue()
     late = with_train_budget(cfg, 360, 400, {"duration_s": 60.0, "load_s": 10.0}, Console(file=io.StringIO()))
     assert late.train.time_budget_s == 1.0  # nothing left: min_steps still train

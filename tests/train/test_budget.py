@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from kefu.config import load_config
 from kefu.train.callbacks import plan_steps
@@ -21,6 +23,24 @@ def test_steps_are_planned_from_the_measured_step_time() -> None:
     assert plan_steps(600, 10, 1.0, 2, min_steps=4, max_steps=72) == 72  # a fast machine trains the cap
     assert plan_steps(30, 25, 10.0, 2, min_steps=16, max_steps=72) == 16  # too slow: the minimum, over budget
     assert plan_steps(30, 40, 10.0, 20, min_steps=4, max_steps=72) == 20  # over already: stop where it is
+
+
+def test_the_plan_follows_the_step_time_down_and_up_again() -> None:
+    from transformers import TrainerControl, TrainerState
+
+    from kefu.train.callbacks import StepBudget
+
+    now = [0.0]
+    budget = StepBudget(100.0, min_steps=1, console=Console(file=io.StringIO()), clock=lambda: now[0])
+    state, control = TrainerState(max_steps=72), TrainerControl()
+    planned = []
+    budget.on_train_begin(None, state, control)  # type: ignore[arg-type]
+    for step, t in enumerate([10.0, 30.0, 31.0, 32.0], 1):  # a slow first step (not counted), a slow second
+        now[0], state.global_step = t, step
+        budget.on_step_end(None, state, control)  # type: ignore[arg-type]
+        planned.append(state.max_steps)
+    # after step 2: 20 s a step, 70 s left -> 2 + 3; then 10.5 s -> 3 + 6; then 7.3 s -> 4 + 9
+    assert planned == [72, 5, 9, 13] and not control.should_training_stop
 
 
 @pytest.fixture(autouse=True)

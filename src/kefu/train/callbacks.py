@@ -13,6 +13,7 @@ import re
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,22 +123,28 @@ class StepBudget(TrainerCallback):
 
     The planned count becomes state.max_steps, so the progress bar and its estimate follow the plan."""
 
-    def __init__(self, budget_s: float, min_steps: int, console: Console | None = None) -> None:
-        self.budget_s, self.min_steps = budget_s, min_steps
+    def __init__(
+        self,
+        budget_s: float,
+        min_steps: int,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.budget_s, self.min_steps, self.clock = budget_s, min_steps, clock
         self.console = console or Console(stderr=True)
-        self.t0, self.t1, self.step1 = 0.0, 0.0, 0
+        self.t0, self.t1, self.step1, self.cap = 0.0, 0.0, 0, 0
         self.planned: int | None = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        self.t0 = time.perf_counter()
+        self.t0, self.cap = self.clock(), state.max_steps  # the cap stays: later plans may grow again
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         if not self.step1:  # the first step of this session: the clock for the mean starts after it
             self.t1, self.step1 = now, state.global_step
             return
         step_s = (now - self.t1) / (state.global_step - self.step1)
-        planned = plan_steps(self.budget_s, now - self.t0, step_s, state.global_step, self.min_steps, state.max_steps)
+        planned = plan_steps(self.budget_s, now - self.t0, step_s, state.global_step, self.min_steps, self.cap)
         if self.planned is None:
             self.console.print(
                 f"time budget {self.budget_s:.0f} s: {step_s:.1f} s per step measured, planning {planned} steps"
