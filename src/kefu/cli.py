@@ -15,6 +15,7 @@ from rich.console import Console
 from kefu import cli_gateway as gateway
 from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
 from kefu.cli_redteam import redteam
+from kefu.config import KefuConfig
 from kefu.errors import KefuError
 
 app = typer.Typer(
@@ -147,6 +148,13 @@ def pii_mask(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+def say_precision(cfg: KefuConfig) -> None:
+    """The weights' precision for this machine and why, first thing (bf16 is fast only where it is native)."""
+    from kefu.answer.model import model_precision
+
+    console.print(model_precision(cfg.model).line())
+
+
 @app.command()
 def train(
     config: ConfigOpt = None,
@@ -163,6 +171,7 @@ def train(
     from kefu.train.distributed import world
 
     cfg = cfg_from(config, set_)
+    say_precision(cfg)
     logger = logging.getLogger("kefu.train")
     logger.setLevel(logging.INFO)
     logger.addHandler(RichHandler(console=console, show_path=False, show_time=False))
@@ -200,7 +209,10 @@ def eval_run(
     from kefu.eval.report import summary_table
     from kefu.eval.runner import Target, run_eval
 
-    result = run_eval(cfg_from(config, set_), Target(model, adapter, url, api_key, model_name), out)
+    cfg = cfg_from(config, set_)
+    if url is None:  # a local model answers
+        say_precision(cfg)
+    result = run_eval(cfg, Target(model, adapter, url, api_key, model_name), out)
     Console().print(summary_table(result.data))
     console.print(f"[green]Wrote[/] {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -338,7 +350,10 @@ def serve(
     """Run the OpenAI-compatible customer-service gateway (migrates the store first)."""
     from kefu.serve.ops import run_serve
 
-    run_serve(cfg_from(config, set_), host, port)
+    cfg = cfg_from(config, set_)
+    if cfg.serve.engine == "local":
+        say_precision(cfg)
+    run_serve(cfg, host, port)
 
 
 # The gateway's store: `kefu db/keys/models/audit ...` (kefu.cli_gateway).

@@ -166,8 +166,9 @@ class ModelConfig(_Section):
     adapter: str | None = Field(default=None, description="LoRA adapter folder applied on top of the base model.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="Weights dtype; 'auto' picks bf16/fp16 on a GPU and fp32 on CPU, except that the serving engine "
-        "uses bf16 on CPUs with native bf16 (AVX-512 BF16, AMX).",
+        description="Weights dtype for training, eval and serving; 'auto' picks bf16 where the hardware computes it "
+        "natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), fp16 on older GPUs, fp32 elsewhere. "
+        "float32 forces full precision.",
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     repetition_penalty: float = Field(
@@ -231,6 +232,22 @@ class TrainConfig(_Section):
     max_seq_len: int = Field(default=1024, ge=16, description="Longest tokenised sample; longer ones are an error.")
     packing: bool = Field(default=False, description="Pack short samples into full rows without cross-attention.")
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for activation memory.")
+    time_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Wall-time budget for the training loop (s): after the first steps kefu measures the step time and "
+        "plans the step count to end within it (never more than max_steps, never fewer than min_steps). Use a "
+        "constant scheduler with it: the schedule is laid out for max_steps. Null: no budget.",
+    )
+    min_steps: int = Field(default=1, ge=1, description="With time_budget_s: steps trained even when over budget.")
+    memory_limit_gb: float | None = Field(
+        default=8.0,
+        gt=0,
+        description="CPU training: the peak resident memory (GB) the plan must fit. kefu estimates the peak from the "
+        "model's shapes, batch, sample length and precision before training; over the smaller of this and the memory "
+        "available, it shrinks the micro-batch (raising grad_accum), then turns on gradient checkpointing, and "
+        "refuses when nothing fits. Null: the memory available only.",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(default="auto", description="Mixed precision mode.")
     cot: bool = Field(default=False, description="Render the reasoning field as chain-of-thought; dropped when off.")
     eval_steps: int = Field(default=50, ge=1, description="Evaluate eval loss every N steps.")

@@ -8,8 +8,10 @@ trains on everything with the full persona prompt (meant for a GPU).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import random
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kefu.answer.model import model_precision
 from kefu.config import KefuConfig, load_config
 from kefu.io import write_jsonl
 
@@ -31,13 +34,17 @@ DEMO_CASES = [
 SHOWN_CASES = ["identity-01", "identity-en-01", "policy-returns-01", "policy-shipping-02", "over-08"]
 
 # The quick plan trades data and steps for time: a short system prompt (so identity must be learned into the
-# weights, and each sample is ~100 tokens instead of ~400), LoRA on the top layers only (backward stops there),
-# bf16 matmuls where the CPU has them. Each value is an ordinary config field, printed for the user.
+# weights, and each sample is ~100 tokens instead of ~400), LoRA on the top layers only (backward stops there), a
+# constant learning rate, and a step count planned from the measured step time to fit the machine's budget
+# (train.time_budget_s, set when training starts from what is left). Precision is the hardware's (model.dtype auto:
+# bf16 only where the CPU computes it natively). Each value is an ordinary config field, printed for the user.
 QUICK = [
     "persona.system_prompt=你是网店的在线客服助手。",
-    "train.max_steps=72",
+    "train.max_steps=72",  # the cap: a fast machine trains this many, a slower one what its budget allows
+    "train.min_steps=16",  # below this the identity is not learned yet: over budget rather than a demo that fails
     "train.batch_size=4",
     "train.lr=5e-4",
+    "train.scheduler=constant",  # the step count is planned mid-run; a decaying schedule would assume the cap
     "train.warmup_ratio=0.05",
     "train.lora_r=16",
     "train.lora_alpha=32",
@@ -48,8 +55,11 @@ QUICK = [
     "train.logging_steps=2",
     "eval.max_new_tokens=80",
     "eval.batch_size=12",  # all demo questions decode together: one pass over the weights per token
-    "model.dtype=bfloat16",  # half the memory traffic, and bf16 matmuls where the CPU has them
 ]
+# Whole first run (model assembly included), by the precision the hardware gives: the README's promise.
+BUDGET_S = {"bfloat16": 360.0, "float32": 600.0, "float16": 600.0}
+BUDGET_MARGIN_S = 25.0  # loading the model for training, saving the adapter, the report
+AFTER_ANSWERS_FACTOR, RELOAD_S = 1.5, 10.0  # measured: 20 s of untrained answers, 34 s for the trained ones
 FULL = ["train.epochs=3", "eval.max_new_tokens=160"]
 QUICK_SHOP_SAMPLES = 84  # shop conversations mixed with all identity samples in the quick plan
 
@@ -58,6 +68,7 @@ QUICK_SHOP_SAMPLES = 84  # shop conversations mixed with all identity samples in
 class DemoResult:
     out: Path
     timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_gb: dict[str, float] = field(default_factory=dict)  # the process's peak resident memory after each phase
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     identity_ok: bool = False
@@ -103,12 +114,16 @@ def quick_mix(prepared: Path, out: Path, seed: int) -> int:
 
 
 @contextmanager
-def _step(console: Console, timings: dict[str, float], name: str, title: str) -> Iterator[None]:
+def _step(console: Console, res: DemoResult, name: str, title: str) -> Iterator[None]:
     console.rule(f"[bold]{title}")
     t0 = time.perf_counter()
     yield
-    timings[name] = round(time.perf_counter() - t0, 1)
-    console.print(f"[dim]{title}: {timings[name]:.1f} s[/]")
+    # A phase's models sit in reference cycles: collect them now, not after the next phase has loaded its own
+    # (the first run's fp32 conversion, the eval model and the training model once added up to 8.7 GB).
+    gc.collect()
+    res.timings[name] = round(time.perf_counter() - t0, 1)
+    res.peak_rss_gb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)
+    console.print(f"[dim]{title}: {res.timings[name]:.1f} s, peak memory so far {res.peak_rss_gb[name]:.1f} GB[/]")
 
 
 def run_demo(
@@ -126,8 +141,12 @@ def run_demo(
     cfg = demo_config(out, full, extra)
     res = DemoResult(out)
     t_all = time.perf_counter()
-    console.print(_plan_text(cfg, full))
-    step = functools.partial(_step, console, res.timings)
+    precision = model_precision(cfg.model)
+    budget = None if full else BUDGET_S[precision.dtype]
+    console.print(precision.line())
+    console.print(_plan_text(cfg, full, budget))
+    _show_train_log(console)
+    step = functools.partial(_step, console, res)
     with step("prepare", "1/5 Prepare the sample shop's data"):
         prepared = run_prepare(load_config(out / "kefu.yaml"))
         if not full:
@@ -137,6 +156,8 @@ def run_demo(
     with step("before", "2/5 The untrained model answers held-out questions"):
         res.before = run_eval(cfg, Target(), out / "eval-before").data
     with step("train", "3/5 Train a LoRA adapter"):
+        if budget is not None:
+            cfg = with_train_budget(cfg, budget, time.perf_counter() - t_all, res.before["run"], console)
         trained = run_sft(cfg)
     with step("after", "4/5 The trained model answers the same questions"):
         res.after = run_eval(cfg, Target(adapter=str(trained.output)), out / "eval-after").data
@@ -145,20 +166,49 @@ def run_demo(
         res.identity_ok = _knows_identity(res.after, cfg)
         res.timings["total"] = round(time.perf_counter() - t_all, 1)
         res.report = write_demo_report(res, cfg, trained.plot_path, compare.to_json())
+    write_demo_json(res, precision.line(), trained.global_step)
     _print_summary(console, res, cfg)
     return res
 
 
-def _plan_text(cfg: KefuConfig, full: bool) -> str:
+def with_train_budget(
+    cfg: KefuConfig, budget_s: float, elapsed_s: float, before_run: dict[str, Any], console: Console
+) -> KefuConfig:
+    """cfg with train.time_budget_s: what the demo's budget leaves after the time spent so far and the answers
+    still to come. Those are estimated from the untrained model's (its model load and conversion aside): trained
+    answers ran ~1.5x longer (they use more of eval.max_new_tokens), plus loading the model again."""
+    answers_s = AFTER_ANSWERS_FACTOR * max(0.0, before_run["duration_s"] - before_run["load_s"]) + RELOAD_S
+    left = budget_s - elapsed_s - answers_s - BUDGET_MARGIN_S
+    console.print(
+        f"time budget: {budget_s:.0f} s in all, {elapsed_s:.0f} s spent, ~{answers_s:.0f} s kept for the trained "
+        f"model's answers: {max(left, 0):.0f} s for the training steps"
+    )
+    train = cfg.train.model_copy(update={"time_budget_s": max(left, 1.0)})
+    return cfg.model_copy(update={"train": train})
+
+
+def _show_train_log(console: Console) -> None:
+    """Training's own notes (trainable parameters, the memory plan) on the demo's console."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("kefu.train")
+    if not logger.handlers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(RichHandler(console=console, show_path=False, show_time=False))
+
+
+def _plan_text(cfg: KefuConfig, full: bool, budget_s: float | None) -> str:
     if full:
         return "[bold]kefu demo --full[/]: all data, full persona prompt, 3 epochs (meant for a GPU)."
     t = cfg.train
     return (
-        "[bold]kefu demo[/] (quick plan for a CPU: about 5 minutes on 2 idle cores, plus ~1.5 minutes the first time "
-        "to assemble and convert the default model): "
-        f"{t.max_steps} steps of {t.batch_size} samples, LoRA r={t.lora_r} on the top {t.lora_layers} layers, "
-        f"max {t.max_seq_len} tokens, a short system prompt so identity is learned, not prompted. "
-        "`kefu demo --full` trains properly on a GPU."
+        f"[bold]kefu demo[/] (quick plan for a CPU, {(budget_s or 0) / 60:.0f} minutes in all at this precision, "
+        f"the first run's model assembly included): steps of {t.batch_size} samples, as many as fit by the measured "
+        f"step time (at least {t.min_steps}, at most {t.max_steps}), LoRA r={t.lora_r} on the top {t.lora_layers} "
+        f"layers, max {t.max_seq_len} tokens, a short "
+        "system prompt so identity is learned, not prompted. `kefu demo --full` trains properly on a GPU."
     )
 
 
@@ -209,6 +259,24 @@ def _print_summary(console: Console, res: DemoResult, cfg: KefuConfig) -> None:
     console.print(f"Trained model answers 你是谁 as {cfg.persona.name} of {cfg.persona.shop}: {verdict}")
     console.print(f"Timings (s): {res.timings}")
     console.print(f"Report: {res.report}")
+
+
+def write_demo_json(res: DemoResult, precision: str, steps: int) -> Path:
+    """demo.json: timings per phase, training steps and the before/after headline metrics, for benchmarks."""
+    from kefu.eval.report import get
+    from kefu.io import write_json
+
+    headline = {name: [get(res.before["metrics"], k), get(res.after["metrics"], k)] for name, k in METRICS}
+    data = {
+        "timings_s": res.timings,
+        "peak_rss_gb": res.peak_rss_gb,
+        "precision": precision,
+        "train_steps": steps,
+        "identity_learned": res.identity_ok,
+        "metrics_before_after": headline,
+    }
+    write_json(res.out / "demo.json", data)
+    return res.out / "demo.json"
 
 
 def write_demo_report(res: DemoResult, cfg: KefuConfig, loss_png: Path, compare: dict[str, Any]) -> Path:

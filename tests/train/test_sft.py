@@ -238,6 +238,38 @@ def test_answer_logits_loss_equals_the_models_own(tiny_model_dir: Path, tmp_path
     assert torch.allclose(ours, theirs, atol=1e-6), (ours, theirs)
 
 
+def test_chunked_loss_under_lora_equals_the_models_own_with_the_same_gradients(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """With a frozen head (LoRA) the head and cross-entropy run in chunks of tokens; loss and LoRA gradients are
+    the model's own (full logits) ones."""
+    from kefu.config import TrainConfig
+    from kefu.train.common import attach_lora
+    from kefu.train.sft import frozen_head
+
+    torch.manual_seed(0)
+    model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), TrainConfig(lora_dropout=0.0)).train()
+    for name, p in model.named_parameters():  # LoRA B starts at zero: give it values so the gradients differ
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    assert frozen_head(model) is not None
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    trainer = AnswerLogitsTrainer(model=model, args=args)
+    long_answer = list(range(20, 320))  # longer than one loss chunk (256 tokens)
+    batch = PadCollator(pad_id=0)([
+        {"input_ids": [5, 6, 7, *long_answer], "labels": [-100, -100, -100, *long_answer]},
+        {"input_ids": [11, 12, 13, 14], "labels": [-100, -100, 13, 14]},
+    ])  # fmt: skip
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+    ours = trainer.compute_loss(model, batch, num_items_in_batch=None)
+    ours_grads = torch.autograd.grad(ours, lora)
+    theirs = model(**batch).loss
+    theirs_grads = torch.autograd.grad(theirs, lora)
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
+    for a, b in zip(ours_grads, theirs_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_sft_on_the_embedded_default_model(tmp_path: Path) -> None:
     """Two LoRA steps on the real 0.5B default model with its own chat template and the persona's system prompt."""

@@ -12,9 +12,10 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kefu.answer.templates import apply_template, configure_generation
 from kefu.config import ModelConfig
@@ -112,32 +113,87 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """'auto': bf16 on a GPU that supports it, else fp16 on a GPU, fp32 on CPU (CPU half precision is slow)."""
+    """model.dtype as a torch dtype; 'auto' is the hardware's choice (see choose_precision)."""
     import torch
 
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return getattr(torch, dtype if dtype != "auto" else choose_precision(dtype, device).dtype)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The weights' dtype for a step (training, eval, serving) and why it was chosen, as shown to the user."""
+
+    dtype: Literal["float32", "bfloat16", "float16"]
+    reason: str
+
+    def line(self) -> str:
+        return f"precision: {self.dtype} ({self.reason})"
+
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: stay with fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def native_bf16_flags(flags: Collection[str] | None = None) -> list[str]:
+    """The flags by which a CPU does bf16 arithmetic natively (AVX-512 BF16, AMX); none: bf16 is emulated, slow."""
+    have = cpu_flags() if flags is None else flags
+    return [f for f in NATIVE_BF16_FLAGS if f in have]
+
+
+def cpu_has_native_bf16(flags: Collection[str] | None = None) -> bool:
+    return bool(native_bf16_flags(flags))
+
+
+def choose_precision(
+    dtype: str, device: str, *, flags: Collection[str] | None = None, cuda_bf16: bool | None = None
+) -> Precision:
+    """One rule for training, eval and serving: bf16 where the hardware computes it natively (a CUDA GPU with bf16,
+    a CPU with AVX-512 BF16 or AMX), fp16 on older GPUs, fp32 elsewhere. An explicit model.dtype is kept, with a
+    warning in the reason where it is emulated. `flags`/`cuda_bf16` default to this machine's (tests inject them)."""
+    if device.startswith("cuda"):
+        native, where, how = _cuda_bf16(cuda_bf16), "this GPU", "bf16"
+    else:
+        found = native_bf16_flags(flags)
+        native, where, how = bool(found), "this CPU", "/".join(found)
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise KefuError(f"model.dtype: unknown dtype '{dtype}'")
+    if dtype != "auto":
+        emulated = where == "this CPU" and (dtype == "float16" or (dtype == "bfloat16" and not native))
+        return Precision(dtype, f"model.dtype={dtype}" + (f"; {where} only emulates it: slow" if emulated else ""))  # type: ignore[arg-type]
+    if native:
+        return Precision("bfloat16", f"{where} computes bf16 natively ({how})")
+    if where == "this CPU":
+        no = " or ".join(NATIVE_BF16_FLAGS)
+        return Precision("float32", f"{where} has no native bf16 (no {no}): bf16 would be emulated, slower than fp32")
+    return Precision("float16", f"{where} has no bf16")
+
+
+def _cuda_bf16(known: bool | None) -> bool:
+    if known is not None:
+        return known
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported())
+
+
+def model_precision(mcfg: ModelConfig) -> Precision:
+    """The precision `load_model(mcfg)` will use on this machine."""
+    return choose_precision(mcfg.dtype, resolve_device(mcfg.device))
 
 
 def serving_dtype(mcfg: ModelConfig) -> str:
-    """model.dtype for answering customers: 'auto' on a CPU with native bf16 means bf16 (about half the time to
-    first token of fp32 for the default model); training, eval and export keep fp32 on CPU."""
-    if mcfg.dtype == "auto" and resolve_device(mcfg.device) == "cpu" and cpu_has_native_bf16():
-        return "bfloat16"
-    return mcfg.dtype
+    """model.dtype for answering customers: the same hardware choice as every other step."""
+    return model_precision(mcfg).dtype
 
 
 def load_tokenizer(mcfg: ModelConfig, cfg_root: Path | None = None) -> PreTrainedTokenizerBase:

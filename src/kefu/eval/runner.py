@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kefu.answer.engines.base import Engine
 from kefu.config import KefuConfig, PersonaConfig
@@ -26,6 +25,8 @@ from kefu.eval import judge, metrics
 from kefu.eval.generate import Answer, Messages, Tick, generate_engine, generate_local, generate_openai
 from kefu.eval.similarity import case_similarity
 from kefu.io import write_json, write_text
+from kefu.progress import PlainProgress, Progress
+from kefu.progress import progress as progress_display
 
 SCHEMA_VERSION = 1
 MAIN_SUITE = "main"
@@ -173,7 +174,7 @@ def _judge(cfg: KefuConfig, rows: list[dict[str, Any]]) -> dict[str, Any] | None
 
 
 def _evaluate_suite(
-    cfg: KefuConfig, suite: str, cases: list[EvalCase], answer: Answerer, progress: Progress
+    cfg: KefuConfig, suite: str, cases: list[EvalCase], answer: Answerer, progress: Progress | PlainProgress
 ) -> tuple[list[dict[str, Any]], float]:
     system = _system_prompt(cfg.persona)
     task = progress.add_task(f"eval {suite}", total=len(cases))
@@ -205,10 +206,9 @@ def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> Ev
     t0 = time.perf_counter()
     answer = make_answerer(cfg, target)
     load_s = time.perf_counter() - t0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     per_suite: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
-    with Progress(*columns, transient=True) as progress:
+    with progress_display(transient=True) as progress:
         for name, cases in suites.items():
             suite_rows, wall = _evaluate_suite(cfg, name, cases, answer, progress)
             rows += suite_rows

@@ -13,15 +13,16 @@ import re
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from kefu.io import atomic_open, write_json
+from kefu.progress import PlainProgress, Progress, progress
 from kefu.train.distributed import barrier
 
 SEAL = "kefu-complete.json"
@@ -77,21 +78,19 @@ class SealCheckpoints(TrainerCallback):
 
 # ----------------------------------------------------------------------------- progress
 class RichProgress(TrainerCallback):
-    """One progress bar with step, loss, tokens/s and ETA; each logged loss also printed as a line (for log files)."""
+    """One progress bar with step, loss, tokens/s, elapsed time and ETA (plain lines when not a terminal); each
+    logged loss also printed as a line (for log files)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.bar: Progress | None = None
+        self.bar: Progress | PlainProgress | None = None
         self.task: Any = None
         self.t0, self.tokens0, self.loss = 0.0, 0, float("nan")
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         # global_step is already restored here when resuming, so the bar and tokens/s start from the checkpoint.
         self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
-        self.bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
-        )  # fmt: skip
+        self.bar = progress(self.console)
         self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
         self.bar.start()
 
@@ -102,7 +101,8 @@ class RichProgress(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if self.bar is not None:
             info = f"loss {self.loss:.4f} · {self.tokens_per_s(state):,.0f} tok/s"
-            self.bar.update(self.task, completed=state.global_step, info=info)
+            # max_steps may be re-planned mid-run (StepBudget): the bar follows it
+            self.bar.update(self.task, total=state.max_steps, completed=state.global_step, info=info)
 
     def on_log(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: Any = None, **kw: Any
@@ -119,6 +119,49 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class StepBudget(TrainerCallback):
+    """Fit training into `budget_s` of wall time: from the mean step time so far (the first step, which warms up
+    allocators and caches, excluded), re-plan the step count after every step, and stop there.
+
+    The planned count becomes state.max_steps, so the progress bar and its estimate follow the plan."""
+
+    def __init__(
+        self,
+        budget_s: float,
+        min_steps: int,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.budget_s, self.min_steps, self.clock = budget_s, min_steps, clock
+        self.console = console or Console(stderr=True)
+        self.t0, self.t1, self.step1, self.cap = 0.0, 0.0, 0, 0
+        self.planned: int | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        self.t0, self.cap = self.clock(), state.max_steps  # the cap stays: later plans may grow again
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        now = self.clock()
+        if not self.step1:  # the first step of this session: the clock for the mean starts after it
+            self.t1, self.step1 = now, state.global_step
+            return
+        step_s = (now - self.t1) / (state.global_step - self.step1)
+        planned = plan_steps(self.budget_s, now - self.t0, step_s, state.global_step, self.min_steps, self.cap)
+        if self.planned is None:
+            self.console.print(
+                f"time budget {self.budget_s:.0f} s: {step_s:.1f} s per step measured, planning {planned} steps"
+            )
+        self.planned = state.max_steps = planned
+        if state.global_step >= planned:
+            control.should_training_stop = True
+
+
+def plan_steps(budget_s: float, elapsed_s: float, step_s: float, done: int, min_steps: int, max_steps: int) -> int:
+    """Steps that end within budget_s (at least min_steps, at most max_steps), `done` of them taken already."""
+    fits = done + int(max(0.0, budget_s - elapsed_s) // step_s) if step_s > 0 else max_steps
+    return max(min(fits, max_steps), min_steps, done)
 
 
 _SHOWN = ("loss", "eval_loss", "learning_rate", "grad_norm")

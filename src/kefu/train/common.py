@@ -24,6 +24,7 @@ from kefu.train.callbacks import (
     Report,
     RichProgress,
     SealCheckpoints,
+    StepBudget,
     checkpoints,
     drop_incomplete_checkpoints,
     last_complete_checkpoint,
@@ -224,6 +225,8 @@ def callbacks(cfg: KefuConfig, run_dir: Path, stage: str, extra_keys: tuple[str,
         cbs[:0] = [RichProgress(), tensorboard]
     if t.early_stopping_patience is not None:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    if t.time_budget_s is not None:
+        cbs.append(StepBudget(t.time_budget_s, t.min_steps))
     return cbs
 
 

@@ -18,6 +18,8 @@ from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments,
 from kefu.config import KefuConfig
 from kefu.data.schema import Conversation
 from kefu.train import common, distributed
+from kefu.train.fast.loss import linear_cross_entropy
+from kefu.train.memory import LOSS_CHUNK_ROWS, fit_to_memory
 from kefu.train.tokenize import IGNORE, Record, encode_all
 
 log = logging.getLogger("kefu.train")
@@ -49,7 +51,10 @@ def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     train_set = encode(tokenizer, train_rows, cfg, system)
     eval_set = encode(tokenizer, eval_rows, cfg, system) if eval_rows else None
 
-    # 4. train
+    # 4. fit the plan to this machine's memory (CPU: smaller micro-batches, checkpointing), then train
+    cfg, memory_note = fit_to_memory(cfg, model, train_set)
+    if memory_note:
+        log.info("%s", memory_note)
     trainer_cls, collator = pick_trainer(cfg, model, tokenizer)
     args = common.training_args(
         cfg, run_dir, has_eval=eval_set is not None, cls=TrainingArguments, remove_unused_columns=False
@@ -100,11 +105,13 @@ def pick_trainer(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[type[Trai
 
 
 class AnswerLogitsTrainer(Trainer):
-    """transformers' Trainer, computing the LM head only where the next token is trained.
+    """transformers' Trainer, computing the LM head only where the next token is trained, in chunks.
 
     System prompt and question tokens carry no loss, yet a plain forward projects each of them onto the whole
     vocabulary (150k columns for Qwen): for the persona-prompted samples of a shop that was a fifth of a CPU step.
-    The loss is the model's own: summed cross-entropy over answer tokens / answer tokens in the accumulated batch.
+    With a frozen head (LoRA) the head and cross-entropy run LOSS_CHUNK_ROWS tokens at a time, so [tokens, vocab]
+    fp32 logits (GBs for a batch of long answers) never exist whole. The loss is the model's own: summed
+    cross-entropy over answer tokens / answer tokens in the accumulated batch.
     """
 
     loss_is_scaled_for_ga = True  # normalised below over the whole gradient-accumulation window
@@ -114,22 +121,47 @@ class AnswerLogitsTrainer(Trainer):
     ) -> Any:
         targets = inputs["labels"][:, 1:]  # position t predicts token t+1
         keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
         targets = targets[:, keep]
         # num_items_in_batch from the Trainer counts every rank's tokens, and DDP averages gradients over ranks
         scale = distributed.loss_scale(self.args)
         if num_items_in_batch is None:  # evaluation, or a model without loss kwargs: this batch's mean
             steps = self.args.gradient_accumulation_steps if model.training else 1
             num_items_in_batch, scale = (targets != IGNORE).sum().clamp_min(1) * steps, 1
-        logits = outputs.logits.float().flatten(0, 1)
-        loss = F.cross_entropy(logits, targets.flatten(), ignore_index=IGNORE, reduction="sum") / num_items_in_batch
+        features = {k: v for k, v in inputs.items() if k != "labels"}
+        head = frozen_head(model)
+        if head is None:  # the head trains (full fine-tuning) or the model is wrapped: the model's own head
+            outputs = model(**features, logits_to_keep=keep)
+            logits = outputs.logits.float().flatten(0, 1)
+            loss = F.cross_entropy(logits, targets.flatten(), ignore_index=IGNORE, reduction="sum") / num_items_in_batch
+            loss = loss * scale
+            return (loss, outputs) if return_outputs else loss
+        outputs = decoder_of(model)(**features)
+        hidden = outputs.last_hidden_state[:, keep].flatten(0, 1)
+        loss = linear_cross_entropy(hidden, head.weight, targets.flatten(), float(num_items_in_batch), LOSS_CHUNK_ROWS)
         loss = loss * scale
         return (loss, outputs) if return_outputs else loss
 
 
+def _base(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def frozen_head(model: Any) -> torch.nn.Linear | None:
+    """The output layer when it is a plain frozen Linear on an unwrapped model (chunked loss applies), else None."""
+    if hasattr(model, "module"):  # DDP & co.: their hooks run only through the wrapper's own forward
+        return None
+    head = _base(model).get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.weight.requires_grad or head.bias is not None:
+        return None
+    return head
+
+
+def decoder_of(model: Any) -> Any:
+    return _base(model).get_decoder()
+
+
 def takes_logits_to_keep(model: Any) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return "logits_to_keep" in inspect.signature(_base(model).forward).parameters
 
 
 def plain_collator(cfg: KefuConfig, model: Any, tokenizer: Any) -> Collator:
