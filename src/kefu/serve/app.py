@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kefu.answer.engines import open_engine
 from kefu.answer.engines.base import Engine
 from kefu.config import KefuConfig
 from kefu.serve import errors, seams, versions
@@ -121,28 +122,13 @@ def _redis(cfg: KefuConfig) -> Any:
     return aioredis.Redis.from_url(cfg.serve.redis_url)
 
 
-def default_engine(cfg: KefuConfig) -> Engine:
-    """The engine serve.engine names, built from the config."""
-    if cfg.serve.engine == "upstream":
-        from kefu.answer.engines.upstream import UpstreamEngine
-
-        return UpstreamEngine.from_config(cfg)
-    if cfg.serve.engine == "scripted":
-        from kefu.errors import KefuError
-
-        raise KefuError("serve.engine: 'scripted' is for tests: pass a ScriptedEngine to create_app")
-    from kefu.answer.engines.hf import HFEngine
-
-    return HFEngine.from_config(cfg)
-
-
 def build_services(
     cfg: KefuConfig, engine: Engine | None = None, store: Store | None = None, rules: list[HandoffRule] | None = None,
     retriever: Any = None,
 ) -> Services:  # fmt: skip
     store = store or Store(cfg.serve.db_url, cfg.root)
     versions.ensure_base(store, cfg.serve.upstream_model if cfg.serve.engine == "upstream" else None)
-    engine = engine or default_engine(cfg)
+    engine = engine or open_engine(cfg)
     redis = _redis(cfg)
     metrics, writer = Metrics(), AuditWriter(store)
     cache = ResponseCache(cfg.serve.cache_ttl_s, redis, cfg.serve.redis_prefix)
