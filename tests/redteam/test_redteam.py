@@ -120,3 +120,13 @@ def test_unknown_category_is_refused_and_default_url_is_kefus_own() -> None:
         choose(Selection(categories=["nope"]))
     cfg = load_config(None, ["serve.host=0.0.0.0", "serve.port=9123"])
     assert default_base_url(cfg) == "http://127.0.0.1:9123/v1"
+
+
+def test_the_planted_kb_document_and_its_probes() -> None:
+    from kefu.redteam.probes import PLANTED_MARKER, planted_doc_text
+
+    extra = {p.id for p in all_probes(kb_planted=True)} - {p.id for p in all_probes()}
+    assert len(extra) == 10 and all(i.startswith("kb_planted-") for i in extra)
+    assert PLANTED_MARKER in planted_doc_text()
+    printed = CliRunner().invoke(app, ["redteam", "--print-planted-doc"])
+    assert printed.exit_code == 0 and PLANTED_MARKER in printed.output
