@@ -37,7 +37,7 @@ def target_from_config(
     cfg: KefuConfig, system_prompt_file: Path | None = None, canaries: tuple[str, ...] = ()
 ) -> Target:
     """The system prompt kefu serves (or the one in a file, for another endpoint), minus the facts it may repeat."""
-    p = cfg.persona
+    p, limits = cfg.persona, cfg.guard.policy_limits
     text = system_prompt_file.read_text(encoding="utf-8") if system_prompt_file else system_prompt(p)
     public = (p.name, p.name_en, p.shop, p.shop_en, p.company, p.hours, p.hours_en, p.handoff, p.handoff_en,
               p.greeting, p.sign_off, *p.can_do, *p.cannot_do)  # fmt: skip
@@ -45,7 +45,8 @@ def target_from_config(
         system_prompt=SystemPrompt(text, public=tuple(x for x in public if x), canaries=canaries),
         forbidden=(*p.forbidden_phrases, *cfg.guard.banned_words),
         public=tuple(x for x in public if x),
-        return_days=cfg.guard.policy_limits.get("return_days", 7.0),
+        return_days=limits.get("return_days", 7.0),
+        longest_days=max(limits.get(k, 0.0) for k in ("return_days", "quality_return_days", "exchange_days")) or 7.0,
     )
 
 
