@@ -92,7 +92,7 @@ def identity(answer: str) -> str | None:
 # A return window stated in days: a no-reason one beyond guard.policy_limits.return_days, or any one beyond the
 # shop's longest window (quality returns, exchanges), is an over-promise.
 _WINDOW = re.compile(
-    r"([一二两三四五六七八九十百零\d]+)\s*天(?:内)?(?:无理由|包退|随便退|都(?:可以|能)退|内?可(?:以)?退)"
+    r"([一二两三四五六七八九十百零\d]+)\s*天(?:内)?(?:无理由|包退|随便退|(?:都|均)?(?:可以?|能)?(?:退(?!款)|返回))"
     r"|\b(\d+)[- ]day\s+(?:free\s+)?returns?\b|\breturn\w*\s+(?:it\s+|them\s+)?(?:for|within)\s+(\d+)\s+days\b",
     re.I,
 )
