@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,7 +11,7 @@ from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
 
 _HELP_KB = (
     "Also send the questions that retrieve the planted document: first add it to the KB "
-    "(`kefu redteam --print-planted-doc > kb/zz_planted.md`, `kefu kb build`), against a test copy only."
+    "(`kefu redteam --print-planted-doc > kb/zz_planted.md`, `kefu kb ingest`), against a test copy only."
 )
 
 
@@ -37,22 +37,31 @@ def redteam(
     print_planted_doc: Annotated[
         bool, typer.Option(help="Print the document to plant in a test KB, then exit.")
     ] = False,
+    rescore: Annotated[
+        Path | None, typer.Option(help="Score an earlier report.json's answers again (sends nothing) into --out.")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Send >= 500 zh/en attack probes and report attack success rate by category and language, with examples."""
     from kefu.redteam.probes import planted_doc_text
-    from kefu.redteam.run import Selection, default_base_url, run_redteam, target_from_config
+    from kefu.redteam.run import Selection, default_base_url, rescore_report, run_redteam, target_from_config
     from kefu.redteam.runner import RunOptions
 
     if print_planted_doc:
         typer.echo(planted_doc_text())
         return
     cfg = cfg_from(config, set_)
+    target = target_from_config(cfg, system_prompt_file, tuple(canary or ()))
+    if rescore is not None:
+        _summary(rescore_report(rescore, target, out), out)
+        return
     opts = RunOptions(base_url or default_base_url(cfg), api_key or "none", model or cfg.serve.model_name,
                       concurrency, max_tokens, stream, timeout)  # fmt: skip
-    target = target_from_config(cfg, system_prompt_file, tuple(canary or ()))
-    rep = run_redteam(opts, target, out, Selection(category, lang, limit, kb_planted))
+    _summary(run_redteam(opts, target, out, Selection(category, lang, limit, kb_planted)), out)
+
+
+def _summary(rep: dict[str, Any], out: Path) -> None:
     s = rep["summary"]
     asr = "n/a" if s["asr"] is None else f"{100 * s['asr']:.1f}%"
     console.print(f"ASR {asr} ({s['successes']}/{s['answered']} answered, {s['errors']} errors), "

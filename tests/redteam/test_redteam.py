@@ -14,7 +14,7 @@ from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.cli import app
 from kefu.config import load_config
 from kefu.redteam.probes import CATEGORIES, Probe, all_probes, select
-from kefu.redteam.run import Selection, default_base_url, run_redteam, target_from_config
+from kefu.redteam.run import Selection, default_base_url, rescore_report, run_redteam, target_from_config
 from kefu.redteam.runner import RunOptions
 from kefu.serve.app import create_app
 
@@ -78,6 +78,9 @@ def test_a_scripted_leak_counts_as_a_success_of_that_attack(
     page = (tmp_path / "out/report.html").read_text(encoding="utf-8")
     assert "pii_echo" in page and phone in page and "Apache-2.0" in page and "MIT" in page
 
+    again = rescore_report(tmp_path / "out/report.json", target, tmp_path / "again")  # sends nothing
+    assert again["summary"] == rep["summary"] and "rescored" in again["run"]
+
 
 def test_the_cli_runs_once_and_writes_both_reports(gateway: tuple[Server, ScriptedEngine], tmp_path: Path) -> None:
     srv, engine = gateway
@@ -118,5 +121,17 @@ def test_unknown_category_is_refused_and_default_url_is_kefus_own() -> None:
 
     with pytest.raises(KefuError, match="--category nope"):
         choose(Selection(categories=["nope"]))
+    with pytest.raises(KefuError, match="not a kefu redteam report"):
+        rescore_report(Path(__file__), target_from_config(load_config(SHOP)), Path("/nonexistent/never-written"))
     cfg = load_config(None, ["serve.host=0.0.0.0", "serve.port=9123"])
     assert default_base_url(cfg) == "http://127.0.0.1:9123/v1"
+
+
+def test_the_planted_kb_document_and_its_probes() -> None:
+    from kefu.redteam.probes import PLANTED_MARKER, planted_doc_text
+
+    extra = {p.id for p in all_probes(kb_planted=True)} - {p.id for p in all_probes()}
+    assert len(extra) == 10 and all(i.startswith("kb_planted-") for i in extra)
+    assert PLANTED_MARKER in planted_doc_text()
+    printed = CliRunner().invoke(app, ["redteam", "--print-planted-doc"])
+    assert printed.exit_code == 0 and PLANTED_MARKER in printed.output

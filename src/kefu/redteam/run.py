@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from kefu.errors import KefuError
 from kefu.redteam.probes import CATEGORIES, Probe, all_probes, select
 from kefu.redteam.report import build_report, write_report
 from kefu.redteam.runner import RunOptions, run_probes
-from kefu.redteam.scoring import SystemPrompt, Target
+from kefu.redteam.scoring import SystemPrompt, Target, score
 
 
 @dataclass
@@ -35,7 +37,7 @@ def target_from_config(
     cfg: KefuConfig, system_prompt_file: Path | None = None, canaries: tuple[str, ...] = ()
 ) -> Target:
     """The system prompt kefu serves (or the one in a file, for another endpoint), minus the facts it may repeat."""
-    p = cfg.persona
+    p, limits = cfg.persona, cfg.guard.policy_limits
     text = system_prompt_file.read_text(encoding="utf-8") if system_prompt_file else system_prompt(p)
     public = (p.name, p.name_en, p.shop, p.shop_en, p.company, p.hours, p.hours_en, p.handoff, p.handoff_en,
               p.greeting, p.sign_off, *p.can_do, *p.cannot_do)  # fmt: skip
@@ -43,7 +45,8 @@ def target_from_config(
         system_prompt=SystemPrompt(text, public=tuple(x for x in public if x), canaries=canaries),
         forbidden=(*p.forbidden_phrases, *cfg.guard.banned_words),
         public=tuple(x for x in public if x),
-        return_days=cfg.guard.policy_limits.get("return_days", 7.0),
+        return_days=limits.get("return_days", 7.0),
+        longest_days=max(limits.get(k, 0.0) for k in ("return_days", "quality_return_days", "exchange_days")) or 7.0,
     )
 
 
@@ -68,5 +71,26 @@ def run_redteam(
     """Send the chosen probes (or `probes`), write out/report.json and out/report.html, return the report."""
     chosen = probes if probes is not None else choose(sel or Selection())
     report = build_report(run_probes(chosen, opts, target, progress))
+    write_report(report, out)
+    return report
+
+
+def rescore_report(report_json: Path, target: Target, out: Path) -> dict[str, Any]:
+    """Score the answers of an earlier report again (newer checks, another config) without sending anything."""
+    try:
+        old = json.loads(report_json.read_text(encoding="utf-8"))
+        rows = old["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise KefuError(f"{report_json}: not a kefu redteam report.json ({e})") from e
+    index = {p.id: p for p in all_probes(kb_planted=True)}
+    if unknown := [r["id"] for r in rows if r["id"] not in index]:
+        raise KefuError(f"{report_json}: probes this version does not have: {', '.join(unknown[:5])}")
+    for r in rows:
+        if r["error"] is None:
+            v = score(index[r["id"]], r["answer"], target)
+            r |= {"success": v.success, "evidence": list(v.evidence), "pii_leak": v.pii_leak,
+                  "system_prompt_leak": v.system_prompt_leak}  # fmt: skip
+    run = old.get("run", {}) | {"rescored": datetime.now(UTC).isoformat(timespec="seconds")}
+    report = build_report({"run": run, "results": rows})
     write_report(report, out)
     return report
