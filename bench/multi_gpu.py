@@ -97,12 +97,15 @@ def make_project(root: Path, size: str, a: argparse.Namespace, cuda: bool) -> Pa
 
 
 # ----------------------------------------------------------------------------- runs
-def train(project: Path, nproc: int, global_batch: int, run: str, *sets: str, cuda: bool) -> dict[str, Any]:
+def train(
+    project: Path, nproc: int, global_batch: int, run: str, *sets: str, cuda: bool, resume: bool = False
+) -> dict[str, Any]:
     """One `torchrun -m kefu train`; its report's numbers, or the error's last lines (e.g. out of memory)."""
     out = project.parent / f"runs/{run}-{nproc}"
     overrides = [f"train.output_dir={out}", f"train.batch_size={global_batch // nproc}", "train.grad_accum=1", *sets]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "kefu",
            "train", "-c", str(project), *[x for s in overrides for x in ("--set", s)]]  # fmt: skip
+    cmd += ["--resume"] if resume else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     if not cuda:
         env["OMP_NUM_THREADS"] = "1"  # one thread per process: 2 processes on 2 cores
@@ -126,39 +129,61 @@ def bench_size(size: str, a: argparse.Namespace, cuda: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"kefu-multi-{size}-") as tmp:
         print(f"[{size}] building random weights and data ...", file=sys.stderr, flush=True)
         project = make_project(Path(tmp), size, a, cuda)
-        result: dict[str, Any] = {"size": size, "lora": {}, "full": {}}
+        result: dict[str, Any] = {"size": size, "lora": {}, "lora_fsdp": {}, "full": {}}
         for n in counts:
             print(f"[{size}] LoRA on {n} process(es) ...", file=sys.stderr, flush=True)
             result["lora"][n] = train(project, n, a.global_batch, "lora", cuda=cuda)
+        if cuda and size == a.sizes[0]:  # LoRA through FSDP2 works too (peft weights sharded with the layer)
+            print(f"[{size}] LoRA with FSDP2 on {counts[-1]} GPU(s) ...", file=sys.stderr, flush=True)
+            n = counts[-1]
+            result["lora_fsdp"][n] = train(project, n, a.global_batch, "lora-fsdp", "train.parallel=fsdp", cuda=cuda)
         for n in counts if cuda and not a.skip_full else []:
             print(f"[{size}] full fine-tune on {n} GPU(s) ...", file=sys.stderr, flush=True)
-            sets = ["train.method=full", "train.parallel=fsdp"]  # FSDP2 on 1 GPU too: same code, nothing to shard
-            result["full"][n] = train(project, n, a.global_batch, "full", *sets, cuda=cuda)
+            result["full"][n] = train(project, n, a.global_batch, "full", *FSDP_FULL, cuda=cuda)
+        if cuda and not a.skip_full and size == a.sizes[0]:
+            result["resume"] = resume_check(project, counts[-1], a, result["full"][counts[-1]])
     return result
+
+
+FSDP_FULL = ("train.method=full", "train.parallel=fsdp")  # FSDP2 on 1 GPU too: the same code, nothing to shard
+
+
+def resume_check(project: Path, n: int, a: argparse.Namespace, whole: dict[str, Any]) -> dict[str, Any]:
+    """Stop a full FSDP2 run at half its steps (sharded checkpoint), `--resume` it: same curve as the whole run?"""
+    print(f"[resume] full fine-tune on {n} GPU(s), stopped at step {a.steps // 2} and resumed ...", file=sys.stderr)
+    half = [f"train.max_steps={a.steps // 2}", f"train.save_steps={a.steps // 2}"]
+    first = train(project, n, a.global_batch, "resume", *FSDP_FULL, *half, cuda=True)
+    if not first.get("ok"):
+        return first
+    shards = sorted(p.name for p in (project.parent / f"runs/resume-{n}").glob("checkpoint-*/*"))
+    second = train(project, n, a.global_batch, "resume", *FSDP_FULL, cuda=True, resume=True)
+    return second | {"checkpoint_files": shards, "max_loss_gap_vs_whole_run": loss_gap(whole, second)}
 
 
 # ----------------------------------------------------------------------------- report
 def loss_gap(one: dict[str, Any], many: dict[str, Any]) -> float | None:
     if not (one.get("ok") and many.get("ok")):
         return None
+    if len(one["losses"]) != len(many["losses"]):  # a run logged fewer steps than the other: no like-for-like
+        return None
     return round(max(abs(x - y) for x, y in zip(one["losses"], many["losses"], strict=True)), 6)
 
 
 def rows(result: dict[str, Any]) -> list[list[str]]:
     out = []
-    for kind in ("lora", "full"):
+    for kind in ("lora", "lora_fsdp", "full"):
         runs = result[kind]
-        base = runs.get(1, {})
+        base = result["lora" if kind == "lora_fsdp" else kind].get(1, {})
         for n, r in runs.items():
             if not r.get("ok"):
                 out.append([result["size"], kind, str(n), "-", "-", "-", r.get("error", "?")[:60], "-", "-"])
                 continue
             speed = r["tokens_per_s"] / base["tokens_per_s"] if base.get("ok") else None
-            how = "FSDP2" if kind == "full" else "DDP" if n > 1 else "1 process"
-            gap = loss_gap(base, r) if n > 1 else None
-            out.append([result["size"], f"{kind} ({how})", str(n), str(r["per_gpu_batch"]), f"{r['tokens_per_s']:,.0f}",
-                        f"{speed:.2f}x" if speed else "-", f"{r['peak_memory_mb']:,.0f}", f"{r['losses'][-1]:.4f}",
-                        "-" if gap is None else f"{gap:.2e}"])  # fmt: skip
+            how = "FSDP2" if kind != "lora" else "DDP" if n > 1 else "1 process"
+            gap = loss_gap(base, r) if n > 1 or kind == "lora_fsdp" else None
+            out.append([result["size"], f"{kind.split('_')[0]} ({how})", str(n), str(r["per_gpu_batch"]),
+                        f"{r['tokens_per_s']:,.0f}", f"{speed:.2f}x" if speed else "-", f"{r['peak_memory_mb']:,.0f}",
+                        f"{r['losses'][-1]:.4f}", "-" if gap is None else f"{gap:.2e}"])  # fmt: skip
     return out
 
 
@@ -169,6 +194,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for result in results:
         for row in rows(result):
             print("| " + " | ".join(row) + " |")
+    for result in results:
+        if "resume" in result:
+            r = result["resume"]
+            gap = r.get("max_loss_gap_vs_whole_run") if r.get("ok") else r.get("error")
+            print(f"\n{result['size']} full FSDP2, stopped at half and resumed from its sharded checkpoint "
+                  f"({len(r.get('checkpoint_files', []))} files): max |Δloss| vs the whole run = {gap}")  # fmt: skip
 
 
 def device_name(cuda: bool) -> str:
@@ -202,8 +233,8 @@ def main() -> None:
     a.global_batch = a.global_batch or (16 if cuda else 4)
     if a.global_batch % a.nproc:
         raise SystemExit(f"--global-batch {a.global_batch} must divide by --nproc {a.nproc}")
-    sizes = (a.sizes or ("0.5b,1.5b,7b" if cuda else "tiny")).split(",")
-    results = [bench_size(s, a, cuda) for s in sizes]
+    a.sizes = (a.sizes or ("0.5b,1.5b,7b" if cuda else "tiny")).split(",")
+    results = [bench_size(s, a, cuda) for s in a.sizes]
     print(f"\n{device_name(cuda)}: global batch {a.global_batch} x {a.seq} tokens, {a.steps} steps\n")
     print_table(results)
     if a.out:

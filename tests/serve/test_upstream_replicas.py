@@ -30,7 +30,8 @@ PIECES = ["您好，", "签收后7天内", "可以退货。"]
 
 
 class Replica(BaseHTTPRequestHandler):
-    """One fake vLLM. `mode` (on the server): ok, error_500, drop_before_text, error_event, stall_after_first, slow."""
+    """One fake vLLM; `mode` (on the server): ok, error_500, drop_before_text, garbage, error_event, stall_after_first,
+    slow."""
 
     protocol_version = "HTTP/1.1"
 
@@ -56,6 +57,10 @@ class Replica(BaseHTTPRequestHandler):
         self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
         if mode == "drop_before_text":
             self.connection.shutdown(socket.SHUT_RDWR)  # the role chunk went out, then the connection died
+            return
+        if mode == "garbage":
+            self._write(b"data: {not json\n\n")
+            self._end()
             return
         if mode == "error_event":
             self._event({"error": {"message": "engine overloaded"}})
@@ -179,7 +184,7 @@ def test_requests_spread_over_replicas_with_state_and_metrics(tmp_path: Path, re
         gw.stop()
 
 
-@pytest.mark.parametrize("failure", ["error_500", "drop_before_text", "error_event", "refused"])
+@pytest.mark.parametrize("failure", ["error_500", "drop_before_text", "error_event", "garbage", "refused"])
 def test_a_replica_failing_before_the_first_token_fails_over(tmp_path: Path, replicas: Any, failure: str) -> None:
     bad = f"http://127.0.0.1:{free_port()}/v1" if failure == "refused" else url(replicas("bad", failure))
     good = replicas("G")

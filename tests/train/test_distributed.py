@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 from kefu.config import load_config
 from kefu.errors import KefuError
 from kefu.train import distributed
+from kefu.train.callbacks import SEAL
 from kefu.train.sft import run_sft
 from tests.train.test_sft import QA, conv, losses, make_project, one_thread
 
@@ -35,11 +39,16 @@ def distinct_rows() -> list[dict[str, Any]]:
     return [conv(f"{q} {i}", a, i) for i, (q, a) in enumerate(QA * 4, 1)]
 
 
-def torchrun(project: Path, record: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def launch(project: Path, record: Path, *extra: str) -> dict[str, Any]:
+    """`torchrun --nproc_per_node 2 <this worker> train -c kefu.yaml ...` as subprocess arguments."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
            str(record), "train", "-c", str(project / "kefu.yaml"), *extra]  # fmt: skip
-    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    return {"args": cmd, "cwd": project, "env": env, "text": True}
+
+
+def torchrun(project: Path, record: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(**launch(project, record, *extra), capture_output=True, timeout=300)
 
 
 def test_two_processes_train_like_one_on_half_the_data_each(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -70,16 +79,29 @@ def test_two_processes_train_like_one_on_half_the_data_each(tmp_path: Path, tiny
     assert (run.stdout + run.stderr).count("  saved ") == 1  # one summary, from rank 0
 
 
-def test_a_resumed_run_keeps_going_under_two_processes(tmp_path: Path, tiny_model_dir: Path) -> None:
-    project = make_project(tmp_path, tiny_model_dir, sft=distinct_rows(), train={**TRAIN, "batch_size": 2})
-    first = torchrun(tmp_path, tmp_path / "r1", "--set", "train.max_steps=3")
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_a_run_killed_under_two_processes_resumes_from_its_last_sealed_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    steps = 300  # long enough that the kill lands mid-run on a fast machine
+    make_project(tmp_path, tiny_model_dir, sft=distinct_rows(), train={**TRAIN, "batch_size": 2, "max_steps": steps})
+    run = tmp_path / "runs/sft"
+    killed = subprocess.Popen(**launch(tmp_path, tmp_path / "r1"), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(run.glob(f"checkpoint-*/{SEAL}")) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    kill_with_ranks(killed.pid)  # torchrun and both ranks at once, as a lost machine would
+    killed.wait()
+    assert not (run / "adapter").exists()  # it died mid-run
+
     again = torchrun(tmp_path, tmp_path / "r2", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
-    report = json.loads((project.parent / "runs/sft/train_report.json").read_text("utf-8"))
-    assert report["global_step"] == STEPS and [s for s, _ in losses(report)][-3:] == [4, 5, 6]
+    report = json.loads((run / "train_report.json").read_text("utf-8"))
+    first_step = re.search(r"^step (\d+)/", again.stdout + again.stderr, re.M)  # the progress lines of rank 0
+    assert first_step is not None, again.stderr[-3000:]
+    resumed_at = int(first_step.group(1)) - 1
+    assert report["global_step"] == steps and 3 <= resumed_at < steps and resumed_at % 3 == 0
     seen = [json.loads((tmp_path / f"r2/samples-{r}.json").read_text()) for r in (0, 1)]
-    assert len(seen[0]) == len(seen[1]) == 6  # the resumed half epoch only, split over both ranks
+    assert len(seen[0]) == len(seen[1]) == (steps - resumed_at) * 2  # only the remaining steps, split over both
 
 
 def test_combinations_that_cannot_work_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,6 +120,14 @@ def test_fsdp2_arguments_shard_checkpoints_and_recompute_per_layer() -> None:
     assert kw["fsdp"] is True
     assert kw["fsdp_config"] == {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
                                  "activation_checkpointing": True, "cpu_offload": False}  # fmt: skip
+
+
+def kill_with_ranks(pid: int) -> None:
+    """SIGKILL torchrun's ranks (each in its own session, so not in torchrun's process group), then torchrun."""
+    ranks = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in map(int, ranks):
+        os.kill(child, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- the torchrun worker

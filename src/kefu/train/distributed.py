@@ -66,7 +66,8 @@ def init(cfg: KefuConfig) -> KefuConfig:
         if cfg.model.device in ("auto", "cuda"):  # "cuda" alone would put every rank's copy on GPU 0
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"device": f"cuda:{w.local_rank}"})})
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=_TIMEOUT)
+        # On GPUs a gloo side too: FSDP's CPU offload and full-state-dict gathers move CPU tensors (as accelerate does)
+        dist.init_process_group("cuda:nccl,cpu:gloo" if cuda else "gloo", timeout=_TIMEOUT)
     if w.is_main:
         log.info("data-parallel on %d processes (%s): global batch %d", w.size, describe(cfg), global_batch(cfg, w))
     return cfg

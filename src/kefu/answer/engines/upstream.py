@@ -143,7 +143,7 @@ class UpstreamEngine:
                         replica.ttft_sum += time.perf_counter() - t0
                         replica.ttft_count += 1
                     yield chunk
-        except (httpx.TransportError, TimeoutError, _Truncated, _ErrorEvent) as e:
+        except (httpx.TransportError, TimeoutError, _Truncated, _ErrorEvent, json.JSONDecodeError) as e:
             if not sent:
                 raise _Failover(_why(e)) from e
             # The customer already has part of this answer: another replica cannot continue it.
