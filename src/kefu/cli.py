@@ -95,11 +95,17 @@ def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Read, mask, clean and split the configured sources into data.output_dir (sft/dpo/eval.jsonl + report)."""
     from rich.progress import Progress
 
-    from kefu.data.prepare import run_prepare, summary_table
+    from kefu.data.prepare import check_shop, run_prepare, summary_table
 
     cfg = cfg_from(config, set_)
+    synthesized = []
+    if cfg.data.synth.enabled:  # grounded conversations from the knowledge base
+        from kefu.rag.synth import synthesize
+
+        check_shop(cfg)  # say what is missing before the slower synthesis
+        synthesized = synthesize(cfg)[0]
     with Progress(console=console, transient=True) as progress:
-        report = run_prepare(cfg, progress)
+        report = run_prepare(cfg, progress, synthesized)
     Console().print(summary_table(report))
 
 

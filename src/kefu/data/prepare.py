@@ -319,17 +319,11 @@ def check_shop(cfg: KefuConfig) -> None:
         )
 
 
-def synthesize_kb(cfg: KefuConfig) -> list[Conversation]:
-    """Conversations from the knowledge base (data.synth), or none when that is off."""
-    if not cfg.data.synth.enabled:
-        return []
-    from kefu.rag.synth import synthesize
-
-    return synthesize(cfg)[0]
-
-
-def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareReport:
-    """Read, mask, clean, split, weight and write the training data; returns what was done."""
+def run_prepare(
+    cfg: KefuConfig, progress: Progress | None = None, synthesized: Sequence[Conversation] = ()
+) -> PrepareReport:
+    """Read, mask, clean, split, weight and write the training data; returns what was done. `synthesized` are
+    conversations from the knowledge base (kefu.rag.synth, which the caller runs: data stays below rag)."""
     start = time.perf_counter()
     check_shop(cfg)
     data = cfg.data
@@ -343,8 +337,7 @@ def run_prepare(cfg: KefuConfig, progress: Progress | None = None) -> PrepareRep
     for attr, items in (("train", train), ("eval", held), ("dpo", prefs)):
         _tally(stats, attr, items)
     identity = identity_conversations(cfg.persona, data.identity_samples, data.seed)
-    synthesized = synthesize_kb(cfg)
-    train += identity + synthesized
+    train += identity + list(synthesized)
     rng.shuffle(train)
     report = _new_report(cfg, stats, len(identity))
     report.synth = len(synthesized)

@@ -42,6 +42,7 @@ UNANSWERABLE = {
 }  # fmt: skip
 _END = re.compile(r"([。！？.!?])$")
 _SECTION_FACTS = 3
+_STYLE_ROOM = 60  # greeting, "[n]" and a sign-off around a section's rules
 
 
 @dataclass
@@ -72,10 +73,16 @@ def _answer_body(fact: Fact, q: Question) -> str:
     return fact.text
 
 
-def _section_fact(facts: list[Fact]) -> Fact:
-    """A section's first rules as one fact (a question about the section is answered with all of them)."""
+def _section_fact(facts: list[Fact], max_chars: int) -> Fact:
+    """A section's first rules as one fact (a question about the section is answered with all of them), as many
+    as fit the persona's length limit with room for greeting, citation and sign-off."""
     joiner = "" if facts[0].lang == "zh" else " "
-    return Fact(joiner.join(f.text for f in facts[:_SECTION_FACTS]), facts[0].chunk, facts[0].lang)
+    text = facts[0].text
+    for f in facts[1:_SECTION_FACTS]:
+        if len(text) + len(f.text) > max_chars - _STYLE_ROOM:
+            break
+        text += joiner + f.text
+    return Fact(text, facts[0].chunk, facts[0].lang)
 
 
 class Synthesizer:
@@ -127,7 +134,7 @@ class Synthesizer:
 
     def from_templates(self, facts: list[Fact]) -> Iterator[Conversation | None]:
         """One section's records: questions about the section (all its rules) and about each rule alone."""
-        section = _section_fact(facts)
+        section = _section_fact(facts, self.cfg.persona.max_chars)
         asked = topic_questions(section.topic, section.lang)
         self.rng.shuffle(asked)
         pairs = [(section, q) for q in asked[: self.opts.questions_per_fact]]
