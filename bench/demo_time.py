@@ -69,6 +69,8 @@ def table(results: list[dict[str, Any]]) -> str:
     head = ["phase (s)", "baseline avx2 fp32 (issue)"] + [r["kind"] for r in results]
     rows = [[p, str(BASELINE_AVX2.get(p, "-"))] + [str(r.get("timings_s", {}).get(p, "-")) for r in results]
             for p in phases]  # fmt: skip
+    for p in phases[:-1]:
+        rows.append([f"peak RSS after {p} (GB)", "-"] + [str(r.get("peak_rss_gb", {}).get(p, "-")) for r in results])
     rows.append(["process wall", "-"] + [str(r["wall_s"]) for r in results])
     rows.append(["peak RSS (GB)", "-"] + [f"{r['peak_rss_gb']:.2f}" if r["peak_rss_gb"] else "-" for r in results])
     rows.append(["train steps", "72"] + [str(r.get("train_steps", "-")) for r in results])
