@@ -58,7 +58,7 @@ def run_demo(kind: str, work: Path) -> dict[str, Any]:
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     peak = int(rss.group(1)) * 1024 / 1e9 if rss else None
     result: dict[str, Any] = {"kind": kind, "env": env_extra, "sets": sets, "exit_code": proc.returncode,
-                              "wall_s": round(wall, 1), "peak_rss_gb": peak}  # fmt: skip
+                              "wall_s": round(wall, 1), "process_peak_rss_gb": peak}  # fmt: skip
     if (out / "demo.json").is_file():
         result |= json.loads((out / "demo.json").read_text(encoding="utf-8"))
     return result
@@ -69,8 +69,10 @@ def table(results: list[dict[str, Any]]) -> str:
     head = ["phase (s)", "baseline avx2 fp32 (issue)"] + [r["kind"] for r in results]
     rows = [[p, str(BASELINE_AVX2.get(p, "-"))] + [str(r.get("timings_s", {}).get(p, "-")) for r in results]
             for p in phases]  # fmt: skip
+    for p in phases[:-1]:
+        rows.append([f"peak RSS after {p} (GB)", "-"] + [str(r.get("peak_rss_gb", {}).get(p, "-")) for r in results])
     rows.append(["process wall", "-"] + [str(r["wall_s"]) for r in results])
-    rows.append(["peak RSS (GB)", "-"] + [f"{r['peak_rss_gb']:.2f}" if r["peak_rss_gb"] else "-" for r in results])
+    rows.append(["process peak RSS (GB)", "-"] + [f"{r['process_peak_rss_gb'] or 0:.2f}" for r in results])
     rows.append(["train steps", "72"] + [str(r.get("train_steps", "-")) for r in results])
     rows.append(["identity learned", "-"] + [str(r.get("identity_learned", "-")) for r in results])
     for name in ("policy-fact accuracy", "identity consistency"):
