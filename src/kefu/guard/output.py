@@ -21,7 +21,7 @@ from kefu.guard.findings import Finding
 from kefu.guard.identity import find_identity, own_names
 from kefu.guard.leak import LEAK_CHARS, covered, scaffold_ngrams
 from kefu.guard.notices import greeting, notice
-from kefu.guard.promises import check_limits, find_promises
+from kefu.guard.promises import check_limits, find_promises, find_secret_requests
 from kefu.guard.replace import Violation, replacement
 from kefu.guard.think import ThinkFilter
 from kefu.guard.words import find_banned
@@ -64,7 +64,7 @@ class Policy:
 @dataclass
 class _State:
     pending: str = ""  # visible text of the sentence in progress
-    clauses_seen: int = 0  # finished clauses of `pending` already given to the repeat watch
+    clause_start: int = 0  # where in `pending` the clause not yet given to the repeat watch starts
     probed: int = 0  # length of `pending` up to which loops without punctuation were looked for
     released: list[str] = field(default_factory=list)
     leaked: int = 0  # characters of released text found in the system prompt's scaffolding
@@ -129,7 +129,7 @@ class AnswerGuard:
         s = self._s
         s.pending = s.pending[len(sent) :]
         self._watch_unfinished(sent, final=True)
-        s.clauses_seen = s.probed = 0
+        s.clause_start = s.probed = 0
         if self.stopped:
             return ""
         if not s.released:
@@ -144,25 +144,24 @@ class AnswerGuard:
     def _watch_unfinished(self, text: str, final: bool) -> None:
         """Repetition inside a sentence: identical clauses in a row, or a loop with no punctuation at all."""
         s = self._s
-        ends = [m.end() for m in repeat.CLAUSE_END.finditer(text)] + ([len(text)] if final else [])
-        starts = [0, *ends]
-        for i in range(s.clauses_seen, len(ends)):
-            if self._repeat.clause(text[starts[i] : ends[i]]):
+        ends = [m.end() for m in repeat.CLAUSE_END.finditer(text, s.clause_start)] + ([len(text)] if final else [])
+        for end in ends:
+            clause, s.clause_start = text[s.clause_start : end], end
+            if self._repeat.clause(clause):
                 self._stop_repeating("clause repeated")
                 return
-        s.clauses_seen = len(ends)
         while s.probed + repeat.PROBE_EVERY <= len(text):
             s.probed += repeat.PROBE_EVERY
             if repeat.runaway(text[: s.probed]):
                 self._stop_repeating("loop without punctuation")
                 return
-        if final and s.probed < len(text) and repeat.runaway(text):
+        if final and s.probed < len(text) and len(text) >= repeat.SHORTEST_RUNAWAY and repeat.runaway(text):
             self._stop_repeating("loop without punctuation")
 
     def _check(self, sent: str) -> str:
         p = self.policy
         if p.pii is not None:
-            masked = mask(sent, p.pii)
+            masked = self._mask(sent)
             if masked != sent:
                 self._hit("pii", "pii masked")
             sent = masked
@@ -175,6 +174,18 @@ class AnswerGuard:
             return ""
         self._repeat.accept(sent)
         self._s.released.append(sent)
+        return sent
+
+    def _mask(self, sent: str) -> str:
+        """PII masked, the persona's own names kept ("我叫小禾" is not a customer's name): they stand aside as
+        private-use characters while the masker runs."""
+        assert self.policy.pii is not None
+        names = [n for n in (self.policy.persona.name, self.policy.persona.name_en) if n.strip() and n in sent]
+        for i, name in enumerate(names):
+            sent = sent.replace(name, chr(0xE000 + i))
+        sent = mask(sent, self.policy.pii)
+        for i, name in enumerate(names):
+            sent = sent.replace(chr(0xE000 + i), name)
         return sent
 
     def _words(self, sent: str) -> tuple[str, list[Violation]]:
@@ -203,6 +214,7 @@ class AnswerGuard:
             found += [("promise", f) for f in find_promises(sent)]
         found += [("limit", f) for f in check_limits(sent, p.limits)]
         found += [("identity", f) for f in find_identity(sent, p.own_names)]
+        found += [("secret_request", f) for f in find_secret_requests(sent)]
         violations = [Violation(hit, f.rule, f.detail or f.text) for hit, f in found]
         if p.prompt_ngrams:
             self._s.leaked += covered(sent, p.prompt_ngrams)

@@ -45,7 +45,8 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh.guarantee_outcome",
         "zh",
         rf"{_GUAR}{_NEG_INNER}{{0,10}}?(?:退款|退货|退钱|退还|换货|赔|补偿|报销|返现|到账|满意|解决|不会?坏|不会出问题"
-        r"|[0-9一二两三四五六七八九十百]+(?:年|个月))",
+        r"|[0-9一二两三四五六七八九十百]+(?:年|个月))"
+        r"|(?:保证|包您|包你|绝对)(?:摔|用|洗|穿)?不(?:碎|坏|破|裂|漏|褪色|掉色|起球|变形|生锈)",
     ),
     Rule(
         "zh.date_promise",
@@ -59,7 +60,9 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh",
         rf"(?:给|送|赔|补|发|返|赠)(?:{_YOU}){_C}{{0,6}}?(?:优惠券|红包|代金券|礼品|赠品|积分|现金|运费险|无门槛|券)"
         rf"|(?:赔偿|补偿){_YOU}|(?:给|为){_YOU}(?:一些|一点|适当的?)?(?:赔偿|补偿)"
-        rf"|(?:给|为){_YOU}(?:补|再发|补发)(?:一|1)张|(?:给|为){_YOU}(?:免费)?升级(?:顺丰|快递)",
+        rf"|(?:给|为){_YOU}(?:补|再发|补发)(?:一|1)张|(?:给|为){_YOU}(?:免费)?升级(?:顺丰|快递)"
+        # "40元差价给您补上", "还多送您一张"
+        rf"|(?:差价|运费|钱|款){_C}{{0,2}}?(?:给|为){_YOU}(?:补上|补齐|退了|补回)|多(?:送|给|补|返){_YOU}",
     ),
     Rule(
         "zh.extra_refund",
@@ -79,14 +82,16 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh.immediate_action",
         "zh",
         rf"(?:先|马上|立刻|立即|现在就|这就)就?(?:给|为|帮){_YOU}(?:办理)?"
-        r"(?:退款|退钱|退货|赔偿|补偿|补发|改价|修改价格|发券|发放)",
+        r"(?:退款|退钱|退货|赔偿|补偿|补发|改价|修改价格|发券|发放)"
+        rf"|(?:差价|钱|款|运费)(?:马上|立刻|立即|这就|现在就)(?:退|补|返)(?:给|还)?{_YOU}",
     ),
     Rule(
         "zh.done_claim",
         "zh",
         rf"已经?(?:为|给|帮){_YOU}(?:办理了?(?:退款|退货|退换|赔偿|补偿|无理由)|退款|退货|改价|改好|修改了?价格|补发"
         r"|发放|补了|发了(?:券|优惠券|红包)|申请了?(?:退款|赔偿)|赔偿|补偿|破例|延长)|券已(?:发放|补发|到账)|已经?(?:补发|改价)"
-        # "已为您把订单改成一折价格", "价格已经帮您改好了"
+        # "已为您把订单改成一折价格", "价格已经帮您改好了", "我已经帮您改成150元了"
+        rf"|已经?(?:为|给|帮){_YOU}(?:改成|改为|降到|调到|调成)[0-9一二两三四五六七八九十百千.]+(?:元|块)"
         rf"|已经?(?:为|给|帮){_YOU}把{_C}{{0,12}}?(?:改成|改为|调成|调整为|降到|降为|减到|打了?[0-9一二三四五六七八九]折)"
         rf"|(?:价格|价钱|金额|运费){_C}{{0,4}}?已经?(?:为|给|帮)?{_YOU}?(?:改好|改成|调整好|修改好|免掉|减免)",
     ),
@@ -227,7 +232,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
         "max",
         "days",
         (
-            rf"(?:{_QUALITY})[^。！？；!?;\n]{{0,16}}?{_N}(?:之)?内?{_C}{{0,4}}?(?:退|换)",
+            rf"(?:{_QUALITY})[^。！？；!?;\n]{{0,16}}?{_N}(?:之)?内?{_C}{{0,7}}?(?:退|换)",
             rf"(?i:\b(?:defective|damaged|faulty|broken|quality)\b{_CE}{{0,30}}?{_N})",
         ),
     ),
@@ -277,6 +282,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
     ),
 }
 _LIMIT_COMPILED = {key: tuple(re.compile(p) for p in rule.patterns) for key, rule in LIMIT_RULES.items()}
+_DURATION = re.compile(rf"(?i:{_N})")  # every limit pattern holds one: a text without any needs no further look
 
 
 def parse_number(s: str) -> float:
@@ -305,6 +311,8 @@ def check_limits(text: str, limits: Mapping[str, float]) -> list[Finding]:
     if unknown:
         raise KefuError(f"guard.policy_limits: unknown key(s) {unknown}; known: {sorted(LIMIT_RULES)}")
     found: dict[tuple[int, int, str], Finding] = {}
+    if not _DURATION.search(text):
+        return []
     for key, limit in limits.items():
         rule = LIMIT_RULES[key]
         for rx in _LIMIT_COMPILED[key]:
@@ -339,3 +347,34 @@ def states_limit(text: str, key: str, limit: float) -> bool:
             if amount <= limit if rule.direction == "max" else amount >= limit:
                 return True
     return False
+
+
+# Asking for what the customer must never share: a password, an SMS or payment code ("请把您收到的验证码发给我").
+_SECRET = r"(?:验证码|校验码|动态码|短信码|密码|支付密码|CVV|安全码|cvv)"
+SECRET_RULES: tuple[Rule, ...] = (
+    Rule(
+        "zh.asks_secret",
+        "zh",
+        rf"(?:把|将)?{_YOU}?的?(?:收到的|手机上的|短信里的?)?{_SECRET}(?:发|告诉|提供|报|给|输入到这里|打出来)"
+        rf"|(?:告诉|提供|发)(?:给)?我{_C}{{0,6}}?{_SECRET}",
+        unless="不要|勿|切勿|别|不会|不需要|绝不|谨防|不要向",
+    ),
+    Rule(
+        "en.asks_secret",
+        "en",
+        r"\b(?:send|tell|give|share|provide|read out|type)\s+(?:me|us)\s+(?:your|the)\s+"
+        r"(?:verification code|password|otp|one-time (?:code|password)|sms code|pin|cvv|security code)\b",
+        unless=r"\b(?:never|don't|do not|won't|will not|not)\b",
+    ),
+)
+_SECRET_COMPILED = tuple((r, re.compile(r.pattern, re.I if r.lang == "en" else 0)) for r in SECRET_RULES)
+
+
+def find_secret_requests(text: str) -> list[Finding]:
+    """The answer asks the customer for a password or a one-time code (rule ids 'zh.asks_secret', 'en.asks_secret')."""
+    found = []
+    for rule, rx in _SECRET_COMPILED:
+        for m in rx.finditer(text):
+            if not re.search(rule.unless, clause_before(text, m.start(), 20), re.I):
+                found.append(Finding(rule.id, m.start(), m.end(), m.group()))
+    return found

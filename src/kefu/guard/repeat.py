@@ -10,6 +10,7 @@ import re
 from collections import Counter
 
 CLAUSE_END = re.compile(r"[，,、：:]")
+SHORTEST_RUNAWAY = 40  # a finished sentence shorter than this ends its own loop; the sentence check sees a repeat
 PROBE_EVERY = 80  # characters of an unfinished sentence between two looks for a loop without punctuation
 _LOOP = re.compile(r"(.{2,40}?)\1{4,}|([^\W_])\2{15,}", re.S)
 _NOISE = re.compile(r"[\W_]+")

@@ -38,6 +38,10 @@ _CANNOT = {
         "promise refunds or compensation beyond the shop's policy",
     ),
 }
+_SECRET_SENTENCE = (
+    "为了您的账户安全，请不要向任何人（包括客服）提供密码或验证码。",
+    "For your account's safety, never share your password or verification codes with anyone, including us.",
+)
 _ACTION_RULES = re.compile(r"done_claim|immediate_action|compensation")
 _DELIVERY_RULES = re.compile(r"delivery|date_promise")
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]|\.(?=\s|$))?")
@@ -101,6 +105,8 @@ def replacement(
     if "system_prompt" in hits:
         return notice(persona, "refusal", lang)
     parts: list[str] = []
+    if "secret_request" in hits:
+        parts.append(_SECRET_SENTENCE[1] if lang == "en" else _SECRET_SENTENCE[0])
     if "identity" in hits:
         parts.append(identity_sentence(persona, lang))
     for v in violations:

@@ -11,12 +11,13 @@ OPEN, CLOSE = "<think>", "</think>"
 
 
 def _held(buf: str, tags: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `buf` that could still grow into one of `tags`."""
-    for k in range(max(len(t) for t in tags) - 1, 0, -1):
-        tail = buf[-k:]
-        if len(buf) >= k and any(t.startswith(tail) for t in tags):
-            return k
-    return 0
+    """Length of the suffix of `buf` that could still grow into one of `tags`: it starts at the last '<' (a tag
+    holds no other '<'), so only that one needs a look."""
+    tail = buf[-len(CLOSE) :]
+    i = tail.rfind("<")
+    if i < 0:
+        return 0
+    return len(tail) - i if any(t.startswith(tail[i:]) for t in tags) else 0
 
 
 class ThinkFilter:
@@ -29,6 +30,9 @@ class ThinkFilter:
 
     def feed(self, piece: str) -> str:
         self._buf += piece
+        if not self.inside and "<" not in self._buf:  # nearly every piece of an answer
+            visible, self._buf = self._buf, ""
+            return visible
         out: list[str] = []
         while self._buf:
             if self.inside:
