@@ -3,6 +3,7 @@ chunking gives the text the whole-answer check gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -175,3 +176,84 @@ def test_any_chunking_gives_the_same_answer(shop_policy: Policy, text: str) -> N
             assert not guard.stopped or guard.feed("x") == ""
         shown += guard.finish()
         assert (shown, guard.hits) == whole
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "一个月内都可以退货哦。",
+        "本店支持十五天无理由退货。",
+        "We offer 30-day returns on everything.",
+        "质量问题签收后30天内都可以申请换货。",
+        "订单付款后12小时内发货。",
+    ],
+)
+def test_limits_in_words_numerals_and_english(shop_policy: Policy, answer: str) -> None:
+    _, hits = guard_answer(answer, shop_policy, "en" if answer.isascii() else "zh")
+    assert hits == ["limit"]
+
+
+def test_replacement_quotes_the_excerpt_that_holds_the_fact(shop_policy: Policy) -> None:
+    excerpts = [
+        "Returns: unused items can be returned within 7 days of delivery.",
+        "退换货：商品签收后7天内可申请无理由退货\n质量问题15天内可退换。",
+    ]
+    zh, _ = guard_answer("您好！本店支持30天无理由退货。", shop_policy, "zh", excerpts)
+    assert zh == "您好！商品签收后7天内可申请无理由退货。"
+    en, _ = guard_answer("Hello! You can return it within 30 days.", shop_policy, "en", excerpts)
+    assert en == "Hello! Unused items can be returned within 7 days of delivery."
+    wrong = ["本店支持30天无理由退货。"]  # an excerpt that itself breaks policy is not quoted
+    assert guard_answer("支持30天退货。", shop_policy, "zh", wrong)[0] == "本店支持7天无理由退货。"
+
+
+def test_a_violation_stops_the_stream_and_finish_gives_the_replacement(shop_policy: Policy) -> None:
+    guard = AnswerGuard(shop_policy, "en")
+    shown = guard.feed("Hello! Your order ships within 48 hours. ")
+    assert shown == "Hello! " and not guard.stopped  # a sentence goes out once the next one has begun
+    shown += guard.feed("We guarantee it arrives tomorrow. ")
+    assert shown == "Hello! Your order ships within 48 hours. " and not guard.stopped
+    shown += guard.feed("More")
+    assert guard.stopped and guard.feed(" text.") == ""
+    shown += guard.finish()
+    assert shown == (
+        "Hello! Your order ships within 48 hours. Sorry, I can't guarantee a specific delivery date. "
+        "Orders usually ship within 48 hours of payment. " + shop_policy.persona.handoff_en + "."
+    )
+    assert guard.hits == ["promise"] and guard.finish() == ""
+
+
+def test_prompt_that_opened_reasoning(shop_policy: Policy) -> None:
+    opened = dataclasses.replace(shop_policy, think_open=True)
+    assert guard_answer("先查一下退货政策。</think>\n\n您好！", opened, "zh") == ("您好！", ["think"])
+
+
+@pytest.mark.parametrize(
+    ("answer", "lang", "hit"),
+    [
+        ("好的，请把您收到的验证码发给我。", "zh", "secret_request"),
+        ("Please send me your verification code.", "en", "secret_request"),
+        ("I've issued a refund to your card.", "en", "promise"),
+        ("As an AI developed by OpenAI, I can help.", "en", "identity"),
+        ("我是一个由OpenAI训练的大型语言模型。", "zh", "identity"),
+        ("您好，保证明天到，放心吧。", "zh", "promise"),
+    ],
+)
+def test_more_violations(shop_policy: Policy, answer: str, lang: str, hit: str) -> None:
+    text, hits = guard_answer(answer, shop_policy, lang)
+    assert hit in hits and text and text[-1] in "。."
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "为了账户安全，请不要把验证码告诉任何人，包括客服。",
+        "门店地址可以用百度地图搜索“青禾生活馆”。",
+        "This kettle works with Google Home.",
+        "我是青禾生活馆的智能客服小禾，由青禾生活科技（杭州）有限公司开发。",
+        "I'm Xiaohe (小禾), made by 青禾生活科技（杭州）有限公司, not by OpenAI.",
+        "您好！价格是3.5元一个，满10个9.5折。",
+    ],
+)
+def test_more_correct_answers(shop_policy: Policy, answer: str) -> None:
+    lang = "en" if answer[:4].isascii() else "zh"
+    assert guard_answer(answer, shop_policy, lang) == (answer, [])

@@ -165,13 +165,16 @@ class AnswerGuard:
             if masked != sent:
                 self._hit("pii", "pii masked")
             sent = masked
-        sent, violations = self._words(sent)
-        if not sent:
+        # The rules see the sentence before a forbidden clause is dropped: "保证明天到，" is a promise to replace,
+        # not just words to leave out.
+        violations = self._rules(sent)
+        kept, word_violations = self._words(sent)
+        if violations or word_violations:
+            self._stop(violations + word_violations)
             return ""
-        violations += self._rules(sent)
-        if violations:
-            self._stop(violations)
+        if not kept:
             return ""
+        sent = kept
         self._repeat.accept(sent)
         self._s.released.append(sent)
         return sent
@@ -215,7 +218,7 @@ class AnswerGuard:
         found += [("limit", f) for f in check_limits(sent, p.limits)]
         found += [("identity", f) for f in find_identity(sent, p.own_names)]
         found += [("secret_request", f) for f in find_secret_requests(sent)]
-        violations = [Violation(hit, f.rule, f.detail or f.text) for hit, f in found]
+        violations = [Violation(hit, f.rule, f.detail or f.text, sent) for hit, f in found]
         if p.prompt_ngrams:
             self._s.leaked += covered(sent, p.prompt_ngrams)
             if self._s.leaked >= LEAK_CHARS:

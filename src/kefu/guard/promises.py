@@ -224,7 +224,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"{_N}(?:之)?内?{_C}{{0,5}}?(?:随便|随时|都能|都可以|包)退",
             rf"{_N}(?:之)?内?都?(?:可以|可|能)?(?:申请)?(?:退货|退换|退款退货)",
             rf"(?i:{_N}[- ]?(?:no[- ]questions?[- ]asked |free |hassle[- ]free |money[- ]back )?returns?\b)",
-            rf"(?i:\breturns?\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
+            rf"(?i:\b(?:returns?|returned|returnable)\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
         ),
         skip=_QUALITY,
     ),
