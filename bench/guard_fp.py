@@ -5,7 +5,8 @@ language read from their question): the eval cases' reference answers, the assis
 chosen answers of the preference pairs and the persona's identity answers. An answer is a false positive when the
 guards change it or name any guard other than 'think' (reasoning is cut by design). The rejected answers of the
 preference pairs are put through too, as a rough catch rate: many of them are wrong in ways no guard can see (rude,
-evasive, a wrong fact), so this is not a recall figure.
+evasive, a wrong fact), so this is not a recall figure. The distinct customer questions of the same data go through
+the input check (check_input) as the injection detector's false-positive rate.
 
     python bench/guard_fp.py [--config src/kefu/samples/shop/kefu.yaml] [--out bench/results/guard_fp.json]
 """
@@ -24,6 +25,7 @@ from kefu.config import KefuConfig, load_config
 from kefu.data.persona import identity_conversations, system_prompt
 from kefu.data.prepare import read_sources
 from kefu.data.schema import Conversation
+from kefu.guard.input import check_input
 from kefu.guard.lang import detect_lang
 from kefu.guard.output import Policy, guard_answer
 from kefu.io import write_json
@@ -157,13 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     policy = Policy.from_config(cfg, system_prompt(cfg.persona))
     good, bad = reference_answers(cfg)
     fps, fp_hits = run(good, policy)
+    questions = sorted({a.question for a in good if a.question})
+    flagged_q = [q for q in questions if check_input(q, [], cfg.guard).injection]
     caught, caught_hits = run(bad, policy)
     by_source = Counter(a.source for a in good)
     rate = len(fps) / len(good)
     print(f"{'set':<28}{'answers':>9}{'flagged':>9}{'rate':>9}")
     print(f"{'correct (false positives)':<28}{len(good):>9}{len(fps):>9}{rate:>9.2%}")
     print(f"{'rejected (caught)':<28}{len(bad):>9}{len(caught):>9}{len(caught) / max(1, len(bad)):>9.2%}")
+    print(
+        f"{'customer questions (inj.)':<28}{len(questions):>9}{len(flagged_q):>9}{len(flagged_q) / len(questions):>9.2%}"
+    )
     print(f"\nfalse positives by guard: {dict(fp_hits) or 'none'}; rejected caught by guard: {dict(caught_hits)}")
+    for q in flagged_q:
+        print(f"\ninjection FP: {q}")
     for fp in fps:
         print(f"\nFP [{fp['source']}] {fp['hits']}\n  answer: {fp['answer']}\n  shown:  {fp['shown']}")
     result = {
@@ -177,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "rejected_caught": len(caught),
         "rejected_caught_hits": dict(caught_hits),
         "false_positive_examples": fps,
+        "customer_questions": len(questions),
+        "injection_false_positives": flagged_q,
     }
     write_json(Path(args.out), result)
     print(f"\nwrote {args.out}")

@@ -48,7 +48,9 @@ class Policy:
 
     @classmethod
     def from_config(cls, cfg: KefuConfig, system_prompt: str) -> Policy:
+        """Raises KefuError for an unknown guard.policy_limits key (at startup, not on the first answer)."""
         p = cfg.persona
+        check_limits("", cfg.guard.policy_limits)
         return cls(
             persona=p,
             limits=dict(cfg.guard.policy_limits),

@@ -311,7 +311,7 @@ def check_limits(text: str, limits: Mapping[str, float]) -> list[Finding]:
     if unknown:
         raise KefuError(f"guard.policy_limits: unknown key(s) {unknown}; known: {sorted(LIMIT_RULES)}")
     found: dict[tuple[int, int, str], Finding] = {}
-    if not _DURATION.search(text):
+    if not text or not _DURATION.search(text):
         return []
     for key, limit in limits.items():
         rule = LIMIT_RULES[key]
