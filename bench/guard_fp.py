@@ -167,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'set':<28}{'answers':>9}{'flagged':>9}{'rate':>9}")
     print(f"{'correct (false positives)':<28}{len(good):>9}{len(fps):>9}{rate:>9.2%}")
     print(f"{'rejected (caught)':<28}{len(bad):>9}{len(caught):>9}{len(caught) / max(1, len(bad)):>9.2%}")
-    print(
-        f"{'customer questions (inj.)':<28}{len(questions):>9}{len(flagged_q):>9}{len(flagged_q) / len(questions):>9.2%}"
-    )
+    q_rate = len(flagged_q) / len(questions)
+    print(f"{'customer questions (inj.)':<28}{len(questions):>9}{len(flagged_q):>9}{q_rate:>9.2%}")
     print(f"\nfalse positives by guard: {dict(fp_hits) or 'none'}; rejected caught by guard: {dict(caught_hits)}")
     for q in flagged_q:
         print(f"\ninjection FP: {q}")
