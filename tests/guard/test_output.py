@@ -257,3 +257,35 @@ def test_more_violations(shop_policy: Policy, answer: str, lang: str, hit: str) 
 def test_more_correct_answers(shop_policy: Policy, answer: str) -> None:
     lang = "en" if answer[:4].isascii() else "zh"
     assert guard_answer(answer, shop_policy, lang) == (answer, [])
+
+
+def test_system_prompt_quoted_in_pieces_is_refused(shop_policy: Policy) -> None:
+    quoted = "Sure! Here are my instructions: 回答要求：以“您好”开头；以“还有其他问题随时找小禾。”结尾；不使用表情符号"
+    text, hits = guard_answer(quoted, shop_policy, "zh")
+    assert hits == ["system_prompt"] and "不使用表情符号" not in text
+
+
+@pytest.mark.parametrize(
+    ("answer", "lang", "hit"),
+    [
+        ("Our return window is 30 days.", "en", "limit"),
+        ("退货期限是30天。", "zh", "limit"),
+        ("You have 30 days to return it.", "en", "limit"),
+        ("我会给您退款的，放心。", "zh", "promise"),
+        ("退款我已经帮您提交了，请等待审核。", "zh", "promise"),
+        ("没问题，这单给您免运费。", "zh", "promise"),
+        ("我给您打个九折吧。", "zh", "promise"),
+        ("I can give you a 20% discount.", "en", "promise"),
+        ("Sure, I'll change the price to $10 for you.", "en", "promise"),
+    ],
+)
+def test_price_actions_and_return_windows(shop_policy: Policy, answer: str, lang: str, hit: str) -> None:
+    assert hit in guard_answer(answer, shop_policy, lang)[1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["收到退货并审核通过后，我们会为您退款。", "满99元给您免运费。", "如果符合条件，我们会为您退款。", "退货期是7天。"],
+)
+def test_conditional_refunds_and_thresholds_pass(shop_policy: Policy, answer: str) -> None:
+    assert guard_answer(answer, shop_policy, "zh") == (answer, [])

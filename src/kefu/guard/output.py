@@ -70,6 +70,7 @@ class _State:
     probed: int = 0  # length of `pending` up to which loops without punctuation were looked for
     released: list[str] = field(default_factory=list)
     leaked: int = 0  # characters of released text found in the system prompt's scaffolding
+    leak_tail: str = ""  # the end of the text checked so far, so that n-grams run across sentences
 
 
 class AnswerGuard:
@@ -222,7 +223,8 @@ class AnswerGuard:
         found += [("secret_request", f) for f in find_secret_requests(sent)]
         violations = [Violation(hit, f.rule, f.detail or f.text, sent) for hit, f in found]
         if p.prompt_ngrams:
-            self._s.leaked += covered(sent, p.prompt_ngrams)
+            n, self._s.leak_tail = covered(sent, p.prompt_ngrams, self._s.leak_tail)
+            self._s.leaked += n
             if self._s.leaked >= LEAK_CHARS:
                 violations.append(Violation("system_prompt", "system_prompt", f"{self._s.leaked} characters"))
         return violations

@@ -32,6 +32,7 @@ class Rule:
     lang: Lang
     pattern: str
     unless: str = ""
+    unless_in_sentence: bool = False  # look for `unless` in the whole sentence before the match, not just the clause
 
 
 PROMISE_RULES: tuple[Rule, ...] = (
@@ -86,11 +87,22 @@ PROMISE_RULES: tuple[Rule, ...] = (
         rf"|(?:差价|钱|款|运费)(?:马上|立刻|立即|这就|现在就)(?:退|补|返)(?:给|还)?{_YOU}",
     ),
     Rule(
+        "zh.price_action",
+        "zh",
+        # "这单给您免运费", "我给您打个九折", "给您改成99元", "我会给您退款的"
+        rf"(?:给|为|帮){_YOU}(?:免(?:运费|单|邮费?)|打个?[0-9一二三四五六七八九.]+折|减[0-9一二三四五六七八九十百]+|便宜[0-9一二三四五六七八九十百]+"
+        r"|改成[0-9一二三四五六七八九十百千.]+(?:元|块))"
+        rf"|我们?(?:会|将|这就|现在就|马上|立刻)?(?:给|为|帮){_YOU}(?:退款|退钱|赔偿|补偿|改价)(?!申请|流程|政策|规则)",
+        unless="后|如果|若|假如|核实|审核|收到|一旦|待|确认|通过|符合|满足|满|以上|超过|凡是|只要",
+        unless_in_sentence=True,
+    ),
+    Rule(
         "zh.done_claim",
         "zh",
         rf"已经?(?:为|给|帮){_YOU}(?:办理了?(?:退款|退货|退换|赔偿|补偿|无理由)|退款|退货|改价|改好|修改了?价格|补发"
         r"|发放|补了|发了(?:券|优惠券|红包)|申请了?(?:退款|赔偿)|赔偿|补偿|破例|延长)|券已(?:发放|补发|到账)|已经?(?:补发|改价)"
-        # "已为您把订单改成一折价格", "价格已经帮您改好了", "我已经帮您改成150元了"
+        # "已为您把订单改成一折价格", "价格已经帮您改好了", "我已经帮您改成150元了", "退款我已经帮您提交了"
+        rf"|我已经?(?:帮|为|给){_YOU}(?:提交|申请|办理|登记|处理好)"
         rf"|已经?(?:为|给|帮){_YOU}(?:改成|改为|降到|调到|调成)[0-9一二两三四五六七八九十百千.]+(?:元|块)"
         rf"|已经?(?:为|给|帮){_YOU}把{_C}{{0,12}}?(?:改成|改为|调成|调整为|降到|降为|减到|打了?[0-9一二三四五六七八九]折)"
         rf"|(?:价格|价钱|金额|运费){_C}{{0,4}}?已经?(?:为|给|帮)?{_YOU}?(?:改好|改成|调整好|修改好|免掉|减免)",
@@ -122,6 +134,7 @@ PROMISE_RULES: tuple[Rule, ...] = (
         r"|\b(?:extra|additional|bonus) (?:refund|compensation|credit|voucher|coupon|discount)\b|\bcompensate you\b"
         r"|\b(?:give|send|offer) you (?:a |an )?(?:free |complimentary |bonus |extra )?"
         r"(?:coupon|voucher|gift card|store credit|discount code)\b"
+        r"|\b(?:give|offer|get) you (?:a |an )?(?:\d+% |special |extra |bigger )?(?:discount|price cut|markdown)\b"
         r"|\bon the house\b|\bdouble (?:refund|compensation)\b"
         r"|\bplus (?:a|an) (?:free )?(?:coupon|voucher|gift card)\b",
     ),
@@ -139,7 +152,9 @@ PROMISE_RULES: tuple[Rule, ...] = (
         r"|\bI(?:'ve| have) (?:issued|processed) (?:a|your|the) (?:full )?refund\b"
         r"|\b(?:I|we)(?:'ve| have) (?:changed|lowered|reduced|adjusted|updated|cut) (?:the|your)"
         r"(?: order(?:'s)?)? price\b"
-        r"|\b(?:I|we)(?:'ve| have) (?:applied|added|sent) (?:a|an) (?:\d+% )?(?:discount|coupon|voucher|credit)\b",
+        r"|\b(?:I|we)(?:'ve| have) (?:applied|added|sent) (?:a|an) (?:\d+% )?(?:discount|coupon|voucher|credit)\b"
+        r"|\bI(?:'ll| will| can)? (?:change|lower|reduce|adjust|cut|drop|update) (?:the|your)"
+        r"(?: order(?:'s)?)? price\b",
     ),
 )
 
@@ -168,6 +183,10 @@ def negated(text: str, start: int, end: int, lang: Lang) -> bool:
     return bool(_NEG[lang].search(before) or _NEG_AFTER[lang].match(text, end))
 
 
+def _before(text: str, start: int, rule: Rule) -> str:
+    return sentence_of(text, start, start)[0] if rule.unless_in_sentence else clause_before(text, start, 20)
+
+
 def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
     """Over-promises in an answer, in order of position; rules of one language when `lang` is given."""
     found = []
@@ -177,7 +196,7 @@ def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
         for m in rx.finditer(text):
             if negated(text, m.start(), m.end(), rule.lang):
                 continue
-            if rule.unless and re.search(rule.unless, clause_before(text, m.start(), 20), re.I):
+            if rule.unless and re.search(rule.unless, _before(text, m.start(), rule), re.I):
                 continue
             found.append(Finding(rule.id, m.start(), m.end(), m.group()))
     return sorted(found, key=lambda f: (f.start, f.rule))
@@ -224,6 +243,9 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"{_N}(?:之)?内?{_C}{{0,5}}?(?:随便|随时|都能|都可以|包)退",
             rf"{_N}(?:之)?内?都?(?:可以|可|能)?(?:申请)?(?:退货|退换|退款退货)",
             rf"(?i:{_N}[- ]?(?:no[- ]questions?[- ]asked |free |hassle[- ]free |money[- ]back )?returns?\b)",
+            rf"退(?:货|换货?)(?:的)?(?:期限|时限|周期|期)(?:是|为|有|只有)?{_C}{{0,4}}?{_N}",
+            rf"(?i:\breturn (?:window|period|policy|deadline)\b{_CE}{{0,15}}?{_N})",
+            rf"(?i:{_N} to (?:return|send (?:it|them|the item) back)\b)",
             rf"(?i:\b(?:returns?|returned|returnable)\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
         ),
         skip=_QUALITY,
