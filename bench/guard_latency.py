@@ -85,11 +85,15 @@ def baseline(cfg: KefuConfig, text: str) -> str:
     return "".join(out)
 
 
-def timed(fn: Callable[[], object], repeat: int = 1) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(first run, fastest of `repeat` runs) in ms. On a machine shared with other jobs the fastest run is the
+    guards' own cost; the first is what one turn paid while the machine was as busy as it was."""
+    runs = []
     for _ in range(repeat):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) * 1000 / repeat
+        runs.append((time.perf_counter() - start) * 1000)
+    return runs[0], min(runs)
 
 
 def summary(ms: list[float]) -> dict[str, float]:
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=str(SHOP))
     ap.add_argument("--answers", type=int, default=300)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5, help="runs per answer (fastest and first are reported)")
     ap.add_argument("--out", default="bench/results/guard_latency.json")
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
@@ -115,21 +120,34 @@ def main(argv: list[str] | None = None) -> int:
     chunked = [pieces(t, rng) for t in texts]
     for t, c in zip(texts[:20], chunked[:20], strict=True):  # warm caches (normalisation table, regexes)
         guard_answer(t, policy, "zh"), streamed(policy, c), baseline(cfg, t)
-    runs: dict[str, list[float]] = {"whole (guard_answer)": [], "streamed, 1-4 chars a piece": [], "baseline (old)": []}
+    modes: dict[str, Callable[[str, list[str]], object]] = {
+        "whole (guard_answer)": lambda t, c: guard_answer(t, policy, "zh"),
+        "streamed, 1-4 chars a piece": lambda t, c: streamed(policy, c),
+        "baseline (old)": lambda t, c: baseline(cfg, t),
+    }
+    first: dict[str, list[float]] = {m: [] for m in modes}
+    best: dict[str, list[float]] = {m: [] for m in modes}
     for t, c in zip(texts, chunked, strict=True):
-        runs["whole (guard_answer)"].append(timed(lambda t=t: guard_answer(t, policy, "zh")))
-        runs["streamed, 1-4 chars a piece"].append(timed(lambda c=c: streamed(policy, c)))
-        runs["baseline (old)"].append(timed(lambda t=t: baseline(cfg, t)))
-    stats = {name: summary(ms) for name, ms in runs.items()}
+        for name, fn in modes.items():
+            one, fastest = timed(lambda fn=fn, t=t, c=c: fn(t, c), args.repeat)
+            first[name].append(one)
+            best[name].append(fastest)
+    stats = {name: summary(ms) for name, ms in best.items()}
+    stats_first = {name: summary(ms) for name, ms in first.items()}
     print(
         f"{args.answers} answers of {min(map(len, texts))}-{max(map(len, texts))} characters, "
         f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} cores; Policy built once in "
         f"{build_ms:.1f} ms\n"
     )
-    print(f"{'ms per answer':<30}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}")
-    for name, s in stats.items():
-        print(f"{name:<30}{s['p50']:>8.2f}{s['p90']:>8.2f}{s['p99']:>8.2f}{s['max']:>8.2f}")
+    for title, table in (
+        (f"fastest of {args.repeat} runs", stats),
+        ("first run (machine as busy as it was)", stats_first),
+    ):
+        print(f"{'ms per answer, ' + title:<46}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}")
+        for name, s in table.items():
+            print(f"  {name:<44}{s['p50']:>8.2f}{s['p90']:>8.2f}{s['p99']:>8.2f}{s['max']:>8.2f}")
     ok = all(stats[k]["p99"] <= 5.0 for k in list(stats)[:2])
+    print(f"load average during the run: {os.getloadavg()[0]:.2f}")
     print(f"\ngoal p99 <= 5 ms: {'met' if ok else 'NOT met'}")
     result: dict[str, Any] = {
         "answers": args.answers,
@@ -137,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         "cores": args.cores,
         "python": platform.python_version(),
         "policy_build_ms": build_ms,
-        "ms_per_answer": stats,
+        "repeat": args.repeat,
+        "ms_per_answer_fastest": stats,
+        "ms_per_answer_first": stats_first,
+        "load_average_1min": os.getloadavg()[0],
         "goal_p99_ms": 5.0,
         "goal_met": ok,
     }

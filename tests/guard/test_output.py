@@ -289,3 +289,44 @@ def test_price_actions_and_return_windows(shop_policy: Policy, answer: str, lang
 )
 def test_conditional_refunds_and_thresholds_pass(shop_policy: Policy, answer: str) -> None:
     assert guard_answer(answer, shop_policy, "zh") == (answer, [])
+
+
+_PIECES = (
+    "您好",
+    "，",
+    "。",
+    "！",
+    "<think>",
+    "</think>",
+    "<thi",
+    "nk>",
+    "30天无理由退货",
+    "我是ChatGPT",
+    "亲亲",
+    " ",
+    ".",
+    "\n",
+    "保证",
+    "退款",
+    "Hello",
+    "We guarantee",
+    " a refund",
+    "3.5",
+    "13812345678",
+    "祝您生活愉快",
+    "？",
+    "的",
+)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_texts_stream_like_whole(shop_policy: Policy, seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(40):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 40)))
+        lang = rng.choice(("zh", "en"))
+        whole = guard_answer(text, shop_policy, lang)
+        cuts = sorted(set(rng.randint(1, max(1, len(text) - 1)) for _ in range(rng.randint(0, 12))))
+        guard = AnswerGuard(shop_policy, lang)
+        shown = "".join(guard.feed(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
+        assert (shown + guard.finish(), guard.hits) == whole, text

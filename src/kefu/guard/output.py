@@ -66,6 +66,7 @@ class Policy:
 @dataclass
 class _State:
     pending: str = ""  # visible text of the sentence in progress
+    consumed: int = 0  # visible characters before `pending`
     clause_start: int = 0  # where in `pending` the clause not yet given to the repeat watch starts
     probed: int = 0  # length of `pending` up to which loops without punctuation were looked for
     released: list[str] = field(default_factory=list)
@@ -93,9 +94,7 @@ class AnswerGuard:
         """Text that has passed every check and may be shown now ('' while a sentence is still being checked)."""
         if self.stopped or self._finished:
             return ""
-        visible = self._think.feed(piece)
-        self._note_think()
-        return self._take(visible, final=False)
+        return self._take(self._think.feed(piece), final=False)
 
     def finish(self) -> str:
         """Whatever is left to show at the end: the last sentence when it passes, or the replacement."""
@@ -103,7 +102,8 @@ class AnswerGuard:
             return ""
         self._finished = True
         out = "" if self.stopped else self._take(self._think.finish(), final=True)
-        self._note_think()
+        if not self.stopped:
+            self._note_think(upto=None)
         return out + self._tail
 
     @property
@@ -133,14 +133,16 @@ class AnswerGuard:
         s.pending = s.pending[len(sent) :]
         self._watch_unfinished(sent, final=True)
         s.clause_start = s.probed = 0
+        s.consumed += len(sent)
         if self.stopped:
             return ""
+        self._note_think(upto=s.consumed)
         if not s.released:
             sent = sent.lstrip()
         if not sent.strip():
             return ""
         if self._repeat.sentence_repeats(sent):
-            self._stop_repeating("sentence repeated")
+            self._stop_repeating("sentence repeated", at=0)
             return ""
         return self._check(sent)
 
@@ -151,15 +153,15 @@ class AnswerGuard:
         for end in ends:
             clause, s.clause_start = text[s.clause_start : end], end
             if self._repeat.clause(clause):
-                self._stop_repeating("clause repeated")
+                self._stop_repeating("clause repeated", at=end)
                 return
         while s.probed + repeat.PROBE_EVERY <= len(text):
             s.probed += repeat.PROBE_EVERY
             if repeat.runaway(text[: s.probed]):
-                self._stop_repeating("loop without punctuation")
+                self._stop_repeating("loop without punctuation", at=s.probed)
                 return
         if final and s.probed < len(text) and len(text) >= repeat.SHORTEST_RUNAWAY and repeat.runaway(text):
-            self._stop_repeating("loop without punctuation")
+            self._stop_repeating("loop without punctuation", at=len(text))
 
     def _check(self, sent: str) -> str:
         p = self.policy
@@ -235,8 +237,10 @@ class AnswerGuard:
             self.hits.append(name)
         self.details.append(detail)
 
-    def _note_think(self) -> None:
-        if self._think.seen and "think" not in self.hits:
+    def _note_think(self, upto: int | None) -> None:
+        """The 'think' hit, once, for reasoning cut before visible offset `upto` (None: anywhere)."""
+        cut = self._think.first_cut
+        if cut is not None and (upto is None or cut < upto) and "think" not in self.hits:
             self._hit("think", "reasoning removed")
 
     def _stop(self, violations: list[Violation]) -> None:
@@ -246,7 +250,9 @@ class AnswerGuard:
         p = self.policy
         self._tail = self._joined(replacement(p.persona, violations, self.lang, self.excerpts, p.limits))
 
-    def _stop_repeating(self, why: str) -> None:
+    def _stop_repeating(self, why: str, at: int) -> None:
+        """Stop on a loop found `at` characters into the sentence being checked."""
+        self._note_think(upto=self._s.consumed + at)
         self._hit("repetition", why)
         self.stopped = True
         self._s.pending = ""

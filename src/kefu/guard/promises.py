@@ -175,6 +175,8 @@ _NEG_AFTER = {
     "en": re.compile(r"[^.;!?]{0,12}?\b(?:is not|isn't|are not|aren't|is beyond|are beyond|not possible)\b", re.I),
 }
 _COMPILED = tuple((r, re.compile(r.pattern, re.I if r.lang == "en" else 0)) for r in PROMISE_RULES)
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_LATIN = re.compile(r"[A-Za-z]")
 
 
 def negated(text: str, start: int, end: int, lang: Lang) -> bool:
@@ -190,8 +192,10 @@ def _before(text: str, start: int, rule: Rule) -> str:
 def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
     """Over-promises in an answer, in order of position; rules of one language when `lang` is given."""
     found = []
+    # Every zh rule needs a Han character and every en rule a Latin letter: skip the rules a text cannot match.
+    present = {"zh": _HAN.search(text) is not None, "en": _LATIN.search(text) is not None}
     for rule, rx in _COMPILED:
-        if lang is not None and rule.lang != lang:
+        if (lang is not None and rule.lang != lang) or not present[rule.lang]:
             continue
         for m in rx.finditer(text):
             if negated(text, m.start(), m.end(), rule.lang):
