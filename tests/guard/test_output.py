@@ -330,3 +330,11 @@ def test_random_texts_stream_like_whole(shop_policy: Policy, seed: int) -> None:
         guard = AnswerGuard(shop_policy, lang)
         shown = "".join(guard.feed(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
         assert (shown + guard.finish(), guard.hits) == whole, text
+
+
+@pytest.mark.parametrize(
+    ("answer", "hit"),
+    [("本店支持３０天无理由退货。", "limit"), ("我是Chat\u200bGPT。", "identity"), ("我是ＱＷＥＮ。", "identity")],
+)
+def test_full_width_and_zero_width_are_read_as_shown(shop_policy: Policy, answer: str, hit: str) -> None:
+    assert hit in guard_answer(answer, shop_policy, "zh")[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from kefu.config import PersonaConfig
+from kefu.guard.findings import normalise_with_map
 
 N = 8  # characters per n-gram (of letters, digits and CJK only)
 OWN = 6  # of which at least this many are scaffolding, not a persona fact
@@ -19,7 +20,8 @@ _NOISE = re.compile(r"[\W_]+")
 
 
 def _squash(text: str) -> str:
-    return _NOISE.sub("", text).casefold()
+    """Letters, digits and CJK only, NFKC and casefolded (as the checked answer is)."""
+    return _NOISE.sub("", normalise_with_map(text)[0])
 
 
 def scaffold_ngrams(system_prompt: str, persona: PersonaConfig) -> frozenset[str]:

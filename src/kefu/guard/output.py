@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from kefu.config import KefuConfig, PersonaConfig, PIIConfig
 from kefu.data.pii import mask
 from kefu.guard import repeat
-from kefu.guard.findings import Finding
+from kefu.guard.findings import Finding, normalise_with_map
 from kefu.guard.identity import find_identity, own_names
 from kefu.guard.leak import LEAK_CHARS, covered, scaffold_ngrams
 from kefu.guard.notices import greeting, notice
@@ -217,6 +217,8 @@ class AnswerGuard:
 
     def _rules(self, sent: str) -> list[Violation]:
         p = self.policy
+        # Full-width digits and letters, zero-width characters: "３０天", "Chat\u200bGPT" read as what they show.
+        sent = normalise_with_map(sent)[0]
         found: list[tuple[str, Finding]] = []
         if p.block_promises:
             found += [("promise", f) for f in find_promises(sent)]
