@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from kefu.config import KefuConfig, PersonaConfig, PIIConfig
 from kefu.data.pii import mask
 from kefu.guard import repeat
+from kefu.guard.credentials import find_secret_requests
 from kefu.guard.findings import Finding, normalise_with_map
 from kefu.guard.identity import find_identity, own_names
 from kefu.guard.leak import LEAK_CHARS, covered, scaffold_ngrams
 from kefu.guard.notices import greeting, notice
-from kefu.guard.promises import check_limits, find_promises, find_secret_requests
+from kefu.guard.promises import check_limits, find_promises
 from kefu.guard.replace import Violation, replacement
 from kefu.guard.think import ThinkFilter
 from kefu.guard.words import find_banned
