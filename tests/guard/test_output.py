@@ -9,6 +9,7 @@ import random
 import pytest
 
 from kefu.data.persona import system_prompt
+from kefu.guard.notices import notice
 from kefu.guard.output import AnswerGuard, Policy, guard_answer
 
 HANDOFF_ZH = "如需人工服务，请在对话中回复“转人工”，或点击对话框右上角“人工客服”。"
@@ -86,13 +87,14 @@ def test_banned_words_from_guard_config(shop_cfg) -> None:  # type: ignore[no-un
     [
         ("<think>内部备注：客户很急</think>您好，请问有什么可以帮您？", "您好，请问有什么可以帮您？"),
         ("<think>\n先查政策\n</think>\n\n您好！", "您好！"),
-        ("<think>只有推理，没有结束", ""),
+        ("<think>只有推理，没有结束", "NO_MATCH"),
         ("您好！</think>请稍等。", "您好！请稍等。"),
     ],
 )
 def test_reasoning_never_reaches_the_customer(shop_policy: Policy, answer: str, expected: str) -> None:
     text, hits = guard_answer(answer, shop_policy, "zh")
-    assert "think" in hits and text == expected
+    assert "think" in hits
+    assert text == (notice(shop_policy.persona, "no_match", "zh") if expected == "NO_MATCH" else expected)
 
 
 def test_system_prompt_reproduction_is_refused(shop_policy: Policy, shop_cfg) -> None:  # type: ignore[no-untyped-def]

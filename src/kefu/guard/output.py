@@ -105,6 +105,9 @@ class AnswerGuard:
         out = "" if self.stopped else self._take(self._think.finish(), final=True)
         if not self.stopped:
             self._note_think(upto=None)
+            if not self._s.released and self.hits:  # the guards left nothing at all (only reasoning, say)
+                self._hit("empty", "nothing left to show")
+                self._tail = notice(self.policy.persona, "no_match", self.lang)
         return out + self._tail
 
     @property
