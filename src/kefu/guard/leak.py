@@ -47,8 +47,10 @@ def covered(text: str, grams: frozenset[str], before: str = "") -> tuple[int, st
     `before` (the tail of the text before it, as returned by the previous call) included; and the new tail."""
     carry = before[-(N - 1) :] if N > 1 else ""
     s = carry + _squash(text)
+    starts = [i for i in range(len(s) - N + 1) if s[i : i + N] in grams]
+    if not starts:
+        return 0, s[-(N - 1) :]
     marked = bytearray(len(s))
-    for i in range(len(s) - N + 1):
-        if s[i : i + N] in grams:
-            marked[i : i + N] = b"\x01" * N
+    for i in starts:
+        marked[i : i + N] = b"\x01" * N
     return sum(marked[len(carry) :]), s[-(N - 1) :]
