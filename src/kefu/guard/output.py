@@ -124,14 +124,14 @@ class AnswerGuard:
             m = _SENTENCE_END.search(s.pending)
             if m is None or (m.end() == len(s.pending) and not final):
                 if final and s.pending:
-                    out.append(self._sentence(s.pending, final=True))
+                    out.append(self._sentence(s.pending))
                 else:
                     self._watch_unfinished(s.pending, final)
                 break
-            out.append(self._sentence(s.pending[: m.end()], final))
+            out.append(self._sentence(s.pending[: m.end()]))
         return "".join(out)
 
-    def _sentence(self, sent: str, final: bool) -> str:
+    def _sentence(self, sent: str) -> str:
         """Check one finished sentence (consumed from pending); its released form, or '' (dropped or stopped)."""
         s = self._s
         s.pending = s.pending[len(sent) :]
