@@ -207,7 +207,17 @@ def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
 
 
 # ----------------------------------------------------------------------------- policy limits
-_NUM = r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
+_EN_NUMBERS = {
+    "a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
+    "sixty": 60, "ninety": 90,
+}  # fmt: skip
+_EN_NUM = "|".join(w for w in _EN_NUMBERS if w != "a")
+# "within two weeks", "a month": English number words (a only right before its unit).
+_NUM = (
+    r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
+    rf"|(?i:\b(?:{_EN_NUM})\b|\ba(?= (?:day|week|month|year)s?\b))"
+)
 # A number (or range: 1-3, 三到五) and its time unit, Chinese or English: "30天", "十五个工作日", "48 hours", "30-day".
 _N = (
     # The lookbehind starts a number only where its digits start: no retrying every suffix of a long digit run.
@@ -312,9 +322,11 @@ _DURATION = re.compile(rf"(?i:{_N})")  # every limit pattern holds one: a text w
 
 
 def parse_number(s: str) -> float:
-    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5, '两个半' -> 2.5."""
+    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5, '两个半' -> 2.5, 'two' -> 2."""
     if s[0].isdigit():
         return float(s)
+    if s.lower() in _EN_NUMBERS:
+        return float(_EN_NUMBERS[s.lower()])
     half = 0.5 if s.endswith("半") else 0.0
     run = s.rstrip("半")
     return (cn_to_int(run) if run else 0) + half
