@@ -150,7 +150,13 @@ def eval_run(
     set_: SetOpt = None,
     model: Annotated[str | None, typer.Option(help="Model folder, .gguf or pkg:PREFIX; default model.path.")] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
-    url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint to evaluate instead.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible endpoint as the model (e.g. vLLM); with --raw, its answers as "
+            "they come (e.g. a running kefu serve)."
+        ),
+    ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key for --url.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Model name sent to --url.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and report.html.")] = None,
@@ -281,7 +287,9 @@ def export_cmd(
 def chat_cmd(
     adapter: Annotated[Path | None, typer.Option("--adapter", help="LoRA adapter on top of the base model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Base model path, overriding model.path.")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="OpenAI-compatible server: http://host:8000/v1.")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="OpenAI-compatible endpoint as the model: http://host:8000/v1.")
+    ] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key for --url.")] = None,
     once: Annotated[str | None, typer.Option("--once", help="Ask one question, print the answer, exit.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="The bare model: no knowledge base, no guards.")] = False,

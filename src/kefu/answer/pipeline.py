@@ -104,10 +104,12 @@ class AnswerPipeline:
         # The system prompt and knowledge-base passages recur in almost every prompt: count each text once.
         counter: Counter = getattr(engine, "count_tokens", None) or approx_tokens
         self._count: Counter = functools.lru_cache(maxsize=1024)(counter)
+        # A conversation's earlier turns come back with every new message: mask each text once.
+        self._mask = functools.lru_cache(maxsize=4096)(functools.partial(pii_mask, cfg=cfg.data.pii))
 
     def mask(self, text: str) -> str:
         """PII-masked text (guard.mask_pii, kinds from data.pii); order and tracking numbers stay."""
-        return pii_mask(text, self.cfg.data.pii) if self.cfg.guard.mask_pii else text
+        return self._mask(text) if self.cfg.guard.mask_pii else text
 
     # ------------------------------------------------------------------ screen
     def screen(self, turns: Messages, handoff_requested: bool = False, started: float | None = None) -> Prepared:
