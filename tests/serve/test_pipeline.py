@@ -12,7 +12,7 @@ from tests.serve.conftest import Server, make_cfg, start
 
 from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.answer.prompt import approx_tokens, trim
-from kefu.answer.textstream import ClauseBuffer, StopFilter
+from kefu.answer.textstream import StopFilter
 from kefu.guard.notices import notice
 from kefu.serve import sessions
 from kefu.serve.app import create_app
@@ -177,12 +177,6 @@ def test_stop_filter_across_boundaries() -> None:
     assert out == "ab" and f.stopped and f.flush() == ""
     g = StopFilter(["<END>"])
     assert "".join(g.feed(p) for p in ["a<E", "x"]) + g.flush() == "a<Ex"
-
-
-def test_clause_buffer_releases_whole_clauses() -> None:
-    b = ClauseBuffer(max_hold=10)
-    assert b.feed("您好") == "" and b.feed("，请") == "您好，" and b.feed("稍等。谢") == "请稍等。"
-    assert b.feed("x" * 12) == "谢" + "x" * 12 and b.flush() == ""
 
 
 def test_graceful_shutdown_drains_streams(tmp_path: Path) -> None:
