@@ -146,7 +146,8 @@ class AnswerPipeline:
         return prep
 
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
-        masked = [{**t, "content": self.mask(t["content"])} if t["role"] == "user" else dict(t) for t in turns]
+        # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
+        masked = [{**t, "content": self.mask(t["content"])} for t in turns]
         lang = detect_lang(turns[-1]["content"])
         return Prepared(masked, lang, time.perf_counter() if started is None else started)
 
