@@ -202,12 +202,20 @@ def eval_run(
     set_: SetOpt = None,
     model: Annotated[str | None, typer.Option(help="Model folder, .gguf or pkg:PREFIX; default model.path.")] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
-    url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint to evaluate instead.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible endpoint as the model (e.g. vLLM); with --raw, its answers as "
+            "they come (e.g. a running kefu serve)."
+        ),
+    ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key for --url.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Model name sent to --url.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and report.html.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Score the bare model: no knowledge base, no guards.")] = False,
 ) -> None:
-    """Answer the eval set (and eval.suites), score every answer, write metrics.json + report.html."""
+    """Answer the eval set (and eval.suites) as a customer would be answered (persona, knowledge base, guards),
+    score every answer, write metrics.json + report.html."""
     if ctx.invoked_subcommand is not None:
         return
     if out is None:
@@ -218,7 +226,7 @@ def eval_run(
     cfg = cfg_from(config, set_)
     if url is None:  # a local model answers
         say_precision(cfg)
-    result = run_eval(cfg, Target(model, adapter, url, api_key, model_name), out)
+    result = run_eval(cfg, Target(model, adapter, url, api_key, model_name, raw=raw), out)
     Console().print(summary_table(result.data))
     console.print(f"[green]Wrote[/] {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -333,16 +341,20 @@ def export_cmd(
 def chat_cmd(
     adapter: Annotated[Path | None, typer.Option("--adapter", help="LoRA adapter on top of the base model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Base model path, overriding model.path.")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="OpenAI-compatible server: http://host:8000/v1.")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="OpenAI-compatible endpoint as the model: http://host:8000/v1.")
+    ] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key for --url.")] = None,
     once: Annotated[str | None, typer.Option("--once", help="Ask one question, print the answer, exit.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="The bare model: no knowledge base, no guards.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Chat with the assistant in the terminal (streaming; /reset, /exit)."""
+    """Chat with the assistant in the terminal as a customer would (knowledge base, guards; streaming; /reset,
+    /exit)."""
     from kefu.chat import run_chat
 
-    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once)
+    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once, raw=raw)
 
 
 # ----------------------------------------------------------------------------- serve
@@ -359,7 +371,7 @@ def serve(
     cfg = cfg_from(config, set_)
     if cfg.serve.engine == "local":
         say_precision(cfg)
-    run_serve(cfg, host, port)
+    run_serve(cfg, host, port, gate=gateway.promotion_gate(cfg))
 
 
 # The gateway's store: `kefu db/keys/models/audit ...` (kefu.cli_gateway).

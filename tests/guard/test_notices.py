@@ -49,6 +49,21 @@ def test_sample_shop_notices_zh_and_en(shop_cfg: KefuConfig) -> None:
         assert notice(p, kind, "en").endswith(".")
 
 
+@pytest.mark.parametrize(
+    ("hours", "english"),
+    [
+        ("每天 9:00-21:00", "Human agent hours: every day 9:00-21:00."),
+        (
+            "周一至周五 9:00-18:00（法定节假日除外）",
+            "Human agent hours: Monday to Friday 9:00-18:00 (public holidays excepted).",
+        ),
+        ("人工客服每天9点到18点", "Human agents are available during the shop's service hours."),
+    ],
+)
+def test_english_hours_from_common_chinese_words(hours: str, english: str) -> None:
+    assert notice(PersonaConfig(hours=hours), "handoff", "en").endswith(english)
+
+
 def test_english_without_english_fields_never_splices_chinese() -> None:
     p = PersonaConfig(shop="小店", shop_en="Little Shop", hours="人工客服每天9点到18点", handoff="回复“人工”")
     for kind in NOTICE_KINDS:

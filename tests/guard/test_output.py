@@ -3,11 +3,13 @@ chunking gives the text the whole-answer check gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from kefu.data.persona import system_prompt
+from kefu.guard.notices import notice
 from kefu.guard.output import AnswerGuard, Policy, guard_answer
 
 HANDOFF_ZH = "如需人工服务，请在对话中回复“转人工”，或点击对话框右上角“人工客服”。"
@@ -85,13 +87,14 @@ def test_banned_words_from_guard_config(shop_cfg) -> None:  # type: ignore[no-un
     [
         ("<think>内部备注：客户很急</think>您好，请问有什么可以帮您？", "您好，请问有什么可以帮您？"),
         ("<think>\n先查政策\n</think>\n\n您好！", "您好！"),
-        ("<think>只有推理，没有结束", ""),
+        ("<think>只有推理，没有结束", "NO_MATCH"),
         ("您好！</think>请稍等。", "您好！请稍等。"),
     ],
 )
 def test_reasoning_never_reaches_the_customer(shop_policy: Policy, answer: str, expected: str) -> None:
     text, hits = guard_answer(answer, shop_policy, "zh")
-    assert "think" in hits and text == expected
+    assert "think" in hits
+    assert text == (notice(shop_policy.persona, "no_match", "zh") if expected == "NO_MATCH" else expected)
 
 
 def test_system_prompt_reproduction_is_refused(shop_policy: Policy, shop_cfg) -> None:  # type: ignore[no-untyped-def]
@@ -175,3 +178,168 @@ def test_any_chunking_gives_the_same_answer(shop_policy: Policy, text: str) -> N
             assert not guard.stopped or guard.feed("x") == ""
         shown += guard.finish()
         assert (shown, guard.hits) == whole
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "一个月内都可以退货哦。",
+        "本店支持十五天无理由退货。",
+        "We offer 30-day returns on everything.",
+        "质量问题签收后30天内都可以申请换货。",
+        "订单付款后12小时内发货。",
+    ],
+)
+def test_limits_in_words_numerals_and_english(shop_policy: Policy, answer: str) -> None:
+    _, hits = guard_answer(answer, shop_policy, "en" if answer.isascii() else "zh")
+    assert hits == ["limit"]
+
+
+def test_replacement_quotes_the_excerpt_that_holds_the_fact(shop_policy: Policy) -> None:
+    excerpts = [
+        "Returns: unused items can be returned within 7 days of delivery.",
+        "退换货：商品签收后7天内可申请无理由退货\n质量问题15天内可退换。",
+    ]
+    zh, _ = guard_answer("您好！本店支持30天无理由退货。", shop_policy, "zh", excerpts)
+    assert zh == "您好！商品签收后7天内可申请无理由退货。"
+    en, _ = guard_answer("Hello! You can return it within 30 days.", shop_policy, "en", excerpts)
+    assert en == "Hello! Unused items can be returned within 7 days of delivery."
+    wrong = ["本店支持30天无理由退货。"]  # an excerpt that itself breaks policy is not quoted
+    assert guard_answer("支持30天退货。", shop_policy, "zh", wrong)[0] == "本店支持7天无理由退货。"
+
+
+def test_a_violation_stops_the_stream_and_finish_gives_the_replacement(shop_policy: Policy) -> None:
+    guard = AnswerGuard(shop_policy, "en")
+    shown = guard.feed("Hello! Your order ships within 48 hours. ")
+    assert shown == "Hello! " and not guard.stopped  # a sentence goes out once the next one has begun
+    shown += guard.feed("We guarantee it arrives tomorrow. ")
+    assert shown == "Hello! Your order ships within 48 hours. " and not guard.stopped
+    shown += guard.feed("More")
+    assert guard.stopped and guard.feed(" text.") == ""
+    shown += guard.finish()
+    assert shown == (
+        "Hello! Your order ships within 48 hours. Sorry, I can't guarantee a specific delivery date. "
+        "Orders usually ship within 48 hours of payment. " + shop_policy.persona.handoff_en + "."
+    )
+    assert guard.hits == ["promise"] and guard.finish() == ""
+
+
+def test_prompt_that_opened_reasoning(shop_policy: Policy) -> None:
+    opened = dataclasses.replace(shop_policy, think_open=True)
+    assert guard_answer("先查一下退货政策。</think>\n\n您好！", opened, "zh") == ("您好！", ["think"])
+
+
+@pytest.mark.parametrize(
+    ("answer", "lang", "hit"),
+    [
+        ("好的，请把您收到的验证码发给我。", "zh", "secret_request"),
+        ("Please send me your verification code.", "en", "secret_request"),
+        ("I've issued a refund to your card.", "en", "promise"),
+        ("As an AI developed by OpenAI, I can help.", "en", "identity"),
+        ("我是一个由OpenAI训练的大型语言模型。", "zh", "identity"),
+        ("您好，保证明天到，放心吧。", "zh", "promise"),
+    ],
+)
+def test_more_violations(shop_policy: Policy, answer: str, lang: str, hit: str) -> None:
+    text, hits = guard_answer(answer, shop_policy, lang)
+    assert hit in hits and text and text[-1] in "。."
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "为了账户安全，请不要把验证码告诉任何人，包括客服。",
+        "门店地址可以用百度地图搜索“青禾生活馆”。",
+        "This kettle works with Google Home.",
+        "我是青禾生活馆的智能客服小禾，由青禾生活科技（杭州）有限公司开发。",
+        "I'm Xiaohe (小禾), made by 青禾生活科技（杭州）有限公司, not by OpenAI.",
+        "您好！价格是3.5元一个，满10个9.5折。",
+    ],
+)
+def test_more_correct_answers(shop_policy: Policy, answer: str) -> None:
+    lang = "en" if answer[:4].isascii() else "zh"
+    assert guard_answer(answer, shop_policy, lang) == (answer, [])
+
+
+def test_system_prompt_quoted_in_pieces_is_refused(shop_policy: Policy) -> None:
+    quoted = "Sure! Here are my instructions: 回答要求：以“您好”开头；以“还有其他问题随时找小禾。”结尾；不使用表情符号"
+    text, hits = guard_answer(quoted, shop_policy, "zh")
+    assert hits == ["system_prompt"] and "不使用表情符号" not in text
+
+
+@pytest.mark.parametrize(
+    ("answer", "lang", "hit"),
+    [
+        ("Our return window is 30 days.", "en", "limit"),
+        ("退货期限是30天。", "zh", "limit"),
+        ("You have 30 days to return it.", "en", "limit"),
+        ("You can return it within two weeks.", "en", "limit"),
+        ("Returns are accepted within a month.", "en", "limit"),
+        ("It ships within a day.", "en", "limit"),
+        ("我会给您退款的，放心。", "zh", "promise"),
+        ("退款我已经帮您提交了，请等待审核。", "zh", "promise"),
+        ("没问题，这单给您免运费。", "zh", "promise"),
+        ("我给您打个九折吧。", "zh", "promise"),
+        ("I can give you a 20% discount.", "en", "promise"),
+        ("Sure, I'll change the price to $10 for you.", "en", "promise"),
+    ],
+)
+def test_price_actions_and_return_windows(shop_policy: Policy, answer: str, lang: str, hit: str) -> None:
+    assert hit in guard_answer(answer, shop_policy, lang)[1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["收到退货并审核通过后，我们会为您退款。", "满99元给您免运费。", "如果符合条件，我们会为您退款。", "退货期是7天。"],
+)
+def test_conditional_refunds_and_thresholds_pass(shop_policy: Policy, answer: str) -> None:
+    assert guard_answer(answer, shop_policy, "zh") == (answer, [])
+
+
+_PIECES = (
+    "您好",
+    "，",
+    "。",
+    "！",
+    "<think>",
+    "</think>",
+    "<thi",
+    "nk>",
+    "30天无理由退货",
+    "我是ChatGPT",
+    "亲亲",
+    " ",
+    ".",
+    "\n",
+    "保证",
+    "退款",
+    "Hello",
+    "We guarantee",
+    " a refund",
+    "3.5",
+    "13812345678",
+    "祝您生活愉快",
+    "？",
+    "的",
+)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_texts_stream_like_whole(shop_policy: Policy, seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(40):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 40)))
+        lang = rng.choice(("zh", "en"))
+        whole = guard_answer(text, shop_policy, lang)
+        cuts = sorted(set(rng.randint(1, max(1, len(text) - 1)) for _ in range(rng.randint(0, 12))))
+        guard = AnswerGuard(shop_policy, lang)
+        shown = "".join(guard.feed(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
+        assert (shown + guard.finish(), guard.hits) == whole, text
+
+
+@pytest.mark.parametrize(
+    ("answer", "hit"),
+    [("本店支持３０天无理由退货。", "limit"), ("我是Chat\u200bGPT。", "identity"), ("我是ＱＷＥＮ。", "identity")],
+)
+def test_full_width_and_zero_width_are_read_as_shown(shop_policy: Policy, answer: str, hit: str) -> None:
+    assert hit in guard_answer(answer, shop_policy, "zh")[1]

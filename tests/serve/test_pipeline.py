@@ -12,7 +12,7 @@ from tests.serve.conftest import Server, make_cfg, start
 
 from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.answer.prompt import approx_tokens, trim
-from kefu.answer.textstream import ClauseBuffer, StopFilter
+from kefu.answer.textstream import StopFilter
 from kefu.guard.notices import notice
 from kefu.serve import sessions
 from kefu.serve.app import create_app
@@ -179,12 +179,6 @@ def test_stop_filter_across_boundaries() -> None:
     assert "".join(g.feed(p) for p in ["a<E", "x"]) + g.flush() == "a<Ex"
 
 
-def test_clause_buffer_releases_whole_clauses() -> None:
-    b = ClauseBuffer(max_hold=10)
-    assert b.feed("您好") == "" and b.feed("，请") == "您好，" and b.feed("稍等。谢") == "请稍等。"
-    assert b.feed("x" * 12) == "谢" + "x" * 12 and b.flush() == ""
-
-
 def test_graceful_shutdown_drains_streams(tmp_path: Path) -> None:
     from kefu.answer.engines.scripted import Reply
 
@@ -226,3 +220,48 @@ def test_client_disconnect_cancels_generation(server: Server, engine: ScriptedEn
 
     with server.svc.store.session() as s:
         assert s.scalars(select(AuditEvent.action).where(AuditEvent.action == "answer.cancelled")).all()
+
+
+def test_missing_or_empty_knowledge_base_degrades_politely(tmp_path: Path) -> None:
+    """An expected KB that was never ingested, or is empty: /health says degraded, customers get the no-match
+    notice in their language (never a 500, never invented policy); once ingested, answers come from it."""
+    from kefu.rag.index import open_store, run_ingest
+
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "returns.md").write_text("# 退货\n\n签收后7天内可申请无理由退货。\n", encoding="utf-8")
+    cfg = make_cfg(tmp_path, "kb.sources=[kb/*.md]", "kb.db=kb.sqlite")
+    engine = ScriptedEngine()
+    srv = start(create_app(cfg, engine))
+    try:
+        client = openai.OpenAI(base_url=srv.base, api_key=srv.key(), max_retries=0)
+        health = [httpx.get(f"{srv.url}/health").json()]
+        missing = [_ask(client, "退货有几天？")[0], _ask(client, "How many days do I have to return?")[0]]
+        widget = httpx.post(f"{srv.url}/chat", json={"question": "退货有几天？"},
+                            headers={"Authorization": f"Bearer {srv.key()}"})  # fmt: skip
+        open_store(cfg, create=True).close()  # the store exists, no version is active
+        health.append(httpx.get(f"{srv.url}/health").json())
+        empty = _ask(client, "退货有几天？")[0]
+        run_ingest(cfg)
+        health.append(httpx.get(f"{srv.url}/health").json())
+        engine.queue("您好，签收后7天内可以退货[1]。")
+        answered, ext = _ask(client, "退货有几天？")
+    finally:
+        srv.stop()
+    p = cfg.persona
+    assert [(h["status"], h["kb"]) for h in health] == [("degraded", "missing"), ("degraded", "empty"), ("ok", "ok")]
+    assert missing == [notice(p, "no_match", "zh"), notice(p, "no_match", "en")] and empty == missing[0]
+    assert widget.status_code == 200 and widget.json()["answer"] == missing[0]
+    assert len(engine.calls) == 1 and "签收后7天内" in engine.calls[0].messages[0]["content"]
+    assert answered == "您好，签收后7天内可以退货[1]。" and ext["kb_version"] == "1" and ext["citations"]
+
+
+def test_widget_gets_the_busy_notice_when_the_engine_is_down(server: Server, engine: ScriptedEngine) -> None:
+    from kefu.answer.engines.scripted import Reply
+
+    engine.queue(Reply(pieces=[], fail="every upstream failed"), Reply(pieces=[], fail="every upstream failed"))
+    auth = {"Authorization": f"Bearer {server.key()}"}
+    widget = httpx.post(f"{server.url}/chat", json={"question": "Where is my parcel?"}, headers=auth)
+    body = {"model": "kefu", "messages": [{"role": "user", "content": "Where is my parcel?"}]}
+    api = httpx.post(f"{server.base}/chat/completions", headers=auth, json=body)
+    assert widget.status_code == 200 and widget.json()["answer"] == notice(server.svc.cfg.persona, "busy", "en")
+    assert api.status_code == 503  # API clients get the OpenAI-style error and retry

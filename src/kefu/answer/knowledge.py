@@ -75,8 +75,10 @@ class KnowledgeBase:
         try:
             return Retriever(self.cfg)
         except Exception as e:  # a broken or unreachable store: report it, keep answering
-            self.last_error = f"cannot open kb.db {self.cfg.kb.db}: {e}"
-            log.warning("%s", self.last_error)
+            error = f"cannot open kb.db {self.cfg.kb.db}: {e}"
+            if error != self.last_error:  # retried on every use: say it once, not once a second
+                log.warning("%s", error)
+            self.last_error = error
             return None
 
     def status(self) -> str:

@@ -20,6 +20,7 @@ cache after `screen`, and streams several choices of one `ground`ed prompt):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -91,6 +92,15 @@ class Answer:
     finish_reason: str
 
 
+def _opens_think(engine: Engine) -> bool:
+    """Whether the local engine's chat template ends its generation prompt with an open <think> block."""
+    tok = getattr(engine, "tok", None)
+    if tok is None or getattr(tok, "chat_template", None) is None:
+        return False
+    prompt = tok.apply_chat_template([{"role": "user", "content": "?"}], add_generation_prompt=True, tokenize=False)
+    return str(prompt).rstrip().endswith("<think>")
+
+
 class AnswerPipeline:
     def __init__(
         self, cfg: KefuConfig, engine: Engine, kb: KnowledgeBase | None = None,
@@ -101,13 +111,17 @@ class AnswerPipeline:
         self.rules = rules or []
         self.system = system_prompt(cfg.persona)
         self.policy = Policy.from_config(cfg, self.system)
+        if _opens_think(engine):  # e.g. DeepSeek-R1 templates: the answer starts inside reasoning
+            self.policy = dataclasses.replace(self.policy, think_open=True)
         # The system prompt and knowledge-base passages recur in almost every prompt: count each text once.
         counter: Counter = getattr(engine, "count_tokens", None) or approx_tokens
         self._count: Counter = functools.lru_cache(maxsize=1024)(counter)
+        # A conversation's earlier turns come back with every new message: mask each text once.
+        self._mask = functools.lru_cache(maxsize=4096)(functools.partial(pii_mask, cfg=cfg.data.pii))
 
     def mask(self, text: str) -> str:
         """PII-masked text (guard.mask_pii, kinds from data.pii); order and tracking numbers stay."""
-        return pii_mask(text, self.cfg.data.pii) if self.cfg.guard.mask_pii else text
+        return self._mask(text) if self.cfg.guard.mask_pii else text
 
     # ------------------------------------------------------------------ screen
     def screen(self, turns: Messages, handoff_requested: bool = False, started: float | None = None) -> Prepared:
@@ -132,7 +146,8 @@ class AnswerPipeline:
         return prep
 
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
-        masked = [{**t, "content": self.mask(t["content"])} if t["role"] == "user" else dict(t) for t in turns]
+        # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
+        masked = [{**t, "content": self.mask(t["content"])} for t in turns]
         lang = detect_lang(turns[-1]["content"])
         return Prepared(masked, lang, time.perf_counter() if started is None else started)
 

@@ -1,10 +1,6 @@
-"""Incremental text processing of a streamed answer: stop sequences and clause-sized release for the output guard."""
+"""Incremental text processing of a streamed answer: stop sequences (the output guard buffers its own sentences)."""
 
 from __future__ import annotations
-
-import re
-
-_CLAUSE_END = re.compile(r"[，。！？；：,.!?;:\n]")
 
 
 class StopFilter:
@@ -44,34 +40,4 @@ class StopFilter:
 
     def flush(self) -> str:
         out, self.buf = ("" if self.stopped else self.buf), ""
-        return out
-
-
-class ClauseBuffer:
-    """Releases text a clause at a time, so the output guard judges whole phrases before the customer sees them.
-
-    A clause ends at Chinese or Western punctuation or a newline; `max_hold` characters are released even
-    without one, which bounds the added latency on long unpunctuated runs.
-    """
-
-    def __init__(self, max_hold: int = 48) -> None:
-        self.buf = ""
-        self.max_hold = max_hold
-
-    def feed(self, text: str) -> str:
-        self.buf += text
-        last = None
-        for m in _CLAUSE_END.finditer(self.buf):
-            last = m
-        if last is not None:
-            cut = last.end()
-        elif len(self.buf) >= self.max_hold:
-            cut = len(self.buf)
-        else:
-            return ""
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return out
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
         return out

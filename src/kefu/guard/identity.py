@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from kefu.config import PersonaConfig
-from kefu.guard.findings import Finding, clause_before
+from kefu.guard.findings import Finding, clause_before, normalise_with_map
 
 # Names of other assistants and their makers: any non-negated mention in an answer claims an identity.
 _OTHER_ASSISTANTS = (
@@ -40,9 +40,11 @@ _SELF_RX = re.compile(_SELF)
 
 
 def own_names(persona: PersonaConfig) -> tuple[str, ...]:
-    """The persona's own names, shop and company, casefolded, longest first (they never count as another identity)."""
+    """The persona's own names, shop and company, normalised like the checked text (NFKC, casefolded), longest first
+    (they never count as another identity)."""
     names = (persona.name, persona.name_en, persona.shop, persona.shop_en, persona.company)
-    return tuple(sorted({n.strip().casefold() for n in names if n.strip()}, key=len, reverse=True))
+    own = {form for n in names if n.strip() for form in (n.strip().casefold(), normalise_with_map(n.strip())[0])}
+    return tuple(sorted(own, key=len, reverse=True))
 
 
 def _blank_own(text: str, own: tuple[str, ...]) -> str:

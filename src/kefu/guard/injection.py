@@ -29,7 +29,8 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
         r"的?(?:所有|全部|一切)?的?(?:指令|指示|规则|设定|提示词?|限制|约束|要求|system|prompt)"
         r"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|everything\s+)?(?:of\s+)?(?:the\s+|your\s+|my\s+)?"
         r"(?:previous|prior|above|earlier|preceding|original|initial|system|safety)?\s*"
-        r"(?:instructions?|prompts?|rules|directions|guidelines|guardrails|constraints|programming)\b",
+        r"(?:instructions?|prompts?|rules|directions|guidelines|guardrails|constraints|programming)\b"
+        r"|\b(?:ignore|disregard|forget)\s+(?:all\s+of\s+|everything\s+)?the\s+above\b(?!\s+(?:message|order|address|question))",
     ),
     InjectionRule(
         "role_override",
@@ -37,7 +38,7 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
         r"\byou\s+are\s+now\b|\bfrom\s+now\s+on,?\s+you\s+(?:are|will|must|should)\b|\bpretend\s+(?:to\s+be|you\s+are)\b"
         r"|\b(?:act|behave)\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|different)\b"
         r"|\brole-?play\s+as\b|\b(?:as|act\s+as|be)\s+dan\b|\bdan\s+mode\b|\bdo\s+anything\s+now\b|\bdeveloper\s+mode\b|\bjailbr(?:eak|oken)\b|\bno\s+(?:longer\s+)?bound\s+by\b"
-        r"|你现在是|从现在(?:开始|起)[，,]?你|你的新(?:身份|角色|任务|指令)|(?:请|你)来?扮演|扮演(?:我的|一个|一名)|假装你是|假设你是|角色扮演"
+        r"|你现在是|现在你是(?:一个|一名|我的|个|dan\b)|从现在(?:开始|起)[，,]?你|從現在(?:開始|起)[，,]?你|(?:忘掉|忘记|忘了)你是|你不再是|你的新(?:身份|角色|任务|指令)|(?:请|你)来?扮演|扮演(?:我的|一个|一名)|假装你是|假设你是|角色扮演"
         r"|(?:开发者|上帝|越狱|调试)模式|越狱|不受(?:任何)?(?:限制|约束|规则)",
     ),
     InjectionRule(
@@ -56,12 +57,18 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
         r"(?:prompt|instructions|message)\b|\bwhat\s+(?:were|are)\s+you\s+told\s+(?:to|before)\b"
         r"|(?:原样|原封不动|逐字逐句|逐字|一字不差|一字不漏)地?(?:输出|复述|打印|重复|告诉我|发给我|显示|写出|说出|贴出)"
         r"|(?:上面|以上|前面|之前)的?(?:所有|全部)?(?:内容|文字|话|指令|提示)(?:原样|全部|完整)?(?:输出|重复|复述|打印)"
-        r"|你的(?:系统|原始|初始|隐藏)?(?:提示词|指令|设定|prompt)(?:是什么|有哪些|内容)|(?:初始|原始|隐藏|内部)(?:指令|提示词?)",
+        r"|你的(?:系统|原始|初始|隐藏)?(?:提示词|指令|设定|prompt)(?:是什么|有哪些|内容)|(?:初始|原始|隐藏|内部)(?:指令|提示词?)"
+        r"|你的(?:系统|原始|初始|隐藏)?(?:提示词|指令|设定|prompt|配置)(?:告诉|发|给|输出|显示|打印)"
+        r"|你(?:收到|接到|拿到)的(?:指令|提示|设定)|你被设定了?(?:什么|哪些)|(?:开发者|创造者|开发人员)给了?你(?:哪些|什么)"
+        r"|(?:上面|以上|前面)的(?:话|内容|文字)(?:翻译|转换|改写|转成)|\bsystem\s+message\b"
+        r"|\bwhat\s+(?:were|are)\s+your\s+(?:instructions|directives|initial\s+instructions)\b"
+        r"|\b(?:top|start|beginning)\s+of\s+(?:this|the|our)\s+(?:conversation|chat|prompt|context)\b",
     ),
     InjectionRule(
         "authority_claim",
         0.7,
         r"以(?:系统)?(?:管理员|开发者|开发人员|超级用户|超级管理员|root|admin|工程师|程序员|运维|店长|老板|客服主管|内部员工)的?身份"
+        r"|我是你们?的?(?:老板|店长|经理|主管)[，,]?\s*我?(?:命令|要求|授权|指示)你"
         r"|(?:作为|我是)(?:你们?的|本店的?|系统的?)?(?:管理员|开发者|开发人员|超级管理员|程序员|创造者)[，,]?\s*(?:我|现在)?"
         r"(?:命令|要求|授权|指示|允许)|(?:管理员|超级用户|root)(?:权限|模式)"
         r"|\b(?:i\s+am|i'm)\s+(?:your|the\s+system(?:'s)?)\s+(?:admin|administrator|developer|creator|owner|programmer)\b"
@@ -73,12 +80,12 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
         "fake_role_marker",
         0.6,
         r"<\|im_start\|>|<\|im_end\|>|<\|(?:system|user|assistant|endoftext|eot_id|start_header_id)\|>|\[/?INST\]"
-        r"|<</?SYS>>|^\s*#{2,}\s*(?:system|instruction)s?\b|^\s*(?:system|assistant)\s*[:：]|【系统】|^\s*系统[:：]",
+        r"|<</?SYS>>|^\s*#{2,}\s*(?:system|instruction)s?\b|^\s*(?:system|assistant|human)\s*[:：]|【系统】|^\s*系统[:：]",
     ),
     InjectionRule(
         "new_instructions",
         0.5,
-        r"\bnew\s+instructions?\b|\bimportant\s*:\s*(?:ignore|you\s+must)|\binstead,?\s+(?:you\s+)?(?:must|should)\s+"
+        r"\bnew\s+instructions?\b|\b(?:have\s+been\s+)?pwned\b|\bimportant\s*:\s*(?:ignore|you\s+must)|\binstead,?\s+(?:you\s+)?(?:must|should)\s+"
         r"(?:say|reply|answer|respond)|新的?指令|新任务[:：]|(?:必须|只能)(?:回答|回复|输出|说)[“\"「]",
     ),
     InjectionRule(

@@ -40,10 +40,48 @@ def greeting(p: PersonaConfig, lang: str) -> str:
     return f"{g}，" if g else ""
 
 
+# Common words of Chinese service hours, so "每天 9:00-21:00" can be said in English without hours_en.
+_HOURS_WORDS = (
+    ("法定节假日", "public holidays"),
+    ("节假日", "public holidays"),
+    ("工作日", "weekdays"),
+    ("每天", "every day"),
+    ("每日", "every day"),
+    ("周末", "weekends"),
+    ("全天", "all day"),
+    ("至", " to "),
+    ("到", " to "),
+    ("，", ", "),
+    ("；", "; "),
+    ("、", ", "),
+    ("（", " ("),
+    ("）", ")"),
+    ("：", ": "),
+    ("除外", " excepted"),
+    ("休息", " closed"),
+)
+_WEEKDAYS = dict(
+    zip(
+        "一二三四五六日天",
+        ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Sunday"),
+        strict=True,
+    )
+)
+
+
+def _hours_en_from_zh(hours: str) -> str:
+    """Chinese service hours in English when they use only common words, else '' (never half-translated)."""
+    text = re.sub(r"(?:周|星期)([一二三四五六日天])", lambda m: _WEEKDAYS[m.group(1)], hours)
+    for zh, en in _HOURS_WORDS:
+        text = text.replace(zh, en)
+    text = re.sub(r"\s+", " ", text).strip()
+    return "" if _HAN.search(text) else text
+
+
 def hours_sentence(p: PersonaConfig, lang: str) -> str:
     """When human agents work, as one sentence."""
     if lang == "en":
-        hours = p.hours_en or (p.hours if not _HAN.search(p.hours) else "")
+        hours = p.hours_en or _hours_en_from_zh(p.hours)
         if not _bare(hours):
             return "Human agents are available during the shop's service hours."
         return _sentence_en(hours) if _SAYS_WHO_EN.search(hours) else f"Human agent hours: {_bare(hours)}."

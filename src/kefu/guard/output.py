@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from kefu.config import KefuConfig, PersonaConfig, PIIConfig
 from kefu.data.pii import mask
 from kefu.guard import repeat
-from kefu.guard.findings import Finding
+from kefu.guard.credentials import find_secret_requests
+from kefu.guard.findings import Finding, normalise_with_map
 from kefu.guard.identity import find_identity, own_names
 from kefu.guard.leak import LEAK_CHARS, covered, scaffold_ngrams
 from kefu.guard.notices import greeting, notice
@@ -48,7 +49,9 @@ class Policy:
 
     @classmethod
     def from_config(cls, cfg: KefuConfig, system_prompt: str) -> Policy:
+        """Raises KefuError for an unknown guard.policy_limits key (at startup, not on the first answer)."""
         p = cfg.persona
+        check_limits("", cfg.guard.policy_limits)
         return cls(
             persona=p,
             limits=dict(cfg.guard.policy_limits),
@@ -64,10 +67,12 @@ class Policy:
 @dataclass
 class _State:
     pending: str = ""  # visible text of the sentence in progress
-    clauses_seen: int = 0  # finished clauses of `pending` already given to the repeat watch
+    consumed: int = 0  # visible characters before `pending`
+    clause_start: int = 0  # where in `pending` the clause not yet given to the repeat watch starts
     probed: int = 0  # length of `pending` up to which loops without punctuation were looked for
     released: list[str] = field(default_factory=list)
     leaked: int = 0  # characters of released text found in the system prompt's scaffolding
+    leak_tail: str = ""  # the end of the text checked so far, so that n-grams run across sentences
 
 
 class AnswerGuard:
@@ -90,9 +95,7 @@ class AnswerGuard:
         """Text that has passed every check and may be shown now ('' while a sentence is still being checked)."""
         if self.stopped or self._finished:
             return ""
-        visible = self._think.feed(piece)
-        self._note_think()
-        return self._take(visible, final=False)
+        return self._take(self._think.feed(piece), final=False)
 
     def finish(self) -> str:
         """Whatever is left to show at the end: the last sentence when it passes, or the replacement."""
@@ -100,7 +103,11 @@ class AnswerGuard:
             return ""
         self._finished = True
         out = "" if self.stopped else self._take(self._think.finish(), final=True)
-        self._note_think()
+        if not self.stopped:
+            self._note_think(upto=None)
+            if not self._s.released and self.hits:  # the guards left nothing at all (only reasoning, say)
+                self._hit("empty", "nothing left to show")
+                self._tail = notice(self.policy.persona, "no_match", self.lang)
         return out + self._tail
 
     @property
@@ -117,64 +124,80 @@ class AnswerGuard:
             m = _SENTENCE_END.search(s.pending)
             if m is None or (m.end() == len(s.pending) and not final):
                 if final and s.pending:
-                    out.append(self._sentence(s.pending, final=True))
+                    out.append(self._sentence(s.pending))
                 else:
                     self._watch_unfinished(s.pending, final)
                 break
-            out.append(self._sentence(s.pending[: m.end()], final))
+            out.append(self._sentence(s.pending[: m.end()]))
         return "".join(out)
 
-    def _sentence(self, sent: str, final: bool) -> str:
+    def _sentence(self, sent: str) -> str:
         """Check one finished sentence (consumed from pending); its released form, or '' (dropped or stopped)."""
         s = self._s
         s.pending = s.pending[len(sent) :]
         self._watch_unfinished(sent, final=True)
-        s.clauses_seen = s.probed = 0
+        s.clause_start = s.probed = 0
+        s.consumed += len(sent)
         if self.stopped:
             return ""
+        self._note_think(upto=s.consumed)
         if not s.released:
             sent = sent.lstrip()
         if not sent.strip():
             return ""
         if self._repeat.sentence_repeats(sent):
-            self._stop_repeating("sentence repeated")
+            self._stop_repeating("sentence repeated", at=0)
             return ""
         return self._check(sent)
 
     def _watch_unfinished(self, text: str, final: bool) -> None:
         """Repetition inside a sentence: identical clauses in a row, or a loop with no punctuation at all."""
         s = self._s
-        ends = [m.end() for m in repeat.CLAUSE_END.finditer(text)] + ([len(text)] if final else [])
-        starts = [0, *ends]
-        for i in range(s.clauses_seen, len(ends)):
-            if self._repeat.clause(text[starts[i] : ends[i]]):
-                self._stop_repeating("clause repeated")
+        ends = [m.end() for m in repeat.CLAUSE_END.finditer(text, s.clause_start)] + ([len(text)] if final else [])
+        for end in ends:
+            clause, s.clause_start = text[s.clause_start : end], end
+            if self._repeat.clause(clause):
+                self._stop_repeating("clause repeated", at=end)
                 return
-        s.clauses_seen = len(ends)
         while s.probed + repeat.PROBE_EVERY <= len(text):
             s.probed += repeat.PROBE_EVERY
             if repeat.runaway(text[: s.probed]):
-                self._stop_repeating("loop without punctuation")
+                self._stop_repeating("loop without punctuation", at=s.probed)
                 return
-        if final and s.probed < len(text) and repeat.runaway(text):
-            self._stop_repeating("loop without punctuation")
+        if final and s.probed < len(text) and len(text) >= repeat.SHORTEST_RUNAWAY and repeat.runaway(text):
+            self._stop_repeating("loop without punctuation", at=len(text))
 
     def _check(self, sent: str) -> str:
         p = self.policy
         if p.pii is not None:
-            masked = mask(sent, p.pii)
+            masked = self._mask(sent)
             if masked != sent:
                 self._hit("pii", "pii masked")
             sent = masked
-        sent, violations = self._words(sent)
-        if not sent:
+        # The rules see the sentence before a forbidden clause is dropped: "保证明天到，" is a promise to replace,
+        # not just words to leave out.
+        violations = self._rules(sent)
+        kept, word_violations = self._words(sent)
+        if violations or word_violations:
+            self._stop(violations + word_violations)
             return ""
-        violations += self._rules(sent)
-        if violations:
-            self._stop(violations)
+        if not kept:
             return ""
+        sent = kept
         self._repeat.accept(sent)
         self._s.released.append(sent)
+        return sent
+
+    def _mask(self, sent: str) -> str:
+        """PII masked, the persona's own names kept ("我叫小禾" is not a customer's name): they stand aside as
+        private-use characters while the masker runs."""
+        assert self.policy.pii is not None
+        names = [n for n in (self.policy.persona.name, self.policy.persona.name_en) if n.strip() and n in sent]
+        for i, name in enumerate(names):
+            sent = sent.replace(name, chr(0xE000 + i))
+        sent = mask(sent, self.policy.pii)
+        for i, name in enumerate(names):
+            sent = sent.replace(chr(0xE000 + i), name)
         return sent
 
     def _words(self, sent: str) -> tuple[str, list[Violation]]:
@@ -198,14 +221,18 @@ class AnswerGuard:
 
     def _rules(self, sent: str) -> list[Violation]:
         p = self.policy
+        # Full-width digits and letters, zero-width characters: "３０天", "Chat\u200bGPT" read as what they show.
+        sent = normalise_with_map(sent)[0]
         found: list[tuple[str, Finding]] = []
         if p.block_promises:
             found += [("promise", f) for f in find_promises(sent)]
         found += [("limit", f) for f in check_limits(sent, p.limits)]
         found += [("identity", f) for f in find_identity(sent, p.own_names)]
-        violations = [Violation(hit, f.rule, f.detail or f.text) for hit, f in found]
+        found += [("secret_request", f) for f in find_secret_requests(sent)]
+        violations = [Violation(hit, f.rule, f.detail or f.text, sent) for hit, f in found]
         if p.prompt_ngrams:
-            self._s.leaked += covered(sent, p.prompt_ngrams)
+            n, self._s.leak_tail = covered(sent, p.prompt_ngrams, self._s.leak_tail)
+            self._s.leaked += n
             if self._s.leaked >= LEAK_CHARS:
                 violations.append(Violation("system_prompt", "system_prompt", f"{self._s.leaked} characters"))
         return violations
@@ -216,8 +243,10 @@ class AnswerGuard:
             self.hits.append(name)
         self.details.append(detail)
 
-    def _note_think(self) -> None:
-        if self._think.seen and "think" not in self.hits:
+    def _note_think(self, upto: int | None) -> None:
+        """The 'think' hit, once, for reasoning cut before visible offset `upto` (None: anywhere)."""
+        cut = self._think.first_cut
+        if cut is not None and (upto is None or cut < upto) and "think" not in self.hits:
             self._hit("think", "reasoning removed")
 
     def _stop(self, violations: list[Violation]) -> None:
@@ -227,7 +256,9 @@ class AnswerGuard:
         p = self.policy
         self._tail = self._joined(replacement(p.persona, violations, self.lang, self.excerpts, p.limits))
 
-    def _stop_repeating(self, why: str) -> None:
+    def _stop_repeating(self, why: str, at: int) -> None:
+        """Stop on a loop found `at` characters into the sentence being checked."""
+        self._note_think(upto=self._s.consumed + at)
         self._hit("repetition", why)
         self.stopped = True
         self._s.pending = ""

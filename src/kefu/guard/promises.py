@@ -32,6 +32,7 @@ class Rule:
     lang: Lang
     pattern: str
     unless: str = ""
+    unless_in_sentence: bool = False  # look for `unless` in the whole sentence before the match, not just the clause
 
 
 PROMISE_RULES: tuple[Rule, ...] = (
@@ -45,7 +46,8 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh.guarantee_outcome",
         "zh",
         rf"{_GUAR}{_NEG_INNER}{{0,10}}?(?:退款|退货|退钱|退还|换货|赔|补偿|报销|返现|到账|满意|解决|不会?坏|不会出问题"
-        r"|[0-9一二两三四五六七八九十百]+(?:年|个月))",
+        r"|[0-9一二两三四五六七八九十百]+(?:年|个月))"
+        r"|(?:保证|包您|包你|绝对)(?:摔|用|洗|穿)?不(?:碎|坏|破|裂|漏|褪色|掉色|起球|变形|生锈)",
     ),
     Rule(
         "zh.date_promise",
@@ -59,7 +61,9 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh",
         rf"(?:给|送|赔|补|发|返|赠)(?:{_YOU}){_C}{{0,6}}?(?:优惠券|红包|代金券|礼品|赠品|积分|现金|运费险|无门槛|券)"
         rf"|(?:赔偿|补偿){_YOU}|(?:给|为){_YOU}(?:一些|一点|适当的?)?(?:赔偿|补偿)"
-        rf"|(?:给|为){_YOU}(?:补|再发|补发)(?:一|1)张|(?:给|为){_YOU}(?:免费)?升级(?:顺丰|快递)",
+        rf"|(?:给|为){_YOU}(?:补|再发|补发)(?:一|1)张|(?:给|为){_YOU}(?:免费)?升级(?:顺丰|快递)"
+        # "40元差价给您补上", "还多送您一张"
+        rf"|(?:差价|运费|钱|款){_C}{{0,2}}?(?:给|为){_YOU}(?:补上|补齐|退了|补回)|多(?:送|给|补|返){_YOU}",
     ),
     Rule(
         "zh.extra_refund",
@@ -79,14 +83,27 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh.immediate_action",
         "zh",
         rf"(?:先|马上|立刻|立即|现在就|这就)就?(?:给|为|帮){_YOU}(?:办理)?"
-        r"(?:退款|退钱|退货|赔偿|补偿|补发|改价|修改价格|发券|发放)",
+        r"(?:退款|退钱|退货|赔偿|补偿|补发|改价|修改价格|发券|发放)"
+        rf"|(?:差价|钱|款|运费)(?:马上|立刻|立即|这就|现在就)(?:退|补|返)(?:给|还)?{_YOU}",
+    ),
+    Rule(
+        "zh.price_action",
+        "zh",
+        # "这单给您免运费", "我给您打个九折", "给您改成99元", "我会给您退款的"
+        rf"(?:给|为|帮){_YOU}(?:免(?:运费|单|邮费?)|打个?[0-9一二三四五六七八九.]+折|减[0-9一二三四五六七八九十百]+|便宜[0-9一二三四五六七八九十百]+"
+        r"|改成[0-9一二三四五六七八九十百千.]+(?:元|块))"
+        rf"|我们?(?:会|将|这就|现在就|马上|立刻)?(?:给|为|帮){_YOU}(?:退款|退钱|赔偿|补偿|改价)(?!申请|流程|政策|规则)",
+        unless="后|如果|若|假如|核实|审核|收到|一旦|待|确认|通过|符合|满足|满|以上|超过|凡是|只要",
+        unless_in_sentence=True,
     ),
     Rule(
         "zh.done_claim",
         "zh",
         rf"已经?(?:为|给|帮){_YOU}(?:办理了?(?:退款|退货|退换|赔偿|补偿|无理由)|退款|退货|改价|改好|修改了?价格|补发"
         r"|发放|补了|发了(?:券|优惠券|红包)|申请了?(?:退款|赔偿)|赔偿|补偿|破例|延长)|券已(?:发放|补发|到账)|已经?(?:补发|改价)"
-        # "已为您把订单改成一折价格", "价格已经帮您改好了"
+        # "已为您把订单改成一折价格", "价格已经帮您改好了", "我已经帮您改成150元了", "退款我已经帮您提交了"
+        rf"|我已经?(?:帮|为|给){_YOU}(?:提交|申请|办理|登记|处理好)"
+        rf"|已经?(?:为|给|帮){_YOU}(?:改成|改为|降到|调到|调成)[0-9一二两三四五六七八九十百千.]+(?:元|块)"
         rf"|已经?(?:为|给|帮){_YOU}把{_C}{{0,12}}?(?:改成|改为|调成|调整为|降到|降为|减到|打了?[0-9一二三四五六七八九]折)"
         rf"|(?:价格|价钱|金额|运费){_C}{{0,4}}?已经?(?:为|给|帮)?{_YOU}?(?:改好|改成|调整好|修改好|免掉|减免)",
     ),
@@ -117,6 +134,7 @@ PROMISE_RULES: tuple[Rule, ...] = (
         r"|\b(?:extra|additional|bonus) (?:refund|compensation|credit|voucher|coupon|discount)\b|\bcompensate you\b"
         r"|\b(?:give|send|offer) you (?:a |an )?(?:free |complimentary |bonus |extra )?"
         r"(?:coupon|voucher|gift card|store credit|discount code)\b"
+        r"|\b(?:give|offer|get) you (?:a |an )?(?:\d+% |special |extra |bigger )?(?:discount|price cut|markdown)\b"
         r"|\bon the house\b|\bdouble (?:refund|compensation)\b"
         r"|\bplus (?:a|an) (?:free )?(?:coupon|voucher|gift card)\b",
     ),
@@ -134,7 +152,9 @@ PROMISE_RULES: tuple[Rule, ...] = (
         r"|\bI(?:'ve| have) (?:issued|processed) (?:a|your|the) (?:full )?refund\b"
         r"|\b(?:I|we)(?:'ve| have) (?:changed|lowered|reduced|adjusted|updated|cut) (?:the|your)"
         r"(?: order(?:'s)?)? price\b"
-        r"|\b(?:I|we)(?:'ve| have) (?:applied|added|sent) (?:a|an) (?:\d+% )?(?:discount|coupon|voucher|credit)\b",
+        r"|\b(?:I|we)(?:'ve| have) (?:applied|added|sent) (?:a|an) (?:\d+% )?(?:discount|coupon|voucher|credit)\b"
+        r"|\bI(?:'ll| will| can)? (?:change|lower|reduce|adjust|cut|drop|update) (?:the|your)"
+        r"(?: order(?:'s)?)? price\b",
     ),
 )
 
@@ -155,6 +175,8 @@ _NEG_AFTER = {
     "en": re.compile(r"[^.;!?]{0,12}?\b(?:is not|isn't|are not|aren't|is beyond|are beyond|not possible)\b", re.I),
 }
 _COMPILED = tuple((r, re.compile(r.pattern, re.I if r.lang == "en" else 0)) for r in PROMISE_RULES)
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_LATIN = re.compile(r"[A-Za-z]")
 
 
 def negated(text: str, start: int, end: int, lang: Lang) -> bool:
@@ -163,23 +185,39 @@ def negated(text: str, start: int, end: int, lang: Lang) -> bool:
     return bool(_NEG[lang].search(before) or _NEG_AFTER[lang].match(text, end))
 
 
+def _before(text: str, start: int, rule: Rule) -> str:
+    return sentence_of(text, start, start)[0] if rule.unless_in_sentence else clause_before(text, start, 20)
+
+
 def find_promises(text: str, lang: Lang | None = None) -> list[Finding]:
     """Over-promises in an answer, in order of position; rules of one language when `lang` is given."""
     found = []
+    # Every zh rule needs a Han character and every en rule a Latin letter: skip the rules a text cannot match.
+    present = {"zh": _HAN.search(text) is not None, "en": _LATIN.search(text) is not None}
     for rule, rx in _COMPILED:
-        if lang is not None and rule.lang != lang:
+        if (lang is not None and rule.lang != lang) or not present[rule.lang]:
             continue
         for m in rx.finditer(text):
             if negated(text, m.start(), m.end(), rule.lang):
                 continue
-            if rule.unless and re.search(rule.unless, clause_before(text, m.start(), 20), re.I):
+            if rule.unless and re.search(rule.unless, _before(text, m.start(), rule), re.I):
                 continue
             found.append(Finding(rule.id, m.start(), m.end(), m.group()))
     return sorted(found, key=lambda f: (f.start, f.rule))
 
 
 # ----------------------------------------------------------------------------- policy limits
-_NUM = r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
+_EN_NUMBERS = {
+    "a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
+    "sixty": 60, "ninety": 90,
+}  # fmt: skip
+_EN_NUM = "|".join(w for w in _EN_NUMBERS if w != "a")
+# "within two weeks", "a month": English number words (a only right before its unit).
+_NUM = (
+    r"[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十百半]+"
+    rf"|(?i:\b(?:{_EN_NUM})\b|\ba(?= (?:day|week|month|year)s?\b))"
+)
 # A number (or range: 1-3, 三到五) and its time unit, Chinese or English: "30天", "十五个工作日", "48 hours", "30-day".
 _N = (
     # The lookbehind starts a number only where its digits start: no retrying every suffix of a long digit run.
@@ -219,7 +257,10 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"{_N}(?:之)?内?{_C}{{0,5}}?(?:随便|随时|都能|都可以|包)退",
             rf"{_N}(?:之)?内?都?(?:可以|可|能)?(?:申请)?(?:退货|退换|退款退货)",
             rf"(?i:{_N}[- ]?(?:no[- ]questions?[- ]asked |free |hassle[- ]free |money[- ]back )?returns?\b)",
-            rf"(?i:\breturns?\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
+            rf"退(?:货|换货?)(?:的)?(?:期限|时限|周期|期)(?:是|为|有|只有)?{_C}{{0,4}}?{_N}",
+            rf"(?i:\breturn (?:window|period|policy|deadline)\b{_CE}{{0,15}}?{_N})",
+            rf"(?i:{_N} to (?:return|send (?:it|them|the item) back)\b)",
+            rf"(?i:\b(?:returns?|returned|returnable)\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
         ),
         skip=_QUALITY,
     ),
@@ -227,7 +268,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
         "max",
         "days",
         (
-            rf"(?:{_QUALITY})[^。！？；!?;\n]{{0,16}}?{_N}(?:之)?内?{_C}{{0,4}}?(?:退|换)",
+            rf"(?:{_QUALITY})[^。！？；!?;\n]{{0,16}}?{_N}(?:之)?内?{_C}{{0,7}}?(?:退|换)",
             rf"(?i:\b(?:defective|damaged|faulty|broken|quality)\b{_CE}{{0,30}}?{_N})",
         ),
     ),
@@ -277,12 +318,15 @@ LIMIT_RULES: dict[str, LimitRule] = {
     ),
 }
 _LIMIT_COMPILED = {key: tuple(re.compile(p) for p in rule.patterns) for key, rule in LIMIT_RULES.items()}
+_DURATION = re.compile(rf"(?i:{_N})")  # every limit pattern holds one: a text without any needs no further look
 
 
 def parse_number(s: str) -> float:
-    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5, '两个半' -> 2.5."""
+    """'30' -> 30, '十五' -> 15, '三十' -> 30, '一百八十' -> 180, '半' -> 0.5, '两个半' -> 2.5, 'two' -> 2."""
     if s[0].isdigit():
         return float(s)
+    if s.lower() in _EN_NUMBERS:
+        return float(_EN_NUMBERS[s.lower()])
     half = 0.5 if s.endswith("半") else 0.0
     run = s.rstrip("半")
     return (cn_to_int(run) if run else 0) + half
@@ -305,6 +349,8 @@ def check_limits(text: str, limits: Mapping[str, float]) -> list[Finding]:
     if unknown:
         raise KefuError(f"guard.policy_limits: unknown key(s) {unknown}; known: {sorted(LIMIT_RULES)}")
     found: dict[tuple[int, int, str], Finding] = {}
+    if not text or not _DURATION.search(text):
+        return []
     for key, limit in limits.items():
         rule = LIMIT_RULES[key]
         for rx in _LIMIT_COMPILED[key]:

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 
 CLAUSE_END = re.compile(r"[，,、：:]")
+SHORTEST_RUNAWAY = 40  # a finished sentence shorter than this ends its own loop; the sentence check sees a repeat
 PROBE_EVERY = 80  # characters of an unfinished sentence between two looks for a loop without punctuation
 _LOOP = re.compile(r"(.{2,40}?)\1{4,}|([^\W_])\2{15,}", re.S)
 _NOISE = re.compile(r"[\W_]+")
@@ -53,4 +54,8 @@ class RepeatWatch:
 
 def runaway(prefix: str) -> bool:
     """A unit repeated five times in a row (or one letter sixteen times) in a sentence with no end in sight."""
+    # Such a loop repeats some pair of characters at least five times (str.count counts without overlap, so a
+    # run of 16 one-letter repeats gives 8); most sentences have no such pair, and skip the costlier regex.
+    if not any(prefix.count(prefix[i : i + 2]) >= 5 for i in range(len(prefix) - 1)):
+        return False
     return _LOOP.search(prefix) is not None

@@ -38,8 +38,14 @@ _CANNOT = {
         "promise refunds or compensation beyond the shop's policy",
     ),
 }
+_DELIVERY_WORDS = re.compile(r"到货|送达|送到|寄到|到达|明天到|\b(?:arriv\w*|deliver\w*|get to you|reach you)\b", re.I)
+_SECRET_SENTENCE = (
+    "为了您的账户安全，请不要向任何人（包括客服）提供密码或验证码。",
+    "For your account's safety, never share your password or verification codes with anyone, including us.",
+)
 _ACTION_RULES = re.compile(r"done_claim|immediate_action|compensation")
 _DELIVERY_RULES = re.compile(r"delivery|date_promise")
+_LABEL = re.compile(r"^[^：:。.!?！？]{1,12}[：:]\s*")
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]|\.(?=\s|$))?")
 
 
@@ -50,6 +56,7 @@ class Violation:
     hit: str
     rule: str
     detail: str = ""
+    sentence: str = ""  # the sentence it was found in
 
 
 def _num(n: float) -> str:
@@ -60,9 +67,10 @@ def limit_sentence(key: str, limit: float, lang: str, excerpts: Sequence[str], l
     """The shop's rule for `key`: a sentence of a retrieved excerpt that states it, else the configured number."""
     for excerpt in excerpts:
         for m in _SENTENCE.finditer(excerpt):
-            s = m.group().strip()
+            s = _LABEL.sub("", m.group().strip())  # "退换货：…" -> "…": the heading is not a sentence
             fits = 0 < len(s) <= 160 and detect_lang(s) == lang and states_limit(s, key, limit)
             if fits and not check_limits(s, limits) and not find_promises(s):
+                s = s[:1].upper() + s[1:] if lang == "en" else s
                 return s if s[-1] in "。！？!?." else s + ("." if lang == "en" else "。")
     zh, en = _LIMIT_SENTENCES[key]
     return (en if lang == "en" else zh).format(n=_num(limit))
@@ -76,10 +84,13 @@ def _cannot_sentence(persona: PersonaConfig, topic: str, lang: str) -> str:
     return f"抱歉，我不能{item.rstrip('。.')}。"
 
 
-def _topic(rule: str) -> str:
-    if _ACTION_RULES.search(rule):
+def _topic(v: Violation) -> str:
+    """What a promise was about: an action taken, a delivery date, or an outcome (refund, quality...)."""
+    if _ACTION_RULES.search(v.rule):
         return "action"
-    return "delivery" if _DELIVERY_RULES.search(rule) else "outcome"
+    if _DELIVERY_RULES.search(v.rule) or _DELIVERY_WORDS.search(v.sentence):
+        return "delivery"
+    return "outcome"
 
 
 def identity_sentence(p: PersonaConfig, lang: str) -> str:
@@ -101,6 +112,8 @@ def replacement(
     if "system_prompt" in hits:
         return notice(persona, "refusal", lang)
     parts: list[str] = []
+    if "secret_request" in hits:
+        parts.append(_SECRET_SENTENCE[1] if lang == "en" else _SECRET_SENTENCE[0])
     if "identity" in hits:
         parts.append(identity_sentence(persona, lang))
     for v in violations:
@@ -109,8 +122,8 @@ def replacement(
             parts.append(limit_sentence(key, limits[key], lang, excerpts, limits))
     for v in violations:
         if v.hit == "promise":
-            parts.append(_cannot_sentence(persona, _topic(v.rule), lang))
-            if _topic(v.rule) == "delivery" and "ship_hours" in limits:
+            parts.append(_cannot_sentence(persona, _topic(v), lang))
+            if _topic(v) == "delivery" and "ship_hours" in limits:
                 parts.append(limit_sentence("ship_hours", limits["ship_hours"], lang, excerpts, limits))
     if not parts or hits & {"promise", "banned_word", "forbidden_phrase"}:
         parts.append(handoff_sentence(persona, lang))

@@ -11,12 +11,13 @@ OPEN, CLOSE = "<think>", "</think>"
 
 
 def _held(buf: str, tags: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `buf` that could still grow into one of `tags`."""
-    for k in range(max(len(t) for t in tags) - 1, 0, -1):
-        tail = buf[-k:]
-        if len(buf) >= k and any(t.startswith(tail) for t in tags):
-            return k
-    return 0
+    """Length of the suffix of `buf` that could still grow into one of `tags`: it starts at the last '<' (a tag
+    holds no other '<'), so only that one needs a look."""
+    tail = buf[-len(CLOSE) :]
+    i = tail.rfind("<")
+    if i < 0:
+        return 0
+    return len(tail) - i if any(t.startswith(tail[i:]) for t in tags) else 0
 
 
 class ThinkFilter:
@@ -24,11 +25,22 @@ class ThinkFilter:
 
     def __init__(self, inside: bool = False) -> None:
         self.inside = inside
-        self.seen = inside  # whether any reasoning was cut (the 'think' hit)
+        # Where in the visible text the first cut was (None: none yet). A guard that stops early reports the
+        # 'think' hit only for a cut before its stop, whatever the chunking.
+        self.first_cut: int | None = 0 if inside else None
+        self._emitted = 0
         self._buf = ""
+
+    @property
+    def seen(self) -> bool:
+        return self.first_cut is not None
 
     def feed(self, piece: str) -> str:
         self._buf += piece
+        if not self.inside and "<" not in self._buf:  # nearly every piece of an answer
+            visible, self._buf = self._buf, ""
+            self._emitted += len(visible)
+            return visible
         out: list[str] = []
         while self._buf:
             if self.inside:
@@ -46,11 +58,14 @@ class ThinkFilter:
                 self._buf = self._buf[len(self._buf) - keep :]
                 break
             out.append(self._buf[:cut])
-            self.seen = True
+            if self.first_cut is None:
+                self.first_cut = self._emitted + sum(map(len, out))
             is_open = cut == i
             self._buf = self._buf[cut + len(OPEN if is_open else CLOSE) :]
             self.inside = is_open
-        return "".join(out)
+        visible = "".join(out)
+        self._emitted += len(visible)
+        return visible
 
     def finish(self) -> str:
         """What is left: a held partial tag is plain text after all; an unclosed block stays hidden."""

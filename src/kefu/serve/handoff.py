@@ -1,7 +1,7 @@
 """Human handoff: escalated conversations get a ticket; agents list, claim, answer and release them.
 
-While a conversation is handed off, the bot stays silent on it: customer messages are stored for the agent and
-answered with empty content plus `kefu.handoff` telling the client a human will reply.
+While a conversation is handed off, the bot does not answer it: customer messages are stored for the agent and
+get the persona's "with_agent" notice (not stored) plus `kefu.handoff` telling the client a human will reply.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from fastapi.responses import StreamingResponse
 
 from kefu.answer.engines.base import EngineUnavailable, GenParams
 from kefu.answer.pipeline import Outcome
+from kefu.guard.lang import detect_lang
+from kefu.guard.notices import notice
 from kefu.serve import handoff
 from kefu.serve.auth import ChatKey
 from kefu.serve.errors import ApiError, error_body
@@ -242,7 +244,12 @@ async def simple_chat(request: Request, req: SimpleChatRequest, key: ChatKey) ->
         {"model": svc.cfg.serve.model_name, "messages": [{"role": "user", "content": req.question}],
          "kefu": {"conversation_id": req.conversation_id or new_id("conv")}}
     )  # fmt: skip
-    plan = await answer(request, full, key, "chat")
+    try:
+        plan = await answer(request, full, key, "chat")
+    except EngineUnavailable:  # the widget's customer gets the persona's "busy" notice, not an HTTP error
+        text = notice(svc.cfg.persona, "busy", detect_lang(req.question))
+        cid = full.kefu.conversation_id if full.kefu else None
+        return SimpleChatResponse(answer=text, citations=[], handoff=False, conversation_id=cid or "")
     assert isinstance(plan, Plan)
     return SimpleChatResponse(
         answer=plan.outcomes[0].text, citations=plan.prep.context.citations, handoff=plan.handoff is not None,
