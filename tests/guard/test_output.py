@@ -4,7 +4,10 @@ chunking gives the text the whole-answer check gives."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import re
+from pathlib import Path
 
 import pytest
 
@@ -343,3 +346,17 @@ def test_random_texts_stream_like_whole(shop_policy: Policy, seed: int) -> None:
 )
 def test_full_width_and_zero_width_are_read_as_shown(shop_policy: Policy, answer: str, hit: str) -> None:
     assert hit in guard_answer(answer, shop_policy, "zh")[1]
+
+
+def test_limit_prefilter_changes_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-key trigger words only skip work: with them disabled every verdict on the shop's answers is the same."""
+    from kefu.guard import promises
+
+    data = (Path(promises.__file__).parents[1] / "samples/shop/data/preference.jsonl").read_text(encoding="utf-8")
+    texts = [t for line in data.splitlines() for t in (json.loads(line)["chosen"], json.loads(line)["rejected"])]
+    limits = dict.fromkeys(promises.LIMIT_RULES, 1.0) | {"ship_hours": 100.0, "refund_days": 100.0}
+    with_triggers = [promises.check_limits(t, limits) for t in texts]
+    everything = re.compile("")
+    monkeypatch.setattr(promises, "_LIMIT_TRIGGERS", dict.fromkeys(promises.LIMIT_RULES, everything))
+    assert [promises.check_limits(t, limits) for t in texts] == with_triggers
+    assert sum(map(len, with_triggers)) > 20  # the limits are tight enough that many answers state numbers beyond

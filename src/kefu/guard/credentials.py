@@ -27,12 +27,15 @@ SECRET_RULES: tuple[Rule, ...] = (
         unless=r"\b(?:never|don't|do not|won't|will not|not)\b",
     ),
 )
+_WORDS = re.compile(r"验证码|校验码|动态码|短信码|密码|安全码|cvv|code|password|otp|pin", re.I)
 _SECRET_COMPILED = tuple((r, re.compile(r.pattern, re.I if r.lang == "en" else 0)) for r in SECRET_RULES)
 
 
 def find_secret_requests(text: str) -> list[Finding]:
     """The answer asks the customer for a password or a one-time code (rule ids 'zh.asks_secret', 'en.asks_secret')."""
-    found = []
+    found: list[Finding] = []
+    if not _WORDS.search(text):  # every rule names the secret
+        return found
     for rule, rx in _SECRET_COMPILED:
         for m in rx.finditer(text):
             if not re.search(rule.unless, clause_before(text, m.start(), 20), re.I):

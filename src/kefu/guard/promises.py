@@ -245,6 +245,7 @@ class LimitRule:
     unit: Literal["days", "hours"]
     patterns: tuple[str, ...]
     skip: str = ""
+    trigger: str = ""  # words every pattern needs (case-insensitive): a text without them skips the patterns
 
 
 LIMIT_RULES: dict[str, LimitRule] = {
@@ -263,6 +264,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"(?i:\b(?:returns?|returned|returnable)\b{_CE}{{0,20}}?\b(?:within|in|up to|for) {_N})",
         ),
         skip=_QUALITY,
+        trigger=r"退|无理由|return",
     ),
     "quality_return_days": LimitRule(
         "max",
@@ -271,12 +273,14 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"(?:{_QUALITY})[^。！？；!?;\n]{{0,16}}?{_N}(?:之)?内?{_C}{{0,7}}?(?:退|换)",
             rf"(?i:\b(?:defective|damaged|faulty|broken|quality)\b{_CE}{{0,30}}?{_N})",
         ),
+        trigger=r"质量|破损|故障|瑕疵|坏|错发|漏发|quality|defect|damaged|faulty|broken|wrong item",
     ),
     "exchange_days": LimitRule(
         "max",
         "days",
         (rf"{_N}(?:之)?内?{_C}{{0,4}}?换货", rf"换货{_C}{{0,8}}?{_N}", rf"(?i:\bexchanges?\b{_CE}{{0,20}}?{_N})"),
         skip=_QUALITY,
+        trigger=r"换货|exchange",
     ),
     "price_protection_days": LimitRule(
         "max",
@@ -287,6 +291,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"(?i:\bprice (?:protection|match|guarantee|adjustment)s?\b{_CE}{{0,20}}?{_N})",
             rf"(?i:{_N}[- ]?price (?:protection|match|guarantee|adjustment))",
         ),
+        trigger=r"价保|保价|价格保护|差价|price",
     ),
     "warranty_days": LimitRule(
         "max",
@@ -297,6 +302,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"(?i:{_N}[- ]?warranty)",
             rf"(?i:\bwarranty\b{_CE}{{0,15}}?{_N})",
         ),
+        trigger=r"保修|质保|包修|保固|warranty",
     ),
     "ship_hours": LimitRule(
         "min",
@@ -306,6 +312,7 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"(?:发货时间|发货时效){_C}{{0,6}}?{_N}",
             rf"(?i:\b(?:ships?|shipped|dispatch(?:ed)?|sent out) (?:out )?within {_N})",
         ),
+        trigger=r"发货|发出|寄出|出库|ship|dispatch|sent",
     ),
     "refund_days": LimitRule(
         "min",
@@ -315,9 +322,11 @@ LIMIT_RULES: dict[str, LimitRule] = {
             rf"{_N}(?:之)?内(?:就|即可|会)?(?:到账|退款到账|完成退款)",
             rf"(?i:\brefunds?\b{_CE}{{0,25}}?\bwithin {_N})",
         ),
+        trigger=r"退款|到账|退回|返还|refund",
     ),
 }
 _LIMIT_COMPILED = {key: tuple(re.compile(p) for p in rule.patterns) for key, rule in LIMIT_RULES.items()}
+_LIMIT_TRIGGERS = {key: re.compile(rule.trigger, re.I) for key, rule in LIMIT_RULES.items()}
 _DURATION = re.compile(rf"(?i:{_N})")  # every limit pattern holds one: a text without any needs no further look
 
 
@@ -353,6 +362,8 @@ def check_limits(text: str, limits: Mapping[str, float]) -> list[Finding]:
         return []
     for key, limit in limits.items():
         rule = LIMIT_RULES[key]
+        if not _LIMIT_TRIGGERS[key].search(text):
+            continue
         for rx in _LIMIT_COMPILED[key]:
             for m in rx.finditer(text):
                 f = _limit_finding(text, m, key, rule, limit)
