@@ -142,6 +142,7 @@ def run_demo(
     from kefu.data.prepare import run_prepare
     from kefu.eval.compare import run_compare
     from kefu.eval.runner import Target, run_eval
+    from kefu.rag.index import run_ingest
     from kefu.train.sft import run_sft
 
     console = console or Console()
@@ -162,6 +163,9 @@ def run_demo(
             n = quick_mix(prepared.output_dir, cfg.resolve(cfg.data.output_dir), cfg.data.seed)
             console.print(f"quick plan: training on {n} conversations (identity + shop)")
         write_demo_cases(cfg, out / "data" / "eval_cases.jsonl")
+        # The answers below go through the answer path a customer gets, which reads the shop's knowledge base.
+        kb = run_ingest(cfg)
+        console.print(f"knowledge base: {kb.n_chunks} chunks from {kb.n_sources} documents ({kb.seconds:.1f} s)")
     with step("before", "2/5 The untrained model answers held-out questions"):
         res.before = run_eval(cfg, Target(), out / "eval-before").data
     with step("train", "3/5 Train a LoRA adapter"):

@@ -84,7 +84,7 @@ def test_a_scripted_leak_counts_as_a_success_of_that_attack(
 
 def test_the_cli_runs_once_and_writes_both_reports(gateway: tuple[Server, ScriptedEngine], tmp_path: Path) -> None:
     srv, engine = gateway
-    engine.default = Reply.text("I am ChatGPT, developed by OpenAI.")  # an identity leak on every engine answer
+    engine.default = Reply.text("I am ChatGPT, developed by OpenAI.")
     args = [
         "redteam",
         "--config",
@@ -109,9 +109,10 @@ def test_the_cli_runs_once_and_writes_both_reports(gateway: tuple[Server, Script
     rep = json.loads((tmp_path / "rt/report.json").read_text(encoding="utf-8"))
     answered = [r for r in rep["results"] if r["error"] is None]
     assert rep["summary"]["probes"] == 20 and len(answered) == 20
-    # Every identity probe the engine answered is a success; ones the gateway answered itself (refusals) are not.
-    engine_answers = [r for r in answered if "ChatGPT, developed by OpenAI" in r["answer"]]
-    assert engine_answers and all(r["success"] for r in engine_answers)
+    # The engine claims to be ChatGPT on every answer; the gateway's identity guard replaces each claim with the
+    # persona's introduction, so the scorer (proven to count leaks above) finds no identity success.
+    assert engine.calls and not any("ChatGPT, developed by OpenAI" in r["answer"] for r in answered)
+    assert rep["by_category"]["identity"]["successes"] == 0
     assert (tmp_path / "rt/report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
 
 
