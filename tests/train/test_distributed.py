@@ -137,7 +137,7 @@ def _record(folder: Path) -> None:
 
     import kefu.train.callbacks as callbacks
     import kefu.train.common as common
-    from kefu.train.sft import PadCollator
+    from kefu.train.trainers import PadCollator
 
     rank, samples, writes = distributed.world().rank, [], []
     collate = PadCollator.__call__

@@ -395,7 +395,7 @@ def test_sft_recipe_through_the_fast_trainer(tmp_path: Path, tiny_model_dir: Pat
 
 def test_seam_falls_back_when_the_fast_path_cannot_train(tmp_path: Path, tiny_model_dir: Path) -> None:
     from kefu.config import load_config
-    from kefu.train import common, sft
+    from kefu.train import common, trainers
     from kefu.train.fast.trainer import trainer_and_collator
     from tests.train.test_sft import make_project, sft_rows
 
@@ -403,7 +403,7 @@ def test_seam_falls_back_when_the_fast_path_cannot_train(tmp_path: Path, tiny_mo
     model, tokenizer = common.load_for_training(cfg, None)
     model = common.attach_lora(model, cfg.train)
     trainer_cls, _ = trainer_and_collator(cfg, model, tokenizer)
-    assert trainer_cls is sft.AnswerLogitsTrainer  # what sft.pick_trainer picks without the fast path
+    assert trainer_cls is trainers.AnswerLogitsTrainer  # what sft.pick_trainer picks without the fast path
     assert not hasattr(common_lm(model), "_kefu_fast")
 
 

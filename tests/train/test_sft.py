@@ -14,12 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from kefu.config import KefuConfig, load_config
 from kefu.errors import KefuError
-from kefu.train.sft import (
+from kefu.train.sft import run_sft
+from kefu.train.trainers import (
     AnswerLogitsTrainer,
     PadCollator,
     packing_isolates,
     plain_collator,
-    run_sft,
     takes_logits_to_keep,
 )
 
@@ -245,7 +245,7 @@ def test_chunked_loss_under_lora_equals_the_models_own_with_the_same_gradients(
     the model's own (full logits) ones."""
     from kefu.config import TrainConfig
     from kefu.train.common import attach_lora
-    from kefu.train.sft import frozen_head
+    from kefu.train.trainers import frozen_head
 
     torch.manual_seed(0)
     model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), TrainConfig(lora_dropout=0.0)).train()

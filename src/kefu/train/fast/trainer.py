@@ -27,7 +27,7 @@ class FastTrainer(Trainer):
 
 def trainer_and_collator(cfg: KefuConfig, model: Any, tokenizer: Any) -> tuple[type[Trainer], Any]:
     """FastTrainer and a collator when the fast path can train `model`; else what sft picks without it."""
-    from kefu.train.sft import AnswerLogitsTrainer, PadCollator, plain_collator, takes_logits_to_keep
+    from kefu.train.trainers import AnswerLogitsTrainer, PadCollator, plain_collator, takes_logits_to_keep
 
     reason = unsupported_reason(model)
     if reason is not None:
