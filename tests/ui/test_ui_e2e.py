@@ -140,14 +140,15 @@ def test_customer_agent_admin_flow(gateway: Server, browser: Any, artifacts: Pat
     customer.reload()
     sync_api.expect(customer.locator(".msg.assistant .body").first).to_have_text(ANSWERS["v2"], timeout=10_000)
     sync_api.expect(customer.get_by_test_id("citations").first).to_contain_text("returns.md")
-    customer.get_by_test_id("human").click()
-    sync_api.expect(customer.get_by_test_id("log")).to_contain_text("人工", timeout=10_000)
-
-    # 3. the agent logs in, sees the ticket without a reload, claims it and answers
+    # 3. an agent is logged in before the ticket exists; it appears (and is announced) without a reload
     desk = ctx.new_page()
     desk.goto(srv.url + "/ui/agent")
     _login(desk, agent)
     assert agent not in desk.url and agent not in desk.content()
+    sync_api.expect(desk.get_by_test_id("tickets")).to_contain_text("暂无工单", timeout=10_000)
+    customer.get_by_test_id("human").click()
+    sync_api.expect(customer.get_by_test_id("log")).to_contain_text("人工", timeout=10_000)
+    sync_api.expect(desk.locator("#announce")).to_contain_text("新工单", timeout=10_000)
     ticket = desk.get_by_test_id("ticket").first
     sync_api.expect(ticket).to_contain_text("退货有几天", timeout=10_000)
     ticket.get_by_role("button").first.click()
