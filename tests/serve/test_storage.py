@@ -18,7 +18,7 @@ from kefu.serve.tables import Conversation, Feedback, Message
 
 TABLES = {
     "kefu_api_keys", "kefu_conversations", "kefu_messages", "kefu_feedback", "kefu_tickets",
-    "kefu_model_versions", "kefu_audit", "kefu_state", "alembic_version",
+    "kefu_model_versions", "kefu_audit", "kefu_state", "kefu_training_marks", "alembic_version",
 }  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def test_migrations_are_idempotent(db_url: str, tmp_path: Path) -> None:
     Store(db_url, tmp_path)  # a second start migrates nothing and breaks nothing
     assert set(inspect(store.engine).get_table_names()) >= TABLES
     with store.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         if store.dialect == "sqlite":
             assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert c.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL

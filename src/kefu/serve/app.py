@@ -199,7 +199,8 @@ def create_app(
 
 
 def _routes(app: FastAPI) -> None:
-    from kefu.serve.routes import admin, agent, chat, feedback, public
+    from kefu.serve.routes import admin, agent, chat, feedback, public, ui
 
     for module in (public, chat, agent, feedback, admin):
         app.include_router(module.router)
+    ui.mount(app)  # the web UI's pages and assets; /openapi.json behind the admin key

@@ -103,3 +103,20 @@ class State(Base):
     __tablename__ = "kefu_state"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class TrainingMark(Base):
+    """One feedback row an admin marked "use as training data" (admin console). A `kefu data from-logs` export
+    reads these rows as SFT pairs: `prompt` (the customer's question before the answer, PII-masked) -> `answer`
+    (the agent's correction when there is one, else the answer rated up), both copied when marked so later edits
+    of the conversation do not change what was chosen."""
+
+    __tablename__ = "kefu_training_marks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    feedback_id: Mapped[int] = mapped_column(ForeignKey("kefu_feedback.id"), unique=True)
+    conversation_id: Mapped[str] = mapped_column(String(128), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # 'correction' or 'answer' (a thumbs-up answer as it was)
+    marked_by: Mapped[str] = mapped_column(String(64))  # 'key:<id>'
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

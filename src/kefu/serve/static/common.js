@@ -1,0 +1,89 @@
+/* Shared by the agent desk, admin console and docs: i18n, login (key typed by a person, kept in sessionStorage,
+ * never in a URL), the API helper and tiny DOM and SVG helpers. */
+"use strict";
+var Kefu = (function () {
+  var lang = localStorage.getItem("kefu.lang") ||
+    ((navigator.language || "zh").toLowerCase().indexOf("zh") === 0 ? "zh" : "en");
+  var dict = {};
+  function t(k) { return (dict[lang] || {})[k] || (dict.en || {})[k] || k; }
+  function words(d) { Object.keys(d).forEach(function (l) { dict[l] = Object.assign(dict[l] || {}, d[l]); }); }
+  function el(tag, attrs, kids) {
+    var n = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (a) {
+      if (a.indexOf("on") === 0) n[a] = attrs[a]; else n.setAttribute(a, attrs[a]);
+    });
+    (Array.isArray(kids) ? kids : kids == null ? [] : [kids]).forEach(function (k) {
+      n.appendChild(typeof k === "string" || typeof k === "number" ? document.createTextNode(String(k)) : k);
+    });
+    return n;
+  }
+  function key(name) { return sessionStorage.getItem("kefu.key." + name) || ""; }
+  async function api(name, path, opts) {
+    opts = opts || {};
+    opts.headers = Object.assign({"Authorization": "Bearer " + key(name), "Content-Type": "application/json"},
+      opts.headers || {});
+    var r = await fetch(path, opts);
+    var body = await r.json().catch(function () { return {}; });
+    if (!r.ok) throw new Error((body.error && body.error.message) || ("HTTP " + r.status));
+    return body;
+  }
+  /* Show a login form until a key that passes `probe` is typed in. */
+  function login(name, probe, onReady) {
+    var root = document.getElementById("app");
+    async function tryKey() {
+      try { await probe(); onReady(); return true; } catch (e) { return e; }
+    }
+    function form(err) {
+      root.innerHTML = "";
+      var input = el("input", {type: "password", id: "key", autocomplete: "off", "data-testid": "key"});
+      var f = el("form", {"class": "login card", onsubmit: async function (e) {
+        e.preventDefault();
+        sessionStorage.setItem("kefu.key." + name, input.value.trim());
+        var res = await tryKey();
+        if (res !== true) { sessionStorage.removeItem("kefu.key." + name); form(res.message); }
+      }}, [el("h2", {}, t("login")), el("label", {"for": "key"}, t("keylabel")), input,
+        el("input", {type: "submit", value: t("signin"), "data-testid": "signin"}),
+        err ? el("p", {"class": "bad", role: "alert"}, err) : ""]);
+      root.appendChild(el("section", {"class": "card login"}, f));
+      input.focus();
+    }
+    if (!key(name)) { form(); return; }
+    tryKey().then(function (res) { if (res !== true) { sessionStorage.removeItem("kefu.key." + name); form(); } });
+  }
+  function logout(name) { sessionStorage.removeItem("kefu.key." + name); location.reload(); }
+  function setLang(l) { lang = l; localStorage.setItem("kefu.lang", l); document.documentElement.lang = l === "zh" ? "zh-CN" : "en"; }
+  function langButton(onChange) {
+    return el("button", {type: "button", onclick: function () { setLang(lang === "zh" ? "en" : "zh"); onChange(); }},
+      lang === "zh" ? "English" : "中文");
+  }
+  /* A bar chart in plain SVG: [[label, value], ...]. */
+  function bars(pairs, title) {
+    var w = 320, h = 160, pad = 24, max = Math.max.apply(null, pairs.map(function (p) { return p[1]; }).concat([1]));
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", title + ": " + pairs.map(function (p) { return p[0] + " " + p[1]; }).join(", "));
+    var bw = pairs.length ? (w - pad) / pairs.length : 0;
+    pairs.forEach(function (p, i) {
+      var bh = (h - 2 * pad) * p[1] / max, x = pad / 2 + i * bw;
+      var r = document.createElementNS(ns, "rect");
+      [["x", x + 4], ["y", h - pad - bh], ["width", Math.max(bw - 8, 2)], ["height", bh], ["fill", "#4a7bd0"]]
+        .forEach(function (a) { r.setAttribute(a[0], a[1]); });
+      svg.appendChild(r);
+      [[p[0], h - 8], [String(p[1]), h - pad - bh - 4]].forEach(function (lbl) {
+        var tx = document.createElementNS(ns, "text");
+        tx.setAttribute("x", x + bw / 2); tx.setAttribute("y", lbl[1]); tx.setAttribute("text-anchor", "middle");
+        tx.textContent = lbl[0];
+        svg.appendChild(tx);
+      });
+    });
+    return svg;
+  }
+  words({
+    zh: {login: "登录", keylabel: "API 密钥", signin: "登录", logout: "退出"},
+    en: {login: "Sign in", keylabel: "API key", signin: "Sign in", logout: "Sign out"}
+  });
+  return {t: t, words: words, el: el, api: api, login: login, logout: logout, langButton: langButton, bars: bars,
+    get lang() { return lang; }};
+})();
