@@ -30,9 +30,11 @@ __all__ = ["one_thread"]  # the autouse fixture, imported so it applies here too
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 6  # 24 distinct samples / global batch 4: exactly one epoch
 TRAIN = {"max_steps": STEPS, "save_steps": 3, "logging_steps": 1, "eval_steps": 3}
-# Measured: the 2-process curve equals the 1-process one to 1e-6 (same samples per step; only the order of float
-# sums differs). The bound leaves room for other CPUs' kernels, and is far below one step's loss change (~1e-2).
-TOLERANCE = 1e-4
+# Measured: the 2-process curve equals the 1-process one to 1e-6 when both compute the loss the same way. One
+# process computes it in vocabulary chunks from the frozen head (train/trainers.py); DDP's wrapper needs its own
+# forward, so each rank uses the model's full logits: the two float orders drifted apart by up to 1.3e-4 over 6
+# steps. The bound stays far below one step's loss change (~1e-2).
+TOLERANCE = 5e-4
 
 
 def distinct_rows() -> list[dict[str, Any]]:
