@@ -235,9 +235,8 @@ def run_child(args: list[str], site: str | None, log: Any) -> dict[str, Any] | N
 def plan(a: argparse.Namespace, size: str, has_unsloth: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """(impl, scenario, options) to measure at one size, in order: anchors first, then kefu and its variants."""
     cs = [s for s in a.scenarios if s != "random"] if size == a.cs_size else []
-    runs: list[tuple[str, str, dict[str, Any]]] = [
-        (impl, sc, {}) for impl in ("hf", "unsloth") if impl in a.impls for sc in ["random", *cs]
-    ]
+    anchors = [impl for impl in ("hf", "unsloth") if impl in a.impls and (impl == "hf" or has_unsloth)]
+    runs: list[tuple[str, str, dict[str, Any]]] = [(impl, sc, {}) for impl in anchors for sc in ["random", *cs]]
     kefu_scenarios = ["random"] + (["cs-flat"] if "cs-flat" in cs else [])
     if "kefu" in a.impls:
         runs += [("kefu", sc, {}) for sc in kefu_scenarios]
