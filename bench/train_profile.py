@@ -74,13 +74,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     import torch
+    import train_batches as tb
     import train_speed as ts
 
     from kefu.train.fast import FastOptions, patch_model
 
     model = ts._peft_model(a.size)
     patch_model(model, FastOptions(keep_gate_up_layers=a.keep_gate_up))
-    batches = ts.random_batches(a.size, a.batch, a.seqlen, model.config.vocab_size)
+    batches = tb.random_batches(a.batch, a.seqlen, model.config.vocab_size)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=True)
     model.train()
     for i in range(3):

@@ -193,7 +193,8 @@ class TrainConfig(_Section):
     cuda_graphs: bool = Field(
         default=True,
         description="Fast path: replay small models' layers (Qwen2.5-0.5B-sized) as CUDA graphs when batches repeat "
-        "their token layout (fixed-length rows) and LoRA dropout is 0; false always launches kernels one by one.",
+        "their token layout (fixed-length rows; packed rows, padded to a few bucketed shapes); false always launches "
+        "kernels one by one.",
     )
     parallel: Literal["ddp", "fsdp"] = Field(
         default="ddp",

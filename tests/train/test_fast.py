@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from kefu.train.fast import kernels as K
 from kefu.train.fast import patch_model, unpatch_model, unsupported_reason
-from kefu.train.fast.attention import IGNORE, attention, attention_reference, flatten
+from kefu.train.fast.attention import IGNORE, attention, attention_reference, bucket_tokens, bucketed, flatten
 from kefu.train.fast.loss import linear_cross_entropy
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -106,6 +106,47 @@ def test_flatten_drops_padding_and_ends_documents() -> None:
     s = flatten(ids, ids.clone(), mask, None)
     assert s.ids.tolist() == [1, 2, 3, 4, 5] and s.positions.tolist() == [0, 1, 2, 0, 1]
     assert s.targets().tolist() == [2, 3, IGNORE, 5, IGNORE]
+
+
+def packed_stream(lengths: list[int], device: str = "cpu") -> Any:
+    pos = torch.cat([torch.arange(n) for n in lengths])[None].to(device)
+    ids = torch.arange(sum(lengths), device=device)[None]
+    return flatten(ids, ids.clone(), None, pos)
+
+
+def test_bucketed_stream_pads_to_a_recurring_shape() -> None:
+    """Packed batches of similar size share one key (so CUDA graphs replay), the padding is a few percent and
+    attends only to itself, the real tokens keep their targets and attention outputs."""
+    a, key_a = bucketed(packed_stream([300, 250, 41, 1000, 7]))
+    _, key_b = bucketed(packed_stream([600, 300, 250, 200, 180, 30]))
+    assert key_a == key_b == ("packed", 1600, 8, 1024)
+    assert a.labels is not None
+    assert a.ids.shape[0] == a.positions.shape[0] == a.labels.shape[0] == a.cu_seqlens[-1] == 1600
+    assert a.lengths[:5] == [300, 250, 41, 1000, 7] and a.lengths[-2:] == [0, 0]  # empty documents at the end
+    assert all(bucket_tokens(n) - n <= n / 16 for n in range(1024, 40000, 37))
+    real = packed_stream([300, 250, 41, 1000, 7])
+    assert torch.equal(a.targets()[:1598], real.targets()) and bool((a.targets()[1598:] == IGNORE).all())
+    q, k, v = torch.randn(1600, 4, 8), torch.randn(1600, 2, 8), torch.randn(1600, 2, 8)
+    out = attention_reference(q, k, v, a)
+    assert torch.allclose(out[:1598], attention_reference(q[:1598], k[:1598], v[:1598], real), atol=1e-6)
+
+
+def test_bucketed_packed_row_trains_like_unbucketed(tiny_model_dir: Path) -> None:
+    from kefu.train.fast import FastOptions
+
+    model = lora_model(tiny_model_dir)
+    lengths = [9, 23, 5, 14]
+    ids = torch.randint(3, model.config.vocab_size, (1, sum(lengths)), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[0, [0, 9, 32, 37]] = IGNORE  # each sample's first token predicts nothing across the boundary
+    batch = dict(input_ids=ids, labels=labels, position_ids=torch.cat([torch.arange(n) for n in lengths])[None])
+    patch_model(model, FastOptions(bucket_packed=False))
+    loss_ref, g_ref = loss_and_grads(model, batch)
+    unpatch_model(model)
+    patch_model(model, FastOptions(bucket_packed=True))
+    loss, g = loss_and_grads(model, batch)
+    assert loss == pytest.approx(loss_ref, rel=1e-6)
+    assert torch.allclose(g, g_ref, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- whole model vs transformers + peft
@@ -281,13 +322,17 @@ def test_cuda_kernels_match_references() -> None:
 
 
 @cuda
-@pytest.mark.parametrize("lengths", [[100, 37, 300, 1], [256, 256, 256]])
-def test_cuda_packed_attention_matches_reference(lengths: list[int]) -> None:
+@pytest.mark.parametrize("lengths", [[100, 37, 300, 1], [256, 256, 256], [100, 37, 300, 1, 90]])
+@pytest.mark.parametrize("bucket", [False, True], ids=["as-is", "bucketed"])
+def test_cuda_packed_attention_matches_reference(lengths: list[int], bucket: bool) -> None:
+    """Bucketed: padding documents and empty ones at the end (flash varlen must skip those), a longest-document
+    bound above the real longest."""
     torch.manual_seed(0)
-    pos = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
-    stream = flatten(torch.zeros_like(pos), None, None, pos)
+    stream = packed_stream(lengths, "cuda")
+    if bucket:
+        stream, _ = bucketed(stream)
     q, k, v = (
-        torch.randn(sum(lengths), h, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for h in (14, 2, 2)
+        torch.randn(len(stream.ids), h, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for h in (14, 2, 2)
     )
     go = torch.randn_like(q)
     out = attention(q, k, v, stream)
@@ -311,10 +356,12 @@ def test_cuda_model_matches_peft_in_bf16(tiny_model_dir: Path) -> None:
 
 
 @cuda
-def test_cuda_graph_replays_train_like_eager() -> None:
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_cuda_graph_replays_train_like_eager(dropout: float) -> None:
     """Graphs are captured on a layout's second pass and replayed after: training with them must follow the eager
-    run step for step (the adapter changes every step, so replays must read the refreshed A and B), across two
-    interleaved layouts (full rows; padded rows with prompt tokens), with accumulation over micro-batches.
+    run step for step (the adapter changes every step, so replays must read the refreshed A and B; with dropout,
+    replays must draw each pass's masks, the same in forward and recomputation), across interleaved layouts (full
+    rows; padded rows with prompt tokens, bucketed like packed ones), with accumulation over micro-batches.
     Two layers of Qwen2.5-0.5B's shapes: the sizes graphs are switched on for."""
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -330,8 +377,9 @@ def test_cuda_graph_replays_train_like_eager() -> None:
     def run(graphs: bool) -> tuple[list[float], torch.Tensor, Any]:
         torch.manual_seed(0)
         model = Qwen2ForCausalLM(cfg).to(device="cuda", dtype=torch.bfloat16)
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, init_lora_weights=False))
-        state = patch_model(model.train(), FastOptions(cuda_graphs=graphs))
+        lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=TARGETS, init_lora_weights=False)
+        model = get_peft_model(model, lora)
+        state = patch_model(model.train(), FastOptions(cuda_graphs=graphs, bucket_packed=True))
         assert (state.graphs is not None) == graphs
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         losses = []
@@ -350,7 +398,8 @@ def test_cuda_graph_replays_train_like_eager() -> None:
     # Not bitwise: the eager loss multiplies only the rows with a target, the graphed one every row.
     assert graph_losses == pytest.approx(eager_losses, rel=5e-3)
     assert rel(graph_params, eager_params) < 1e-2
-    assert len(state.graphs._graphs) == 2 * (2 * 2 + 1)  # per layout: both layers both ways, and the loss
+    # Both layers both ways per layout, and the loss of the full rows (the bucketed layout's runs eagerly).
+    assert len(state.graphs._graphs) == 2 * 2 * 2 + 1
     assert state.graphs.pool_bytes() > 0
 
 

@@ -1,8 +1,9 @@
 """Layer-level recomputation whose only saved activation, the layer input, waits in pinned CPU memory.
 
 Forward runs each layer without autograd and copies its input to a reused pinned buffer on a side stream.
-Backward brings it back (prefetching the next layer down while this one computes), recomputes the layer and
-differentiates it. On a CPU device the input simply stays where it is.
+Backward brings it back on another side stream (the host link carries both directions at once: a pass's last
+copies out overlap the first ones back), prefetching the next layer down while this one computes, recomputes the
+layer and differentiates it. On a CPU device the input simply stays where it is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class Saved:
     dtype: torch.dtype
     host: torch.Tensor | None = None
     device_copy: torch.Tensor | None = None
-    ready: Any = None  # event after which device_copy (or host) may be read
+    ready: Any = None  # event after which device_copy may be read
+    written: Any = None  # event after which host holds the saved values
 
 
 @dataclass
@@ -45,13 +47,15 @@ class Offloader:
     device: torch.device
     enabled: bool = True
     _pinned: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
-    _stream: Any = None
+    _stream: Any = None  # device -> host copies
+    _fetch_stream: Any = None  # host -> device copies
     _last: Slot | None = None
 
     def __post_init__(self) -> None:
         self.enabled = self.enabled and self.device.type == "cuda"
         if self.enabled:
             self._stream = torch.cuda.Stream(self.device)
+            self._fetch_stream = torch.cuda.Stream(self.device)
 
     def begin(self) -> None:
         """A new forward pass: the first layer has nothing below it."""
@@ -108,8 +112,11 @@ class Offloader:
             return
         assert saved.host is not None
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        self._stream.wait_stream(self._fetch_stream)  # the pinned buffer's last pass has been read back
         with torch.cuda.stream(self._stream):
             saved.host[row : row + x.shape[0]].copy_(x, non_blocking=True)
+            saved.written = torch.cuda.Event()
+            saved.written.record(self._stream)
         x.record_stream(self._stream)  # x's memory is not reused before the copy has read it
 
     def _fetch(self, slot: Slot) -> None:
@@ -120,11 +127,12 @@ class Offloader:
                 continue
             assert saved.host is not None
             x = torch.empty(saved.shape, dtype=saved.dtype, device=self.device)  # on the main stream's pool
-            self._stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(self._stream):
+            self._fetch_stream.wait_stream(torch.cuda.current_stream(self.device))
+            self._fetch_stream.wait_event(saved.written)
+            with torch.cuda.stream(self._fetch_stream):
                 x.copy_(saved.host, non_blocking=True)
                 saved.ready = torch.cuda.Event()
-                saved.ready.record(self._stream)
+                saved.ready.record(self._fetch_stream)
             saved.device_copy = x
 
     def _buffer(self, key: tuple[int, str], shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:

@@ -36,10 +36,11 @@ class Captured:
 @dataclass
 class LayerGraphs:
     """Graphs keyed by (layout, name). Only the `max_layouts` most recently bound layouts are remembered: a layout
-    is captured when it comes back within that window (fixed-length rows: every pass), never when it recurs only
-    now and then (packed samples of varying lengths), where capturing would cost more than it saves."""
+    is captured when it comes back within that window (fixed-length rows: every pass; packed rows: once bucketed
+    to a few shapes, see `attention.bucketed`), never when it recurs only now and then, where capturing would cost
+    more than it saves. Each remembered layout keeps its own input/output buffers (a few [tokens, hidden])."""
 
-    max_layouts: int = 2
+    max_layouts: int = 8
     pool: Any = None
     _graphs: dict[tuple[Hashable, Hashable], Captured] = field(default_factory=dict)
     _seen: dict[tuple[Hashable, Hashable], Signature] = field(default_factory=dict)  # run once: outputs' shapes

@@ -114,6 +114,22 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, hea
     v.copy_(torch.cat([a * c - b * s, b * c + a * s], dim=-1).to(x.dtype))
 
 
+# ----------------------------------------------------------------------------- LoRA dropout keep-masks
+def keep_mask(x: torch.Tensor, p: float, seed: torch.Tensor, salt: int) -> torch.Tensor:
+    """A keep-mask shaped like x: 1/(1-p) with probability 1-p, else 0, drawn from seed[0] + salt. `seed` is a
+    one-element int64 tensor on x's device: the CUDA kernel reads it on the device, so a CUDA graph draws new masks
+    on every replay once the seed is updated in place, and a recomputation with the same seed draws the same mask.
+    The CPU reference draws from torch's generator (other numbers, same distribution)."""
+    if _use_triton(x):
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        n = out.numel()
+        _keep_mask_kernel[(triton.cdiv(n, 2048),)](out, seed, salt, n, p, 1.0 / (1.0 - p), BLOCK=2048, num_warps=8)
+        return out
+    gen = torch.Generator(device=x.device).manual_seed(int(seed.item()) + salt)
+    keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p, generator=gen)
+    return keep.mul_(1.0 / (1.0 - p))
+
+
 # ============================================================================= Triton implementations
 def _block(n: int) -> tuple[int, int]:
     block = triton.next_power_of_2(n)
@@ -248,6 +264,13 @@ if HAS_TRITON:
             s = -s
         tl.store(p1, (a * c - b * s).to(X.dtype.element_ty), mask=mask)
         tl.store(p1 + HALF, (b * c + a * s).to(X.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _keep_mask_kernel(OUT, SEED, salt, n, p, scale, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        r = tl.rand(tl.load(SEED) + salt, offs)
+        keep = tl.where(r >= p, scale, 0.0)
+        tl.store(OUT + offs, keep.to(OUT.dtype.element_ty), mask=offs < n)
 
     @triton.jit
     def _ce_kernel(LOGITS, TGT, LOSS, stride, vocab, grad_scale, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]

@@ -16,7 +16,15 @@ from torch import nn
 
 from kefu.train.fast.attention import Stream, attention
 from kefu.train.fast.kernels import rmsnorm, rmsnorm_backward, rope_, swiglu, swiglu_backward_
-from kefu.train.fast.lora import LoraGroup, build_group, lora_project, member_of, release_group
+from kefu.train.fast.lora import (
+    LoraGroup,
+    NormLoraProject,
+    Seed,
+    build_group,
+    lora_project,
+    member_of,
+    release_group,
+)
 
 DEFAULT_MLP_CHUNK_BYTES = 256 * 2**20
 Masks = tuple[torch.Tensor | None, torch.Tensor | None]
@@ -98,13 +106,15 @@ class FastLayer:
     head_dim: int
     mlp_chunk_bytes: int = DEFAULT_MLP_CHUNK_BYTES
     keep_gate_up: bool = False  # offload the gate/up output in forward instead of recomputing it in backward
-    seed: int | None = None  # LoRA dropout masks of the current pass derive from it; None: no dropout (eval)
+    index: int = 0  # position in the stack: salts this layer's dropout masks
+    # The pass's dropout seed, a one-element tensor updated in place (CUDA graphs read it); None: no dropout (eval).
+    seed: torch.Tensor | None = None
 
-    def seed_for(self, group: int, chunk: int = 0) -> int | None:
-        return None if self.seed is None else self.seed * 1009 + group * 101 + chunk
+    def seed_for(self, group: int, chunk: int = 0) -> Seed | None:
+        return None if self.seed is None else (self.seed, self.index * 1009 + group * 101 + chunk)
 
     @classmethod
-    def build(cls, layer: Any, config: Any, adapter: str) -> FastLayer:
+    def build(cls, layer: Any, config: Any, adapter: str, index: int = 0) -> FastLayer:
         attn, mlp = layer.self_attn, layer.mlp
         qkv, o, gate_up, down = [
             build_group([member_of(getattr(attn, n), adapter) for n in ("q_proj", "k_proj", "v_proj")]),
@@ -124,6 +134,7 @@ class FastLayer:
             heads=config.num_attention_heads,
             kv_heads=config.num_key_value_heads,
             head_dim=head_dim,
+            index=index,
         )
 
     def groups(self) -> list[LoraGroup]:
@@ -147,8 +158,7 @@ class FastLayer:
     def attn_block(self, h: torch.Tensor, stream: Stream, rope: Rope, leaves: AttnLeaves | None = None) -> torch.Tensor:
         """h + o_proj(attention(qkv(norm(h)))): differentiable w.r.t. h and, given `leaves`, the adapters."""
         lq, lo = leaves or (Leaves.of(self.qkv, detach=False), Leaves.of(self.o, detach=False))
-        x = RMSNormFn.apply(h, self.ln1, self.eps)
-        qkv = lora_project(x, self.qkv, self.qkv.bias, lq.a, self.seed_for(0), lq.bs)
+        qkv = NormLoraProject.apply(h, self.ln1, self.eps, self.qkv.bias, lq.a, self.qkv, self.seed_for(0), *lq.bs)
         d, hq, hk = self.head_dim, self.heads, self.kv_heads
         qkv = RopeFn.apply(qkv, rope, hq + hk, d)
         q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=1)

@@ -20,6 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from kefu.train.fast.kernels import keep_mask, rmsnorm, rmsnorm_backward
+
+Seed = tuple[torch.Tensor, int]  # a pass's dropout seed (one-element int64 tensor) and a salt for one mask
+
 
 @dataclass
 class Member:
@@ -67,15 +71,14 @@ class LoraGroup:
     def dropout(self) -> float:
         return max(m.dropout for m in self.members)
 
-    def mask(self, x: torch.Tensor, seed: int | None) -> torch.Tensor | None:
-        """LoRA dropout on the adapter's input, as a scaled keep-mask drawn from `seed`, so that recomputation in
-        backward draws the same one (one mask for the whole group: q, k and v share it, unlike peft's three)."""
+    def mask(self, x: torch.Tensor, seed: Seed | None) -> torch.Tensor | None:
+        """LoRA dropout on the adapter's input, as a scaled keep-mask drawn from `seed` (the pass's seed tensor and
+        a salt), so that recomputation in backward draws the same one (one mask for the whole group: q, k and v
+        share it, unlike peft's three)."""
         p = self.dropout
         if p == 0.0 or seed is None:
             return None
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p, generator=gen)
-        return keep.mul_(1.0 / (1.0 - p))
+        return keep_mask(x, p, *seed)
 
     def extend(
         self,
@@ -173,7 +176,7 @@ class LoraProject(torch.autograd.Function):
         add: torch.Tensor | None,
         a: torch.Tensor | None,
         group: LoraGroup,
-        seed: int | None,
+        seed: Seed | None,
         *bs: torch.Tensor,
     ) -> Any:
         mask = group.mask(x, seed) if a is not None else None
@@ -190,12 +193,47 @@ class LoraProject(torch.autograd.Function):
         return (d_x, dy if ctx.residual else None, d_a, None, None, *d_b)
 
 
+class NormLoraProject(torch.autograd.Function):
+    """`LoraProject` of rmsnorm(h): the norm writes x straight into the first columns of the [x | dropout(x) A^T]
+    buffer (no torch.cat copy of x), and backward runs the norm's backward on the product's dx."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        add: torch.Tensor | None,
+        a: torch.Tensor | None,
+        group: LoraGroup,
+        seed: Seed | None,
+        *bs: torch.Tensor,
+    ) -> Any:
+        into = None
+        if a is not None:
+            into = torch.empty(h.shape[0], group.in_features + group.rank, dtype=h.dtype, device=h.device)
+        x, rstd = rmsnorm(h, weight, eps, out=None if into is None else into[:, : group.in_features])
+        mask = group.mask(x, seed) if a is not None else None
+        ext = group.extend(x, a, mask, into)
+        ctx.group, ctx.weight = group, weight  # the norm's weight is frozen: no gradient, nothing to save for it
+        ctx.save_for_backward(h, rstd, ext, a, mask)
+        return group.matmul(ext, add)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> Any:
+        h, rstd, ext, a, mask = ctx.saved_tensors
+        want_h = ctx.needs_input_grad[0]
+        d_x, d_a, d_b = ctx.group.backward(dy, ext, a, mask, want_x=want_h)
+        dh = rmsnorm_backward(d_x, h, rstd, ctx.weight) if d_x is not None else None
+        return (dh, None, None, None, d_a, None, None, *d_b)
+
+
 def lora_project(
     x: torch.Tensor,
     group: LoraGroup,
     add: torch.Tensor | None,
     a: torch.Tensor | None,
-    seed: int | None = None,
+    seed: Seed | None = None,
     bs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Differentiable y = add + x W^T + sum_j s_j (dropout(x) A_j^T) B_j^T for the whole group (`a`: stacked A, a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from kefu.train.fast.attention import flatten, rope_tables
+from kefu.train.fast.attention import Stream, bucketed, flatten, rope_tables
 from kefu.train.fast.checkpoint import LayerRun, Offloader, run_layer
 from kefu.train.fast.graphs import LayerGraphs
 from kefu.train.fast.kernels import rmsnorm
@@ -32,13 +33,15 @@ class FastOptions:
     offload: bool = True  # keep checkpointed layer inputs in pinned CPU memory (CUDA only)
     loss_chunk_bytes: int = DEFAULT_CHUNK_BYTES  # logits memory per cross-entropy chunk
     mlp_chunk_bytes: int = 256 * 2**20  # [tokens, 2*intermediate] memory per MLP chunk
-    # Layers (from the bottom) whose gate/up output is offloaded rather than recomputed; None: as many as the
-    # host link can carry while the forward pass computes (see `gate_up_layers`).
+    # Layers (spread over the stack, see `spread`) whose gate/up output is offloaded rather than recomputed; None:
+    # as many as the host link can carry while the forward pass computes (see `gate_up_layers`).
     keep_gate_up_layers: int | None = None
     # Replay each layer's forward and backward and the loss as CUDA graphs when a batch's token layout repeats
-    # (fixed-length rows); None: on for layers under _GRAPH_LAYER_FLOPS a token, whose steps wait on kernel
-    # launches. Off whenever LoRA dropout is active (its masks are drawn per pass).
+    # (fixed-length rows, bucketed packed rows); None: on for layers under _GRAPH_LAYER_FLOPS a token, whose steps
+    # wait on kernel launches. LoRA dropout masks are drawn inside the graphs from a seed on the device.
     cuda_graphs: bool | None = None
+    # Pad packed batches to a few fixed shapes (`attention.bucketed`), so their graphs replay; None: when graphed.
+    bucket_packed: bool | None = None
 
 
 @dataclass
@@ -47,6 +50,7 @@ class FastState:
     offloader: Offloader
     options: FastOptions
     original_forward: Any
+    seed: torch.Tensor  # the pass's LoRA dropout seed, updated in place (graphed layers read it on the device)
     graphs: LayerGraphs | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -90,15 +94,17 @@ def patch_model(model: nn.Module, options: FastOptions | None = None, adapter: s
         state: FastState = lm._kefu_fast
         return state
     opts = options or FastOptions()
-    layers = [FastLayer.build(layer, lm.config, adapter) for layer in lm.model.layers]
+    layers = [FastLayer.build(layer, lm.config, adapter, i) for i, layer in enumerate(lm.model.layers)]
     keep = opts.keep_gate_up_layers if opts.keep_gate_up_layers is not None else gate_up_layers(lm.config)
+    kept = spread(keep, len(layers))
     for i, fl in enumerate(layers):
         fl.mlp_chunk_bytes = opts.mlp_chunk_bytes
-        fl.keep_gate_up = opts.offload and i < keep
+        fl.keep_gate_up = opts.offload and i in kept
     device = next(lm.parameters()).device
-    state = FastState(layers, Offloader(device, enabled=opts.offload), opts, lm.forward)
+    seed = torch.zeros(1, dtype=torch.int64, device=device)
+    state = FastState(layers, Offloader(device, enabled=opts.offload), opts, lm.forward, seed)
     graphs = opts.cuda_graphs if opts.cuda_graphs is not None else layer_flops(lm.config) < _GRAPH_LAYER_FLOPS
-    if graphs and device.type == "cuda" and not any(g.dropout for fl in layers for g in fl.groups()):
+    if graphs and device.type == "cuda":
         state.graphs = LayerGraphs()
         for fl in layers:  # graphs make short kernels cheap; smaller chunks keep their scratch pool small
             fl.mlp_chunk_bytes = min(fl.mlp_chunk_bytes, _GRAPH_CHUNK_BYTES)
@@ -108,7 +114,8 @@ def patch_model(model: nn.Module, options: FastOptions | None = None, adapter: s
 
 
 # Planning rates, H200 (bench/RESULTS.md, training speed): bf16 products and pinned device<->host copies. On 7B they
-# pick 14 of 28 layers; offloading 21 (rates read off a profiled run) made the copies the bottleneck: 9% slower.
+# pick 14 of 28 layers; offloading more made the copies the bottleneck (H100, layers spread: 18 layers 5% slower,
+# 21 layers 11%).
 _LAYER_FLOPS = 650e12
 _HOST_LINK_BYTES = 55e9
 
@@ -119,6 +126,15 @@ _HOST_LINK_BYTES = 55e9
 _GRAPH_LAYER_FLOPS = 50e6
 _GRAPH_CHUNK_BYTES = 64 * 2**20
 _GRAPH_LOSS_CHUNK_BYTES = 256 * 2**20
+
+
+def _layout(stream: Stream, state: FastState, graphed: bool) -> tuple[Stream, Hashable, bool]:
+    """The stream to compute, its layout's key, and whether it was bucketed (packed documents of varying lengths,
+    padded to a shape that recurs, when their passes are to be graphed)."""
+    bucket = state.options.bucket_packed
+    if (graphed if bucket is None else bucket) and len(set(stream.lengths)) > 1:
+        return (*bucketed(stream), True)
+    return stream, tuple(stream.lengths), False
 
 
 def layer_flops(config: Any) -> float:
@@ -137,6 +153,15 @@ def gate_up_layers(config: Any) -> int:
     copy_s = 4 * config.intermediate_size / _HOST_LINK_BYTES  # [gate | up] in 2-byte floats, per token
     ratio = forward_s / copy_s
     return int(min(1.0, ratio) * config.num_hidden_layers) if ratio >= 0.5 else 0
+
+
+def spread(keep: int, layers: int) -> set[int]:
+    """Which layers keep their gate/up output: `keep` of them spread evenly over the stack (for half, every other
+    one), so that each one's copy out overlaps the next layers' forward and its copy back the backward of the layer
+    above it, which recomputes its own: run together at the bottom, the copies queued up behind the compute (7B
+    profiles: ~60 ms a step with the compute stream idle before, ~19 ms after; 14,323 tok/s on an H100)."""
+    keep = max(0, min(keep, layers))
+    return {j * layers // keep for j in range(keep)}
 
 
 def unpatch_model(model: nn.Module) -> None:
@@ -165,20 +190,20 @@ def _fast_forward(
         return state.original_forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, labels=labels, **kwargs
         )
-    stream = flatten(input_ids, labels, attention_mask, position_ids)
+    graphs = state.graphs if torch.is_grad_enabled() else None  # eval passes run eagerly
+    stream, key, packed = _layout(flatten(input_ids, labels, attention_mask, position_ids), state, graphs is not None)
     inner = self.model
     h = inner.embed_tokens(stream.ids)
+    layout = (h.dtype, key, self.training)  # graphs captured in training mode draw dropout masks
     rope = Rope(*rope_tables(inner.rotary_emb, stream.positions, h.dtype))
     state.offloader.begin()
     # One seed per pass for the LoRA dropout masks (from torch's seeded generator), reused by the recomputation.
-    seed = int(torch.randint(2**40, (1,)).item()) if self.training else None
-    for i, layer in enumerate(state.layers):
+    if self.training:
+        state.seed.fill_(int(torch.randint(2**40, (1,)).item()))
+    for layer in state.layers:
         layer.refresh()  # the optimizer moved the adapter since the last pass
-        layer.seed = None if seed is None else seed + i
-    graphs = state.graphs if torch.is_grad_enabled() else None  # eval passes run eagerly
-    layout = None
+        layer.seed = state.seed if self.training else None
     if graphs is not None:
-        layout = (h.dtype, tuple(stream.lengths))
         cos, sin, cu = graphs.bind(layout, [rope.cos, rope.sin, stream.cu_seqlens])
         rope, stream = Rope(cos, sin), dataclasses.replace(stream, cu_seqlens=cu)
     for i, layer in enumerate(state.layers):
@@ -192,6 +217,7 @@ def _fast_forward(
         budget = min(budget, _GRAPH_LOSS_CHUNK_BYTES)
     rows = chunk_rows(weight.shape[0], weight.element_size(), budget)
     normalizer = None if num_items_in_batch is None else float(num_items_in_batch)
-    graphed = None if graphs is None else functools.partial(graphs.run, layout, "loss")
+    # A packed layout's loss runs eagerly: the graphed form computes every row's logits, prompt tokens' too.
+    graphed = None if graphs is None or packed else functools.partial(graphs.run, layout, "loss")
     loss = linear_cross_entropy(h, weight, stream.targets(), normalizer, rows, graphed)
     return CausalLMOutputWithPast(loss=loss, logits=None)
