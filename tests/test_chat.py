@@ -1,42 +1,35 @@
+"""`kefu chat` answers through the answer pipeline: the persona's prompt, guards and notices, as a customer gets."""
+
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from kefu.answer.model import load_model
-from kefu.chat import LocalChat, answer, repl, run_chat, system_prompt_for
-from kefu.config import KefuConfig, ModelConfig, load_config
+from kefu.answer.engines.scripted import Reply, ScriptedEngine
+from kefu.answer.pipeline import AnswerPipeline
+from kefu.chat import answer, open_chat_engine, repl, run_chat
+from kefu.config import KefuConfig, load_config
+from kefu.data.persona import system_prompt
 from kefu.errors import KefuError
+from kefu.guard.notices import notice
 
 
-@dataclass
-class Recording:
-    """Wraps a real backend and remembers the message lists it was asked to answer."""
+def test_once_prints_the_streamed_answer(tiny_model_dir: Path) -> None:
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "serve.max_new_tokens=6"])
 
-    inner: LocalChat
-    calls: list[list[dict[str, str]]] = field(default_factory=list)
+    async def in_process() -> str:
+        engine = open_chat_engine(cfg, None, None, None, None)
+        try:
+            return await answer(AnswerPipeline(cfg, engine), [{"role": "user", "content": "你好"}], io.StringIO())
+        finally:
+            await engine.close()  # type: ignore[attr-defined]
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        self.calls.append([dict(m) for m in messages])
-        return self.inner.stream(messages)
-
-
-@pytest.fixture(scope="module")
-def local(tiny_model_dir: Path) -> LocalChat:
-    model, tok = load_model(ModelConfig(path=str(tiny_model_dir)))
-    return LocalChat(model, tok, max_new_tokens=6)
-
-
-def test_once_prints_the_streamed_answer(tiny_model_dir: Path, local: LocalChat) -> None:
-    cfg = load_config(None, [f"model.path={tiny_model_dir}"])
-    history = [{"role": "system", "content": system_prompt_for(cfg)}, {"role": "user", "content": "你好"}]
-    expected = answer(local, history, io.StringIO())
+    expected = asyncio.run(in_process())
     run = subprocess.run(
         [sys.executable, "-m", "kefu", "chat", "--once", "你好", "--set", f"model.path={tiny_model_dir}",
          "--set", "serve.max_new_tokens=6"],
@@ -46,25 +39,41 @@ def test_once_prints_the_streamed_answer(tiny_model_dir: Path, local: LocalChat)
     assert run.stdout.strip() == expected
 
 
-def test_repl_keeps_history_and_resets(local: LocalChat) -> None:
-    backend = Recording(local)
+def test_repl_keeps_history_and_resets() -> None:
+    cfg = KefuConfig.model_validate({"persona": {"name": "小禾", "shop": "青禾生活馆"}})
+    engine = ScriptedEngine(default=Reply.text("Sure, shipping takes two days."))
     lines = iter(["hello", "how long is shipping?", "/reset", "again", "", "/exit", "never read"])
     out = io.StringIO()
-    repl(backend, "SYSTEM", read=lambda _prompt: next(lines), out=out)
-    assert [len(c) for c in backend.calls] == [2, 4, 2]
-    assert backend.calls[1][:3] == [
-        {"role": "system", "content": "SYSTEM"},
-        {"role": "user", "content": "hello"},
-        {"role": "assistant", "content": backend.calls[1][2]["content"]},
-    ]
-    assert backend.calls[2] == [{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": "again"}]
+    convs = asyncio.run(repl(AnswerPipeline(cfg, engine), read=lambda _prompt: next(lines), out=out))
+    assert [len(c.messages) for c in engine.calls] == [2, 4, 2]
+    system = {"role": "system", "content": system_prompt(cfg.persona)}  # the one system prompt, with 小禾
+    assert "小禾" in system["content"] and "青禾生活馆" in system["content"]
+    assert engine.calls[1].messages == [system, *convs[0][:3]]
+    assert engine.calls[2].messages == [system, {"role": "user", "content": "again"}]
+    assert convs[0][1] == {"role": "assistant", "content": "Sure, shipping takes two days."}
     assert "(conversation cleared)" in out.getvalue()
 
 
-def test_system_prompt_comes_from_the_persona() -> None:
-    cfg = KefuConfig.model_validate({"persona": {"name": "小禾", "shop": "青禾生活馆"}})
-    prompt = system_prompt_for(cfg)
-    assert "小禾" in prompt and "青禾生活馆" in prompt
+def test_chat_shows_the_guarded_answer_and_raw_the_bare_one() -> None:
+    cfg = KefuConfig.model_validate({"persona": {"forbidden_phrases": ["亲亲"]}})
+    said = "亲亲，我是ChatGPT，由OpenAI开发。"
+    guarded, bare = io.StringIO(), io.StringIO()
+    ask = [{"role": "user", "content": "你是谁"}]
+    asyncio.run(answer(AnswerPipeline(cfg, ScriptedEngine(default=Reply.text(said))), ask, guarded))
+    asyncio.run(answer(AnswerPipeline(cfg, ScriptedEngine(default=Reply.text(said)), raw=True), ask, bare))
+    assert bare.getvalue().strip() == said
+    assert "ChatGPT" not in guarded.getvalue() and "亲亲" not in guarded.getvalue() and guarded.getvalue().strip()
+
+
+def test_handoff_and_busy_notices_in_the_customers_language() -> None:
+    cfg = KefuConfig()
+    out = io.StringIO()
+    engine = ScriptedEngine(default=Reply.text("x", fail="upstream down"))
+    pipe = AnswerPipeline(cfg, engine)
+    said = asyncio.run(answer(pipe, [{"role": "user", "content": "I want to talk to a human agent please"}], out))
+    assert said == notice(cfg.persona, "handoff", "en").strip() and not engine.calls
+    said = asyncio.run(answer(pipe, [{"role": "user", "content": "Where is my parcel?"}], out))
+    assert said == notice(cfg.persona, "busy", "en").strip()
 
 
 def test_url_with_a_local_model_flag_is_refused() -> None:

@@ -1,136 +1,84 @@
-"""`kefu chat`: talk to the assistant in the terminal, streaming, with multi-turn history and the persona prompt.
+"""`kefu chat`: talk to the assistant in the terminal, streaming, with multi-turn history.
 
-Answers come from a local model (base + optional adapter, streamed with TextIteratorStreamer) or from a running
-OpenAI-compatible server (`--url`, e.g. `kefu serve`), through the same small `stream(messages)` interface.
+Every answer goes through the answer pipeline (kefu.answer.pipeline), so the terminal shows what a customer of
+`kefu serve` would read: the persona's prompt, the knowledge base, the guards and the notices. The engine is the
+local model (base + optional adapter) or an OpenAI-compatible endpoint (`--url`, e.g. vLLM); `--raw` talks to the
+bare model (persona prompt only, no knowledge base, no guards).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TextIO
 
+from kefu.answer.engines.base import Engine, EngineUnavailable, GenParams
+from kefu.answer.pipeline import AnswerPipeline, Messages, Outcome
 from kefu.config import KefuConfig
 from kefu.errors import KefuError
+from kefu.guard.notices import notice
 
 HELP = "Type a message; /reset clears the conversation, /exit quits."
 
 
-class ChatBackend(Protocol):
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        """Pieces of the assistant's answer to `messages` (OpenAI role/content dicts)."""
-        ...
+def open_chat_engine(cfg: KefuConfig, model: str | None, adapter: Path | None, url: str | None,
+                     api_key: str | None) -> Engine:  # fmt: skip
+    """The endpoint at `url`, else the local model (model.path / model.adapter, or the flags' overrides)."""
+    if url:
+        from kefu.answer.engines.upstream import UpstreamEngine
+
+        return UpstreamEngine([url], model=cfg.serve.upstream_model or "kefu", api_key=api_key)
+    from kefu.answer.engines import open_engine
+
+    update = {k: str(v) for k, v in {"path": model, "adapter": adapter}.items() if v is not None}
+    serve = cfg.serve.model_copy(update={"engine": "local", "max_batch_size": 1})
+    return open_engine(cfg.model_copy(update={"model": cfg.model.model_copy(update=update), "serve": serve}))
 
 
-def system_prompt_for(cfg: KefuConfig) -> str:
-    """The persona's system prompt; a one-line fallback when kefu.data.persona is unavailable."""
+async def answer(pipeline: AnswerPipeline, history: Messages, out: TextIO) -> str:
+    """Stream one answer to `out` as it arrives; returns the full text. An engine that cannot answer gets the
+    persona's 'busy' notice, as a customer would."""
+    prep = pipeline.screen(history)
+    await asyncio.to_thread(pipeline.ground, prep)
+    params = GenParams(max_tokens=pipeline.cfg.serve.max_new_tokens, temperature=0.0)
+    result = Outcome()
     try:
-        from kefu.data.persona import system_prompt
-    except ImportError:
-        p = cfg.persona
-        return f"你是{p.shop}的智能客服{p.name}，请礼貌、准确地回答顾客的问题。"
-    return system_prompt(cfg.persona)
-
-
-@dataclass
-class LocalChat:
-    """Generates with a transformers model in a background thread and yields text as it is decoded."""
-
-    model: Any
-    tokenizer: Any
-    max_new_tokens: int = 256
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
-
-        inputs = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self.model.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=self.max_new_tokens, do_sample=False)
-        worker = threading.Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
-        worker.start()
-        yield from streamer
-        worker.join()
-
-
-@dataclass
-class RemoteChat:
-    """Streams from an OpenAI-compatible endpoint with the official `openai` client."""
-
-    client: Any
-    model: str
-    max_tokens: int = 256
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        import openai
-
-        try:
-            chunks = self.client.chat.completions.create(
-                model=self.model, messages=messages, stream=True, max_tokens=self.max_tokens, temperature=0
-            )
-            for chunk in chunks:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
-        except openai.OpenAIError as e:
-            raise KefuError(f"chat --url {self.client.base_url}: {type(e).__name__}: {e}") from e
-
-
-def remote_backend(cfg: KefuConfig, url: str, api_key: str | None) -> RemoteChat:
-    import openai
-
-    # The client insists on a key; servers without auth ignore it.
-    client = openai.OpenAI(base_url=url, api_key=api_key or "none", max_retries=0)
-    name = cfg.serve.upstream_model or "kefu"
-    return RemoteChat(client, name, cfg.serve.max_new_tokens)
-
-
-def local_backend(cfg: KefuConfig, model: str | None, adapter: Path | None) -> LocalChat:
-    from kefu.answer.model import load_model
-
-    update: dict[str, Any] = {}
-    if model is not None:
-        update["path"] = str(model)
-    if adapter is not None:
-        update["adapter"] = str(adapter)
-    lm, tok = load_model(cfg.model.model_copy(update=update), cfg_root=cfg.root)
-    return LocalChat(lm, tok, cfg.serve.max_new_tokens)
-
-
-def answer(backend: ChatBackend, history: list[dict[str, str]], out: TextIO) -> str:
-    """Stream one answer to `out` as it arrives; returns the full text."""
-    pieces = []
-    for piece in backend.stream(history):
-        out.write(piece)
-        out.flush()
-        pieces.append(piece)
+        async for piece in pipeline.stream(prep, params, result):
+            out.write(piece)
+            out.flush()
+    except EngineUnavailable:
+        result.text = notice(pipeline.cfg.persona, "busy", prep.lang)
+        out.write(result.text)
     out.write("\n")
     out.flush()
-    return "".join(pieces).strip()
+    return result.text.strip()
 
 
-def repl(backend: ChatBackend, system: str, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
-    """The interactive loop: keeps the conversation until /exit (or end of input)."""
-    history = [{"role": "system", "content": system}]
+async def repl(
+    pipeline: AnswerPipeline, read: Callable[[str], str] = input, out: TextIO = sys.stdout
+) -> list[Messages]:
+    """The interactive loop: keeps the conversation until /exit (or end of input); returns each conversation."""
+    history: Messages = []
+    done: list[Messages] = []
     out.write(HELP + "\n")
     while True:
         try:
-            line = read("> ").strip()
+            line = (await asyncio.to_thread(read, "> ")).strip()
         except (EOFError, KeyboardInterrupt):
             break
         if line in ("/exit", "/quit"):
             break
         if line == "/reset":
-            history = history[:1]
+            done.append(history)
+            history = []
             out.write("(conversation cleared)\n")
             continue
-        if not line:
-            continue
-        history.append({"role": "user", "content": line})
-        history.append({"role": "assistant", "content": answer(backend, history, out)})
+        if line:
+            history.append({"role": "user", "content": line})
+            history.append({"role": "assistant", "content": await answer(pipeline, history, out)})
+    return [*done, history]
 
 
 def run_chat(
@@ -141,13 +89,26 @@ def run_chat(
     url: str | None = None,
     api_key: str | None = None,
     once: str | None = None,
+    raw: bool = False,
 ) -> None:
     """`kefu chat`: one answer with `once`, else an interactive session."""
     if url and (adapter or model):
         raise KefuError("chat: --url talks to a running server; --adapter/--model only apply to a local model")
-    backend: ChatBackend = remote_backend(cfg, url, api_key) if url else local_backend(cfg, model, adapter)
-    system = system_prompt_for(cfg)
-    if once is not None:
-        answer(backend, [{"role": "system", "content": system}, {"role": "user", "content": once}], sys.stdout)
-        return
-    repl(backend, system)
+
+    async def session() -> None:
+        engine = open_chat_engine(cfg, model, adapter, url, api_key)
+        pipeline = AnswerPipeline(cfg, engine, raw=raw)
+        status = "ok" if raw or not pipeline.kb.expected else await asyncio.to_thread(pipeline.kb.status)
+        if status != "ok":  # what a customer would get now: the no-match notice for every question
+            sys.stderr.write(f"warning: knowledge base {status}: {pipeline.kb.last_error} (run `kefu kb ingest`)\n")
+        try:
+            if once is not None:
+                await answer(pipeline, [{"role": "user", "content": once}], sys.stdout)
+            else:
+                await repl(pipeline)
+        finally:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                await close()
+
+    asyncio.run(session())

@@ -154,8 +154,10 @@ def eval_run(
     api_key: Annotated[str | None, typer.Option(help="API key for --url.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Model name sent to --url.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and report.html.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Score the bare model: no knowledge base, no guards.")] = False,
 ) -> None:
-    """Answer the eval set (and eval.suites), score every answer, write metrics.json + report.html."""
+    """Answer the eval set (and eval.suites) as a customer would be answered (persona, knowledge base, guards),
+    score every answer, write metrics.json + report.html."""
     if ctx.invoked_subcommand is not None:
         return
     if out is None:
@@ -163,7 +165,8 @@ def eval_run(
     from kefu.eval.report import summary_table
     from kefu.eval.runner import Target, run_eval
 
-    result = run_eval(cfg_from(config, set_), Target(model, adapter, url, api_key, model_name), out)
+    target = Target(model, adapter, url, api_key, model_name, raw=raw)
+    result = run_eval(cfg_from(config, set_), target, out)
     Console().print(summary_table(result.data))
     console.print(f"[green]Wrote[/] {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -281,13 +284,15 @@ def chat_cmd(
     url: Annotated[str | None, typer.Option("--url", help="OpenAI-compatible server: http://host:8000/v1.")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key for --url.")] = None,
     once: Annotated[str | None, typer.Option("--once", help="Ask one question, print the answer, exit.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="The bare model: no knowledge base, no guards.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Chat with the assistant in the terminal (streaming; /reset, /exit)."""
+    """Chat with the assistant in the terminal as a customer would (knowledge base, guards; streaming; /reset,
+    /exit)."""
     from kefu.chat import run_chat
 
-    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once)
+    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once, raw=raw)
 
 
 # ----------------------------------------------------------------------------- serve
@@ -301,7 +306,8 @@ def serve(
     """Run the OpenAI-compatible customer-service gateway (migrates the store first)."""
     from kefu.serve.ops import run_serve
 
-    run_serve(cfg_from(config, set_), host, port)
+    cfg = cfg_from(config, set_)
+    run_serve(cfg, host, port, gate=gateway.promotion_gate(cfg))
 
 
 # The gateway's store: `kefu db/keys/models/audit ...` (kefu.cli_gateway).

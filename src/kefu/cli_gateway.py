@@ -5,11 +5,28 @@ Registered on the main app by `kefu.cli` (`kefu db/keys/models/audit ...`).
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
+from kefu.config import KefuConfig
+
+
+def promotion_gate(cfg: KefuConfig) -> Callable[[str, str], dict[str, Any]]:
+    """The eval comparison (eval.gate thresholds) that `kefu models promote` and the admin API check before
+    promoting; passed to serving from here, since serving does not import eval."""
+
+    def gate(a_dir: str, b_dir: str) -> dict[str, Any]:
+        from kefu.eval.compare import run_compare
+
+        result = run_compare(Path(a_dir), Path(b_dir), cfg.eval.gate)
+        return {"passed": result.passed, "failures": result.failures, "a": a_dir, "b": b_dir}
+
+    return gate
+
 
 db_app = typer.Typer(help="The gateway's store (serve.db_url).", no_args_is_help=True)
 
@@ -104,7 +121,8 @@ def models_promote(
     """Send traffic to a version; running servers switch within serve.versions_refresh_s."""
     from kefu.serve.ops import run_models_promote
 
-    v = run_models_promote(cfg_from(config, set_), name, percent, eval_a, eval_b)
+    cfg = cfg_from(config, set_)
+    v = run_models_promote(cfg, name, percent, eval_a, eval_b, promotion_gate(cfg))
     console.print(f"[green]{v.name} is {v.status}[/] with {v.traffic_percent}% of traffic")
 
 

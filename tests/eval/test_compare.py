@@ -22,7 +22,7 @@ def _run(tmp: Path, name: str, answers: dict[str, str], piece_delay: float = 0.0
     cfg = _project(tmp, write_cases(tmp / "cases.jsonl", CASES))
     with ScriptedServer(piece_delay=piece_delay) as server:
         server.answers = answers
-        run_eval(cfg, Target(url=server.url), tmp / name)
+        run_eval(cfg, Target(url=server.url, raw=True), tmp / name)  # the gate's verdicts on the answers as given
     return tmp / name
 
 

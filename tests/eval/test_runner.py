@@ -1,4 +1,5 @@
-"""run_eval end to end: an OpenAI-compatible endpoint (real openai client, streamed) and a local tiny model."""
+"""run_eval end to end through the answer pipeline: an OpenAI-compatible endpoint (streamed over real HTTP), a
+serving engine, and a local tiny model; the default path (guards, knowledge base) and --raw (the bare model)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import yaml
 from kefu.config import KefuConfig, load_config
 from kefu.data.schema import Turn
 from kefu.errors import KefuError
-from kefu.eval.generate import Answer, _row_answer, _StepClock, generate_local
 from kefu.eval.runner import Target, load_cases, run_eval
 from tests.eval.conftest import SAMPLE, ScriptedServer, case, write_cases
 
@@ -39,9 +39,12 @@ METRIC_KEYS = {
 }  # fmt: skip
 
 
-def _project(tmp_path: Path, cases_file: Path, **eval_fields: object) -> KefuConfig:
+def _project(tmp_path: Path, cases_file: Path, kb: bool = False, **eval_fields: object) -> KefuConfig:
+    """The sample shop's config in tmp_path; without `kb` no knowledge base is expected (none is ingested here)."""
     tree = yaml.safe_load((SAMPLE / "kefu.yaml").read_text(encoding="utf-8"))
     tree["eval"] = {"cases": str(cases_file), **eval_fields}
+    if not kb:
+        tree["kb"]["sources"] = []
     (tmp_path / "kefu.yaml").write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
     return load_config(tmp_path / "kefu.yaml")
 
@@ -64,7 +67,7 @@ def test_eval_over_openai_endpoint_scores_known_answers(tmp_path: Path) -> None:
     cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", CASES))
     with ScriptedServer(piece_delay=0.005) as server:
         server.answers = dict(ANSWERS)
-        result = run_eval(cfg, Target(url=server.url, model_name="shop-model"), tmp_path / "run")
+        result = run_eval(cfg, Target(url=server.url, model_name="shop-model", raw=True), tmp_path / "run")
     m = result.metrics
     assert set(m) == METRIC_KEYS
     assert m["fact_accuracy"] == {"value": pytest.approx(2 / 3), "n": 3, "count": 2}
@@ -95,38 +98,25 @@ def test_suites_and_judge(tmp_path: Path) -> None:
             tmp_path, write_cases(tmp_path / "cases.jsonl", CASES[:2]), suites=[str(extra)],
             judge_url=server.url, judge_model="judge",
         )  # fmt: skip
-        result = run_eval(cfg, Target(url=server.url))
+        result = run_eval(cfg, Target(url=server.url, raw=True))
     assert result.metrics["judge"] == {"helpfulness": 3.0, "politeness": 4.0, "correctness": 5.0, "n": 2, "unparsed": 0}
     assert result.data["suites"]["identity_suite"]["metrics"]["identity_consistency"]["n"] == 1
     assert [r["suite"] for r in result.cases] == ["main", "main", "identity_suite"]
 
 
-def test_row_answer_stops_at_the_end_token(tiny_model_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ids = tok("七天无理由", add_special_tokens=False)["input_ids"]
-    row = torch.tensor([*ids, tok.eos_token_id, tok.pad_token_id, tok.pad_token_id])
-    clock = _StepClock()
-    clock.stamps = [1.0 + 0.1 * i for i in range(len(ids) + 3)]
-    ans = _row_answer(tok, row, {tok.eos_token_id}, tok.pad_token_id, clock, t0=0.5)
-    assert ans.text == "七天无理由" and ans.completion_tokens == len(ids) and ans.finish_reason == "stop"
-    assert ans.ttft_s == pytest.approx(0.5)
-    assert ans.total_s == pytest.approx(clock.stamps[len(ids)] - 0.5)  # the step that produced the end token
-
-
-def test_batched_generation_matches_one_at_a_time(tiny_model_dir: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    convs = [[{"role": "user", "content": q}] for q in ["你好", "七天无理由退货怎么申请？", "Hello"]]
-    ticks: list[int] = []
-    batched = generate_local(model, tok, convs, 6, 3, ticks.append)
-    single = generate_local(model, tok, convs, 6, 1, ticks.append)
-    assert [a.text for a in batched] == [a.text for a in single]
-    assert ticks == [3, 1, 1, 1]
-    assert all(isinstance(a, Answer) and a.total_s >= (a.ttft_s or 0) > 0 for a in batched)
+def test_local_batches_answer_like_single_requests(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """eval.batch_size questions go to the local engine together (its batcher pads them); answers do not change."""
+    cases = [case("b1", "你好"), case("b2", "七天无理由退货怎么申请？"), case("b3", "Hello", lang="en")]
+    cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", cases), max_new_tokens=6, batch_size=3)
+    batched = run_eval(cfg, Target(model=str(tiny_model_dir), raw=True))
+    single = run_eval(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"batch_size": 1})}),
+                      Target(model=str(tiny_model_dir), raw=True))  # fmt: skip
+    assert [r["answer"] for r in batched.cases] == [r["answer"] for r in single.cases]
+    assert batched.data["run"]["batch_size"] == 3
+    for row in batched.cases:
+        lat = row["latency"]
+        assert lat["completion_tokens"] <= 6 and lat["finish_reason"] in ("stop", "length")
+        assert lat["total_s"] >= (lat["ttft_s"] or 0) > 0
 
 
 def test_cli_eval_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -144,26 +134,54 @@ def test_cli_eval_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> Non
     assert "Policy-fact accuracy" in proc.stdout
     data = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert set(data["metrics"]) == METRIC_KEYS
-    assert data["run"]["target"] == {"kind": "local", "model": str(tiny_model_dir), "adapter": None}
+    assert data["run"]["target"] == {
+        "kind": "local", "model": str(tiny_model_dir), "adapter": None, "pipeline": "customer"
+    }  # fmt: skip
     assert data["run"]["batch_size"] == 2 and data["metrics"]["multi_turn_coherence"]["n"] == 1
     for row in data["cases"]:
         assert {"answer", "checks", "ok", "latency", "similarity"} <= set(row)
-        assert row["latency"]["completion_tokens"] <= 6 and row["latency"]["ttft_s"] > 0
+        assert row["latency"]["completion_tokens"] <= 6, row
+        assert (row["latency"]["ttft_s"] or 0) > 0 if row["answer"] else row["latency"]["ttft_s"] is None, row
 
 
-def test_eval_through_a_serving_engine(tmp_path: Path) -> None:
+def test_eval_scores_what_the_customer_gets(tmp_path: Path) -> None:
+    """By default eval answers through the guards: the over-promise and the wrong identity are rewritten before
+    they are scored, the complaint is handed off by the pipeline, PII never reaches the engine; --raw scores the
+    bare answers."""
     from kefu.answer.engines.scripted import Reply, ScriptedEngine
 
-    engine = ScriptedEngine()
-    for c in CASES[:2]:
-        engine.queue(Reply.text(ANSWERS[c.turns[-1].content], first_delay=0.02))
-    cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", CASES[:2]))
-    result = run_eval(cfg, Target(engine=engine))
-    assert result.data["run"]["target"] == {"kind": "engine", "name": "scripted"}
-    assert [r["answer"] for r in result.cases] == [ANSWERS[c.turns[-1].content] for c in CASES[:2]]
-    assert all(r["latency"]["ttft_s"] >= 0.02 for r in result.cases)
-    assert result.cases[0]["latency"]["completion_tokens"] == len(ANSWERS[CASES[0].turns[-1].content])
-    assert engine.calls[0].params.temperature == 0.0 and engine.calls[0].messages[0]["role"] == "system"
+    cases = [*CASES, case("pii1", "我的手机号13812345678，订单到哪了")]
+
+    def engine() -> ScriptedEngine:
+        e = ScriptedEngine(default=Reply.text("您好，订单正在配送中。"))
+        for c in CASES:
+            if not c.needs_handoff:
+                e.queue(Reply.text(ANSWERS[c.turns[-1].content], first_delay=0.02))
+        return e
+
+    cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", cases))
+    guarded_engine, raw_engine = engine(), engine()
+    guarded = {r["id"]: r for r in run_eval(cfg, Target(engine=guarded_engine)).cases}
+    raw = {r["id"]: r for r in run_eval(cfg, Target(engine=raw_engine, raw=True)).cases}
+    assert raw["p2"]["checks"]["overpromise"]["flag"] and "保证" in raw["p2"]["answer"]
+    assert "保证明天" not in guarded["p2"]["answer"] and not guarded["p2"]["checks"]["overpromise"]["flag"]
+    assert "promise" in guarded["p2"]["pipeline"]["guard"]["output"]
+    assert "ChatGPT" in raw["id1"]["answer"] and "ChatGPT" not in guarded["id1"]["answer"]
+    assert guarded["h1"]["pipeline"]["handoff"] == "user" and guarded["h1"]["checks"]["handoff"]["pass"]
+    assert guarded["p1"]["answer"] == ANSWERS["七天无理由怎么算？"]  # a clean answer passes unchanged
+    assert all("13812345678" not in str(c.messages) for c in guarded_engine.calls)
+    assert guarded_engine.calls[0].params.temperature == 0.0 and guarded_engine.calls[0].messages[0]["role"] == "system"
+    assert all(r["latency"]["ttft_s"] >= 0.02 for k, r in guarded.items() if k in ("p1", "p2"))
+
+
+def test_eval_refuses_a_knowledge_base_that_was_never_ingested(tmp_path: Path) -> None:
+    from kefu.answer.engines.scripted import Reply, ScriptedEngine
+
+    cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", CASES[:1]), kb=True)
+    engine = ScriptedEngine(default=Reply.text("您好。"))
+    with pytest.raises(KefuError, match=r"kb.db kb.sqlite: .* is missing .*kefu kb ingest.*--raw"):
+        run_eval(cfg, Target(engine=engine))
+    assert run_eval(cfg, Target(engine=engine, raw=True)).data["run"]["kb"] is None
 
 
 def test_base_plus_adapter_target(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -175,7 +193,7 @@ def test_base_plus_adapter_target(tmp_path: Path, tiny_model_dir: Path) -> None:
     lora = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
     cfg = _project(tmp_path, write_cases(tmp_path / "cases.jsonl", CASES[:3]), max_new_tokens=8)
-    plain = run_eval(cfg, Target(model=str(tiny_model_dir)))
-    adapted = run_eval(cfg, Target(model=str(tiny_model_dir), adapter=str(tmp_path / "adapter")))
+    plain = run_eval(cfg, Target(model=str(tiny_model_dir), raw=True))
+    adapted = run_eval(cfg, Target(model=str(tiny_model_dir), adapter=str(tmp_path / "adapter"), raw=True))
     assert adapted.data["run"]["target"]["adapter"] == str(tmp_path / "adapter")
     assert [r["answer"] for r in adapted.cases] != [r["answer"] for r in plain.cases]  # the adapter was applied

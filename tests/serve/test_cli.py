@@ -33,6 +33,9 @@ def test_keys_and_models_commands(tmp_path: Path) -> None:
     adapter = tmp_path / "ad"
     adapter.mkdir()
     assert _run(tmp_path, "models", "register", "v2", "--path", str(adapter))[0] == 0
+    db = f"serve.db_url=sqlite:///{tmp_path / 'kefu.sqlite'}"
+    r = CliRunner().invoke(cli, ["models", "promote", "v2", "--eval-a", str(tmp_path), "--set", db])
+    assert r.exit_code != 0 and "--eval-a without --eval-b" in str(r.exception)  # never silently ungated
     assert _run(tmp_path, "models", "promote", "v2", "--percent", "10")[0] == 0
     out = _run(tmp_path, "models", "list")[1]
     assert "v2\tadapter\tcanary\t10%" in out and "base\tbase\tactive\t100%" in out

@@ -29,10 +29,13 @@ def test_user_escalation_agent_flow(server: Server, engine: ScriptedEngine) -> N
     notice, ext = _say(client, "c-h", "我要找真人", handoff=True)
     assert ext["handoff"]["status"] == "escalated" and "人工" in notice
     ticket = ext["handoff"]["ticket_id"]
-    # the bot stays silent: nothing generated, the message is kept for the agent
+    # the bot stops answering: nothing generated, the message is kept for the agent, the customer told who has it
     calls = len(engine.calls)
-    silent, ext = _say(client, "c-h", "有人吗？")
-    assert silent == "" and ext["handoff"]["status"] == "with_agent" and len(engine.calls) == calls
+    held, ext = _say(client, "c-h", "有人吗？")
+    assert ext["handoff"]["status"] == "with_agent" and len(engine.calls) == calls
+    from kefu.guard.notices import notice as persona_notice
+
+    assert held == persona_notice(server.svc.cfg.persona, "with_agent", "zh")
     listed = agent.get("/tickets", params={"status": "open"}).json()["data"]
     mine = next(t for t in listed if t["id"] == ticket)
     assert mine["reason"] == "user" and "快递破损" in mine["summary"] and "13812345678" not in mine["summary"]

@@ -13,6 +13,7 @@ from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.serve import audit, handoff, keys, sessions, versions
 from kefu.serve.app import create_app
 from kefu.serve.db import Store
+from kefu.serve.pipeline import hash_user_id
 from kefu.serve.tables import Conversation, Feedback, Message
 
 TABLES = {
@@ -55,6 +56,9 @@ def test_end_to_end_storage(db_url: str, tmp_path: Path) -> None:
             model="kefu", messages=[{"role": "user", "content": "我的手机号13812345678，订单到哪了"}], extra_body=ext
         )
         client.chat.completions.create(model="kefu", messages=[{"role": "user", "content": "还要多久"}], extra_body=ext)
+        # the engine never sees the customer's phone number, not even in the turn that carried it
+        first = engine.calls[0].messages
+        assert "13812345678" not in str(first) and "[PHONE]" in first[-1]["content"]
         # the second turn's prompt carries the stored (masked) history, not what the client re-sent
         sent = engine.calls[-1].messages
         assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
@@ -63,6 +67,11 @@ def test_end_to_end_storage(db_url: str, tmp_path: Path) -> None:
         with r.store.session() as s:
             stored = [m.content for m in s.scalars(select(Message).order_by(Message.id))]
         assert stored == ["我的手机号[PHONE]，订单到哪了", "您好，已收到。", "还要多久", "您好，订单在路上。"]
+        with r.store.session() as s:
+            user_id = s.scalars(select(Conversation.user_id)).one()
+        salt = r.pipeline._salt  # kept in the store's state table (no KEFU_USER_ID_SALT here)
+        assert user_id == hash_user_id("u-9", salt) and user_id.startswith("u_") and "u-9" not in user_id
+        assert r.store.get_state("user_id_salt") == salt.decode()
         import httpx
 
         fb = httpx.post(f"{srv.base}/feedback", headers={"Authorization": f"Bearer {srv.key()}"},

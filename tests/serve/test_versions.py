@@ -102,6 +102,7 @@ def test_rollback_within_5s_without_failures(server: Server, engine: ScriptedEng
 
 
 def test_promotion_gate(server: Server, tmp_path: Path) -> None:
+    from kefu.cli_gateway import promotion_gate
     from kefu.config import load_config
     from kefu.eval.runner import Target, run_eval
 
@@ -124,7 +125,10 @@ def test_promotion_gate(server: Server, tmp_path: Path) -> None:
     good = run("good", "您好，付款后48小时内发货，一般2-3天送达。")
     store = server.svc.store
     versions.register(store, "cand", "adapter", _adapter(tmp_path, "cand"))
+    gate = promotion_gate(cfg)  # serving does not import eval: the CLI hands the gate in
     with pytest.raises(KefuError, match="eval gate failed"):
-        versions.promote(store, "cand", eval_dirs=(a, bad), gate=cfg.eval.gate)
+        versions.promote(store, "cand", eval_dirs=(a, bad), gate=gate)
+    with pytest.raises(KefuError, match="no promotion gate"):
+        versions.promote(store, "cand", eval_dirs=(a, good))
     assert {v.name: v.status for v in versions.list_versions(store)}["cand"] == "registered"
-    assert versions.promote(store, "cand", eval_dirs=(a, good), gate=cfg.eval.gate).status == "active"
+    assert versions.promote(store, "cand", eval_dirs=(a, good), gate=gate).status == "active"

@@ -136,11 +136,11 @@ def check_identity(answer: str, persona: PersonaConfig) -> dict[str, Any]:
     return {"pass": named and not claims, "names_persona": named, "claims": claims}
 
 
-def check_handoff(case: EvalCase, answer: str) -> dict[str, Any]:
-    """Whether the answer hands off to a human, against the case's label."""
+def check_handoff(case: EvalCase, answer: str, handed_off: bool = False) -> dict[str, Any]:
+    """Whether the answer hands off to a human (or the answer pipeline did), against the case's label."""
     from kefu.guard.handoff import is_handoff_answer
 
-    predicted = bool(is_handoff_answer(answer))
+    predicted = handed_off or bool(is_handoff_answer(answer))
     return {"expected": case.needs_handoff, "predicted": predicted, "pass": predicted == case.needs_handoff}
 
 
@@ -171,12 +171,17 @@ def check_multi_turn(case: EvalCase, answer: str) -> dict[str, Any]:
 
 
 def score_case(
-    case: EvalCase, answer: str, persona: PersonaConfig, limits: Mapping[str, float] | None = None
+    case: EvalCase,
+    answer: str,
+    persona: PersonaConfig,
+    limits: Mapping[str, float] | None = None,
+    handed_off: bool = False,
 ) -> dict[str, Any]:
-    """All checks that apply to this case; `ok` is true when every applicable check passes."""
+    """All checks that apply to this case; `ok` is true when every applicable check passes. `handed_off`: the
+    answer pipeline escalated the conversation (its notice may not read like a handoff to the text check)."""
     checks: dict[str, Any] = {
         "overpromise": check_overpromise(case, answer, limits),
-        "handoff": check_handoff(case, answer),
+        "handoff": check_handoff(case, answer, handed_off),
         "style": check_style(case, answer, persona),
     }
     if case.key_facts:

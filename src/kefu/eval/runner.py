@@ -1,15 +1,19 @@
 """`kefu eval`: answer the eval set with a model or an endpoint, score every answer, write metrics.json + report.html.
 
-run_eval(cfg, target) reads like the job it does: load the cases of each suite, generate the answers (with timing),
-score each answer, aggregate, optionally ask a judge, write the outputs.
+run_eval(cfg, target) reads like the job it does: load the cases of each suite, answer them through the answer
+pipeline (timed), score each answer, aggregate, optionally ask a judge, write the outputs.
+
+By default every answer is what a customer would get from `kefu serve` with this config: the persona's prompt, the
+knowledge base, the serving engine's decoding and stop rule, and the input and output guards. `Target(raw=True)`
+(`kefu eval --raw`) scores the bare model instead: persona prompt only, no knowledge base, no guards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,11 +23,13 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kefu.answer.engines.base import Engine
-from kefu.config import KefuConfig, PersonaConfig
+from kefu.answer.knowledge import KnowledgeBase
+from kefu.answer.pipeline import AnswerPipeline
+from kefu.config import KefuConfig
 from kefu.data.schema import EvalCase
 from kefu.errors import KefuError
 from kefu.eval import judge, metrics
-from kefu.eval.generate import Answer, Messages, Tick, generate_engine, generate_local, generate_openai
+from kefu.eval.generate import Answer, Messages, answer_all
 from kefu.eval.similarity import case_similarity
 from kefu.io import write_json, write_text
 
@@ -41,13 +47,16 @@ class Target:
     api_key: str | None = None
     model_name: str | None = None  # model name sent to the endpoint
     engine: Engine | None = None  # any serving engine, in process (e.g. the server's HFEngine or UpstreamEngine)
+    raw: bool = False  # the bare model: no knowledge base, no guards
 
     def describe(self, cfg: KefuConfig) -> dict[str, Any]:
+        path = "raw" if self.raw else "customer"  # what answered: the bare model, or what a customer gets
         if self.engine is not None:
-            return {"kind": "engine", "name": self.engine.name}
+            return {"kind": "engine", "name": self.engine.name, "pipeline": path}
         if self.url:
-            return {"kind": "openai", "url": self.url, "model_name": self.model_name}
-        return {"kind": "local", "model": self.model or cfg.model.path, "adapter": self.adapter or cfg.model.adapter}
+            return {"kind": "openai", "url": self.url, "model_name": self.model_name, "pipeline": path}
+        model, adapter = self.model or cfg.model.path, self.adapter or cfg.model.adapter
+        return {"kind": "local", "model": model, "adapter": adapter, "pipeline": path}
 
 
 @dataclass
@@ -102,41 +111,44 @@ def suite_files(cfg: KefuConfig) -> dict[str, Path]:
     return files
 
 
-def messages_for(case: EvalCase, system: str) -> Messages:
-    return [{"role": "system", "content": system}] + [{"role": t.role, "content": t.content} for t in case.turns]
+def turns_of(case: EvalCase) -> Messages:
+    """The conversation as a customer sent it; the pipeline adds the persona's system prompt."""
+    return [{"role": t.role, "content": t.content} for t in case.turns]
 
 
-def _system_prompt(persona: PersonaConfig) -> str:
-    from kefu.data.persona import system_prompt
-
-    return system_prompt(persona)
-
-
-Answerer = Callable[[Sequence[Messages], Tick], list[Answer]]
-
-
-def make_answerer(cfg: KefuConfig, target: Target) -> Answerer:
-    """A function answering conversations: an engine, the endpoint (streamed), or a model loaded once here."""
+def open_engine_for(cfg: KefuConfig, target: Target) -> tuple[Engine, bool]:
+    """(engine, whether eval opened it and must close it): the one passed in, the endpoint, or the local model."""
     if target.engine is not None:
-        engine = target.engine
-        return lambda convs, tick: generate_engine(engine, convs, cfg.eval.max_new_tokens, tick)
+        return target.engine, False
     if target.url:
-        import openai
+        from kefu.answer.engines.upstream import UpstreamEngine
 
-        client = openai.OpenAI(base_url=target.url, api_key=target.api_key or "none", max_retries=1, timeout=300)
         name = target.model_name or cfg.serve.upstream_model or "kefu"
-        return lambda convs, tick: generate_openai(client, name, convs, cfg.eval.max_new_tokens, tick)
-    from kefu.answer.model import load_model
+        return UpstreamEngine([target.url], model=name, timeout_s=300.0, api_key=target.api_key), True
+    from kefu.answer.engines import open_engine
 
     update = {k: v for k, v in {"path": target.model, "adapter": target.adapter}.items() if v}
-    model, tok = load_model(cfg.model.model_copy(update=update), cfg_root=cfg.root)
-    model.eval()
-    return lambda convs, tick: generate_local(model, tok, convs, cfg.eval.max_new_tokens, cfg.eval.batch_size, tick)
+    serve = cfg.serve.model_copy(update={"engine": "local"})
+    local = cfg.model_copy(update={"model": cfg.model.model_copy(update=update), "serve": serve})
+    return open_engine(local, max_batch=cfg.eval.batch_size), True
+
+
+def open_pipeline(cfg: KefuConfig, target: Target, engine: Engine) -> AnswerPipeline:
+    """The customer's answer path (or the bare model's); refuses an expected knowledge base that is not there."""
+    kb = KnowledgeBase(cfg)
+    status = "ok" if target.raw or not kb.expected else kb.status()
+    if status != "ok":
+        why = kb.last_error or "no active version"
+        raise KefuError(
+            f"kb.db {cfg.kb.db}: the knowledge base kb.sources lists is {status} ({why}): run `kefu kb ingest`, "
+            "or score the bare model with `kefu eval --raw`"
+        )
+    return AnswerPipeline(cfg, engine, kb, raw=target.raw)
 
 
 def case_row(suite: str, case: EvalCase, answer: Answer, cfg: KefuConfig) -> dict[str, Any]:
     """One case's record in metrics.json: the question, the answer, every verdict and its timing."""
-    scored = metrics.score_case(case, answer.text, cfg.persona, cfg.guard.policy_limits)
+    scored = metrics.score_case(case, answer.text, cfg.persona, cfg.guard.policy_limits, answer.handoff is not None)
     return {
         "suite": suite,
         "id": case.id,
@@ -149,6 +161,13 @@ def case_row(suite: str, case: EvalCase, answer: Answer, cfg: KefuConfig) -> dic
         "ok": scored["ok"],
         "checks": scored["checks"],
         "similarity": case_similarity(answer.text, case.reference, case.lang),
+        "pipeline": {
+            "action": answer.action,
+            "handoff": answer.handoff,
+            "guard": answer.guard,
+            "citations": len(answer.citations),
+            "kb_version": answer.kb_version,
+        },
         "latency": {
             "ttft_s": answer.ttft_s,
             "total_s": answer.total_s,
@@ -172,19 +191,36 @@ def _judge(cfg: KefuConfig, rows: list[dict[str, Any]]) -> dict[str, Any] | None
     return judge.summarize(verdicts)
 
 
-def _evaluate_suite(
-    cfg: KefuConfig, suite: str, cases: list[EvalCase], answer: Answerer, progress: Progress
-) -> tuple[list[dict[str, Any]], float]:
-    system = _system_prompt(cfg.persona)
-    task = progress.add_task(f"eval {suite}", total=len(cases))
-    start = time.perf_counter()
-    answers = answer([messages_for(c, system) for c in cases], lambda n: progress.advance(task, n))
-    wall = time.perf_counter() - start
-    return [case_row(suite, c, a, cfg) for c, a in zip(cases, answers, strict=True)], wall
+async def _answer_suites(
+    cfg: KefuConfig, target: Target, suites: dict[str, list[EvalCase]], progress: Progress
+) -> tuple[dict[str, list[Answer]], dict[str, float], float]:
+    """Every suite's answers and wall time, in one event loop (an endpoint's connections live in it); load time."""
+    t0 = time.perf_counter()
+    engine, owned = open_engine_for(cfg, target)
+    try:
+        pipeline = open_pipeline(cfg, target, engine)
+        load_s = time.perf_counter() - t0
+        local = target.engine is None and not target.url
+        concurrency = cfg.eval.batch_size if local else 1  # endpoints: one customer at a time, honest TTFT
+        answers, walls = {}, {}
+        for name, cases in suites.items():
+            task = progress.add_task(f"eval {name}", total=len(cases))
+            start = time.perf_counter()
+            answers[name] = await answer_all(
+                pipeline, [turns_of(c) for c in cases], cfg.eval.max_new_tokens, concurrency,
+                lambda n, task=task: progress.advance(task, n),  # type: ignore[misc]
+            )  # fmt: skip
+            walls[name] = time.perf_counter() - start
+        return answers, walls, load_s
+    finally:
+        close = getattr(engine, "close", None)
+        if owned and close is not None:
+            await close()
 
 
 def _run_info(cfg: KefuConfig, target: Target, started: str, load_s: float, t0: float, n: int) -> dict[str, Any]:
     kind = target.describe(cfg)["kind"]
+    kb = KnowledgeBase(cfg)
     return {
         "target": target.describe(cfg),
         "started": started,
@@ -195,6 +231,7 @@ def _run_info(cfg: KefuConfig, target: Target, started: str, load_s: float, t0: 
         "max_new_tokens": cfg.eval.max_new_tokens,
         "batch_size": cfg.eval.batch_size if kind == "local" else None,  # only local generation batches
         "persona": {"name": cfg.persona.name, "shop": cfg.persona.shop},
+        "kb": None if target.raw else {"status": kb.status(), "version": kb.version()},
     }
 
 
@@ -203,19 +240,18 @@ def run_eval(cfg: KefuConfig, target: Target, out_dir: Path | None = None) -> Ev
     suites = {name: load_cases(path)[: cfg.eval.limit] for name, path in suite_files(cfg).items()}
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    answer = make_answerer(cfg, target)
-    load_s = time.perf_counter() - t0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        answers, walls, load_s = asyncio.run(_answer_suites(cfg, target, suites, progress))
     per_suite: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
-    with Progress(*columns, transient=True) as progress:
-        for name, cases in suites.items():
-            suite_rows, wall = _evaluate_suite(cfg, name, cases, answer, progress)
-            rows += suite_rows
-            per_suite[name] = {
-                "metrics": metrics.aggregate(suite_rows, wall),
-                "categories": metrics.categories(suite_rows),
-            }
+    for name, cases in suites.items():
+        suite_rows = [case_row(name, c, a, cfg) for c, a in zip(cases, answers[name], strict=True)]
+        rows += suite_rows
+        per_suite[name] = {
+            "metrics": metrics.aggregate(suite_rows, walls[name]),
+            "categories": metrics.categories(suite_rows),
+        }
     main = per_suite.pop(MAIN_SUITE)
     main["metrics"]["judge"] = _judge(cfg, [r for r in rows if r["suite"] == MAIN_SUITE])
     result = EvalResult({

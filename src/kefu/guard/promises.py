@@ -85,7 +85,10 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "zh.done_claim",
         "zh",
         rf"已经?(?:为|给|帮){_YOU}(?:办理了?(?:退款|退货|退换|赔偿|补偿|无理由)|退款|退货|改价|改好|修改了?价格|补发"
-        r"|发放|补了|发了(?:券|优惠券|红包)|申请了?(?:退款|赔偿)|赔偿|补偿|破例|延长)|券已(?:发放|补发|到账)|已经?(?:补发|改价)",
+        r"|发放|补了|发了(?:券|优惠券|红包)|申请了?(?:退款|赔偿)|赔偿|补偿|破例|延长)|券已(?:发放|补发|到账)|已经?(?:补发|改价)"
+        # "已为您把订单改成一折价格", "价格已经帮您改好了"
+        rf"|已经?(?:为|给|帮){_YOU}把{_C}{{0,12}}?(?:改成|改为|调成|调整为|降到|降为|减到|打了?[0-9一二三四五六七八九]折)"
+        rf"|(?:价格|价钱|金额|运费){_C}{{0,4}}?已经?(?:为|给|帮)?{_YOU}?(?:改好|改成|调整好|修改好|免掉|减免)",
     ),
     Rule(
         "en.guarantee",
@@ -128,7 +131,10 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "en",
         r"\bI(?:'ll| will) (?:refund|reimburse|compensate|reship|waive) (?:you|your|the)\b"
         r"|\bI(?:'ve| have) (?:refunded|reimbursed|compensated|reshipped|waived)\b"
-        r"|\bI(?:'ve| have) (?:issued|processed) (?:a|your|the) refund\b",
+        r"|\bI(?:'ve| have) (?:issued|processed) (?:a|your|the) (?:full )?refund\b"
+        r"|\b(?:I|we)(?:'ve| have) (?:changed|lowered|reduced|adjusted|updated|cut) (?:the|your)"
+        r"(?: order(?:'s)?)? price\b"
+        r"|\b(?:I|we)(?:'ve| have) (?:applied|added|sent) (?:a|an) (?:\d+% )?(?:discount|coupon|voucher|credit)\b",
     ),
 )
 
@@ -322,3 +328,14 @@ def _limit_finding(text: str, m: re.Match[str], key: str, rule: LimitRule, limit
         f"states {amount:g} {rule.unit}; policy {'allows at most' if rule.direction == 'max' else 'needs'} {limit:g}"
     )
     return Finding(f"limit.{key}", start, end, text[start:end], detail)
+
+
+def states_limit(text: str, key: str, limit: float) -> bool:
+    """Whether `text` states the policy number for `key` (an excerpt sentence holding the fact) within the limit."""
+    rule = LIMIT_RULES[key]
+    for rx in _LIMIT_COMPILED[key]:
+        for m in rx.finditer(text):
+            amount = _amount(m, rule.unit)
+            if amount <= limit if rule.direction == "max" else amount >= limit:
+                return True
+    return False

@@ -14,16 +14,19 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kefu.answer.engines import open_engine
 from kefu.answer.engines.base import Engine
+from kefu.answer.knowledge import KnowledgeBase
+from kefu.answer.pipeline import AnswerPipeline, HandoffRule
 from kefu.config import KefuConfig
-from kefu.serve import errors, seams, versions
+from kefu.serve import errors, versions
 from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import ResponseCache
 from kefu.serve.db import Store
 from kefu.serve.keys import KeyChecker
 from kefu.serve.limits import RateLimiter
 from kefu.serve.metrics import Metrics
-from kefu.serve.pipeline import HandoffRule, Pipeline
+from kefu.serve.pipeline import Pipeline
 
 log = logging.getLogger("kefu.serve")
 
@@ -44,11 +47,12 @@ class Services:
     redis: Any = None
     routing: versions.Routing = field(default_factory=versions.Routing)
     kb_version: str = "none"
+    gate: versions.Gate | None = None  # the promotion gate (eval comparison) the CLI passes in
 
     async def refresh_versions(self) -> bool:
         """Reload the routing table when the store's versions revision moved; True when it changed."""
         rev = await asyncio.to_thread(self.store.get_state, "versions_rev")
-        kb = await asyncio.to_thread(seams.kb_version, self.pipeline.retriever)
+        kb = await asyncio.to_thread(self.pipeline.answerer.kb.version)
         changed = False
         if rev != self.routing.rev:
             routing = await asyncio.to_thread(versions.Routing.load, self.store)
@@ -121,37 +125,18 @@ def _redis(cfg: KefuConfig) -> Any:
     return aioredis.Redis.from_url(cfg.serve.redis_url)
 
 
-def default_engine(cfg: KefuConfig) -> Engine:
-    """The engine serve.engine names, built from the config."""
-    if cfg.serve.engine == "upstream":
-        from kefu.answer.engines.upstream import UpstreamEngine
-
-        return UpstreamEngine.from_config(cfg)
-    if cfg.serve.engine == "scripted":
-        from kefu.errors import KefuError
-
-        raise KefuError("serve.engine: 'scripted' is for tests: pass a ScriptedEngine to create_app")
-    from kefu.answer.engines.hf import HFEngine
-
-    return HFEngine.from_config(cfg)
-
-
 def build_services(
     cfg: KefuConfig, engine: Engine | None = None, store: Store | None = None, rules: list[HandoffRule] | None = None,
     retriever: Any = None,
 ) -> Services:  # fmt: skip
     store = store or Store(cfg.serve.db_url, cfg.root)
     versions.ensure_base(store, cfg.serve.upstream_model if cfg.serve.engine == "upstream" else None)
-    engine = engine or default_engine(cfg)
+    engine = engine or open_engine(cfg)
     redis = _redis(cfg)
     metrics, writer = Metrics(), AuditWriter(store)
     cache = ResponseCache(cfg.serve.cache_ttl_s, redis, cfg.serve.redis_prefix)
-    have = seams.available()
-    missing = [name for name, ok in have.items() if not ok]
-    if missing:
-        log.warning("pipeline steps left out (layer not installed): %s", ", ".join(missing))
-    retriever = retriever if retriever is not None else seams.open_retriever(cfg, have)
-    pipeline = Pipeline(cfg, store, engine, cache, writer, metrics, retriever, rules)
+    answerer = AnswerPipeline(cfg, engine, KnowledgeBase(cfg, retriever), rules)
+    pipeline = Pipeline(cfg, store, answerer, cache, writer, metrics)
     return Services(
         cfg=cfg, store=store, engine=engine, keys=KeyChecker(store, cfg.serve.key_cache_s),
         limiter=RateLimiter(redis, cfg.serve.redis_prefix), cache=cache, metrics=metrics, audit=writer,
@@ -174,9 +159,12 @@ def create_app(
     store: Store | None = None,
     rules: list[HandoffRule] | None = None,
     retriever: Any = None,
+    gate: versions.Gate | None = None,
 ) -> FastAPI:
-    """The gateway. Tests pass a ScriptedEngine; `kefu serve` builds the engine serve.engine names."""
+    """The gateway. Tests pass a ScriptedEngine; `kefu serve` builds the engine serve.engine names and passes the
+    promotion gate (without one, the admin API refuses to promote on eval runs)."""
     svc = build_services(cfg, engine, store, rules, retriever)
+    svc.gate = gate
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

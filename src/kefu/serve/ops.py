@@ -14,13 +14,16 @@ def open_store(cfg: KefuConfig) -> Store:
     return Store(cfg.serve.db_url, cfg.root)
 
 
-def run_serve(cfg: KefuConfig, host: str | None = None, port: int | None = None) -> None:
-    """Run the gateway with uvicorn until SIGINT/SIGTERM; in-flight streams get serve.shutdown_timeout_s to end."""
+def run_serve(
+    cfg: KefuConfig, host: str | None = None, port: int | None = None, gate: versions.Gate | None = None
+) -> None:
+    """Run the gateway with uvicorn until SIGINT/SIGTERM; in-flight streams get serve.shutdown_timeout_s to end.
+    `gate` checks eval runs given to the admin API's promote."""
     import uvicorn
 
     from kefu.serve.app import create_app
 
-    app = create_app(cfg)
+    app = create_app(cfg, gate=gate)
     uvicorn.run(
         app, host=host or cfg.serve.host, port=port or cfg.serve.port, log_level="info",
         timeout_graceful_shutdown=cfg.serve.shutdown_timeout_s,
@@ -58,10 +61,17 @@ def run_models_register(cfg: KefuConfig, name: str, kind: str, path: str | None)
 
 
 def run_models_promote(
-    cfg: KefuConfig, name: str, percent: int = 100, eval_a: str | None = None, eval_b: str | None = None
+    cfg: KefuConfig,
+    name: str,
+    percent: int = 100,
+    eval_a: str | None = None,
+    eval_b: str | None = None,
+    gate: versions.Gate | None = None,
 ) -> versions.Version:
-    dirs = (str(cfg.resolve(eval_a)), str(cfg.resolve(eval_b))) if eval_a and eval_b else None
-    return versions.promote(open_store(cfg), name, percent, dirs, cfg.eval.gate, actor="cli")
+    """Promote `name`; with both eval runs only when `gate` passes them (one run alone is refused)."""
+    dirs = versions.check_eval_dirs(eval_a, eval_b)
+    dirs = (str(cfg.resolve(dirs[0])), str(cfg.resolve(dirs[1]))) if dirs else None
+    return versions.promote(open_store(cfg), name, percent, dirs, gate, actor="cli")
 
 
 def run_models_rollback(cfg: KefuConfig) -> str:

@@ -1,14 +1,9 @@
-"""Server-side conversations: stored (PII-masked) history, trimmed to a token budget when building a prompt.
-
-Budget policy: the system prompt and the newest user turn are always kept; older turns are dropped oldest first,
-a user/assistant pair at a time, until the prompt fits `serve.session_token_budget`.
-"""
+"""Server-side conversations: stored (PII-masked) history; the answer pipeline trims it to the token budget
+(kefu.answer.prompt.trim)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,32 +12,6 @@ from sqlalchemy.orm import Session
 
 from kefu.serve.db import Store
 from kefu.serve.tables import Conversation, Message, utcnow
-
-_CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
-_WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
-
-Counter = Callable[[str], int]
-
-
-def approx_tokens(text: str) -> int:
-    """Tokenizer-free estimate (one per CJK character, ~1.3 per word) used when the engine has no tokenizer."""
-    return len(_CJK.findall(text)) + int(len(_WORD.findall(text)) * 1.3) + 1
-
-
-def trim(system: dict[str, str], turns: list[dict[str, str]], budget: int, count: Counter) -> list[dict[str, str]]:
-    """system + the newest turns that fit `budget` tokens; the last turn is kept even if it alone is over."""
-    used = count(system["content"]) + count(turns[-1]["content"]) + 8
-    kept = [turns[-1]]
-    for msg in reversed(turns[:-1]):
-        cost = count(msg["content"]) + 4
-        if used + cost > budget:
-            break
-        kept.append(msg)
-        used += cost
-    kept.reverse()
-    while kept[0]["role"] == "assistant" and len(kept) > 1:  # a history must start with the customer
-        kept.pop(0)
-    return [system, *kept]
 
 
 def history(store: Store, conversation_id: str, limit: int = 200) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,20 @@ def register(store: Store, name: str, kind: str, path: str | None, actor: str = 
         return _v(row)
 
 
-def _gate(a_dir: str, b_dir: str, gate: Any) -> dict[str, Any]:
-    """Run the eval comparison of the current model's run (A) with the candidate's (B); the gate's verdict."""
-    from kefu.eval.compare import run_compare
+# The promotion gate: (baseline eval run, candidate eval run) -> {"passed": bool, "failures": [...], ...}. Serving
+# does not import eval: the CLI passes kefu.eval.compare in (kefu.cli_gateway.promotion_gate).
+Gate = Callable[[str, str], dict[str, Any]]
 
-    result = run_compare(Path(a_dir), Path(b_dir), gate)
-    return {"passed": result.passed, "failures": result.failures, "a": a_dir, "b": b_dir}
+
+def check_eval_dirs(eval_a: str | None, eval_b: str | None) -> tuple[str, str] | None:
+    """Both eval runs or neither: one alone would promote silently ungated."""
+    if bool(eval_a) != bool(eval_b):
+        given, missing = ("--eval-a", "--eval-b") if eval_a else ("--eval-b", "--eval-a")
+        raise KefuError(
+            f"{given} without {missing}: the promotion gate compares two eval runs (the current model's with "
+            "--eval-a, this version's with --eval-b); give both, or neither to promote without the gate"
+        )
+    return (eval_a, eval_b) if eval_a and eval_b else None
 
 
 def promote(
@@ -87,13 +96,15 @@ def promote(
     name: str,
     percent: int = 100,
     eval_dirs: tuple[str, str] | None = None,
-    gate: Any = None,
+    gate: Gate | None = None,
     actor: str = "cli",
 ) -> Version:
     """Send `percent` of traffic to `name` (a canary below 100); with eval_dirs, only if the eval gate passes."""
     if not 1 <= percent <= 100:
         raise KefuError(f"--percent {percent}: must be between 1 and 100")
-    report = _gate(*eval_dirs, gate) if eval_dirs else None
+    if eval_dirs and gate is None:
+        raise KefuError("eval runs were given but this process has no promotion gate (start it with `kefu serve`)")
+    report = gate(*eval_dirs) if eval_dirs and gate else None
     if report is not None and not report["passed"]:
         raise KefuError(f"model version {name!r}: eval gate failed, not promoted: {'; '.join(report['failures'])}")
     with store.session() as s:

@@ -153,9 +153,9 @@ def _adapter_dir(cfg: KefuConfig, adapter: Path) -> Path:
 
 
 def _system(cfg: KefuConfig) -> str:
-    from kefu.chat import system_prompt_for
+    from kefu.data.persona import system_prompt  # training does not import chat
 
-    return system_prompt_for(cfg)
+    return system_prompt(cfg.persona)
 
 
 def run_export(

@@ -83,8 +83,8 @@ async def register_model(request: Request, body: VersionCreate, key: AdminKey) -
 @router.post("/models/{name}/promote")
 async def promote_model(request: Request, name: str, body: Promote, key: AdminKey) -> dict[str, Any]:
     svc = request.app.state.kefu
-    dirs = (body.eval_a, body.eval_b) if body.eval_a and body.eval_b else None
-    v = await _admin(versions.promote, svc.store, name, body.percent, dirs, svc.cfg.eval.gate, _actor(key))
+    dirs = await _admin(versions.check_eval_dirs, body.eval_a, body.eval_b)
+    v = await _admin(versions.promote, svc.store, name, body.percent, dirs, svc.gate, _actor(key))
     await svc.refresh_versions()
     return v.__dict__
 

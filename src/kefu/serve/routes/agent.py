@@ -45,7 +45,7 @@ async def claim(request: Request, ticket_id: int, key: AgentKey) -> dict[str, An
 @router.post("/tickets/{ticket_id}/reply")
 async def reply(request: Request, ticket_id: int, body: ReplyRequest, key: AgentKey) -> dict[str, Any]:
     svc = request.app.state.kefu
-    text = svc.pipeline.mask(body.text)  # agents can paste customer data too: stored masked like everything else
+    text = svc.pipeline.answerer.mask(body.text)  # agents paste customer data too: stored masked like the rest
     message_id = await _call(handoff.reply, svc.store, ticket_id, key.id, text)
     return {"message_id": message_id}
 

@@ -19,11 +19,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from kefu.answer.engines.base import EngineUnavailable, GenParams
+from kefu.answer.pipeline import Outcome
 from kefu.serve import handoff
 from kefu.serve.auth import ChatKey
 from kefu.serve.errors import ApiError, error_body
 from kefu.serve.keys import KeyInfo
-from kefu.serve.pipeline import Ask, Outcome, Pipeline, Plan
+from kefu.serve.pipeline import Ask, Pipeline, Plan
 from kefu.serve.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -94,8 +95,8 @@ def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
 
 def kefu_field(plan: Plan) -> KefuResponse:
     return KefuResponse(
-        conversation_id=plan.ask.conversation_id, citations=plan.context.citations, handoff=plan.handoff,
-        model_version=plan.ask.version.name, kb_version=plan.context.kb_version, cached=plan.cached is not None,
+        conversation_id=plan.ask.conversation_id, citations=plan.prep.context.citations, handoff=plan.handoff,
+        model_version=plan.ask.version.name, kb_version=plan.prep.context.kb_version, cached=plan.cached is not None,
     )  # fmt: skip
 
 
@@ -244,7 +245,7 @@ async def simple_chat(request: Request, req: SimpleChatRequest, key: ChatKey) ->
     plan = await answer(request, full, key, "chat")
     assert isinstance(plan, Plan)
     return SimpleChatResponse(
-        answer=plan.outcomes[0].text, citations=plan.context.citations, handoff=plan.handoff is not None,
+        answer=plan.outcomes[0].text, citations=plan.prep.context.citations, handoff=plan.handoff is not None,
         conversation_id=plan.ask.conversation_id,
     )  # fmt: skip
 

@@ -40,7 +40,7 @@ async def feedback(request: Request, body: FeedbackRequest, key: FeedbackKey) ->
     if body.correction and not key.can("correction"):
         raise ApiError(403, "only agent or admin keys may submit corrections", "insufficient_role", "correction")
     try:
-        fid = await asyncio.to_thread(_store, svc.store, body, key, svc.pipeline.mask)
+        fid = await asyncio.to_thread(_store, svc.store, body, key, svc.pipeline.answerer.mask)
     except LookupError:
         raise ApiError(404, f"conversation {body.conversation_id!r} not found", "conversation_not_found") from None
     return {"id": fid, "status": "recorded"}

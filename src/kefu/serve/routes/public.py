@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,8 +17,12 @@ router = APIRouter()
 async def health(request: Request) -> dict[str, Any]:
     svc = request.app.state.kefu
     routing = svc.routing
+    kb = await asyncio.to_thread(svc.pipeline.answerer.kb.status)
     return {
-        "status": "ok",
+        # degraded: customers still get answers, but an expected knowledge base is missing, empty or failing, so
+        # questions get the persona's no-match notice instead of the shop's policy
+        "status": "degraded" if kb in ("missing", "empty", "error") else "ok",
+        "kb": kb,
         "engine": svc.engine.name,
         "model_version": routing.active.name if routing.active else None,
         "canary": routing.canary.name if routing.canary else None,

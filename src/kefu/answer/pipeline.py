@@ -1,0 +1,224 @@
+"""The answer pipeline: one customer turn, from the conversation to the answer the customer may read. No storage.
+
+    conversation -> input guards (injection: refusal notice; handoff: handoff notice)
+                 -> PII masked out of every customer text (before any engine, local or upstream)
+                 -> retrieval (excerpts carrying an injection are dropped)
+                 -> prompt (the persona's system prompt + excerpts, trimmed to the token budget)
+                 -> engine -> stop sequences -> output guard (streaming; generation stops when it rules)
+                 -> model-initiated handoff
+
+Every notice comes from kefu.guard.notices in the customer's language. `kefu serve` (kefu.serve.pipeline adds
+sessions, store, cache, audit and metrics), `kefu eval`, `kefu chat` and the demo all answer through this class, so
+what eval scores is what a customer gets. `raw=True` is the bare model: persona prompt, no retrieval, no guards.
+
+Use `answer()` for a whole turn, or its steps when a caller needs to act between them (the gateway looks in its
+cache after `screen`, and streams several choices of one `ground`ed prompt):
+`screen(turns)` -> `ground(prepared)` (blocking: retrieval) -> `stream(prepared, params, outcome)` ->
+`model_handoff(prepared, outcome)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kefu.answer.engines.base import Engine, GenParams
+from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
+from kefu.answer.prompt import Counter, Messages, approx_tokens, system_text, trim
+from kefu.answer.textstream import StopFilter
+from kefu.config import KefuConfig
+from kefu.data.persona import system_prompt
+from kefu.data.pii import mask as pii_mask
+from kefu.guard.handoff import is_handoff_answer
+from kefu.guard.input import InputVerdict, check_input
+from kefu.guard.lang import detect_lang
+from kefu.guard.notices import notice
+from kefu.guard.output import AnswerGuard, Policy
+
+# A rule hook looks at the (PII-masked) conversation, newest last, and returns a reason to hand it to a human
+# (e.g. "refund_over_limit"), or None.
+HandoffRule = Callable[[Messages], str | None]
+Action = Literal["answer", "handoff", "refuse", "no_match", "with_agent"]
+
+
+@dataclass
+class Prepared:
+    """One turn as the pipeline decided it: what to do, the masked conversation and, to answer, the prompt."""
+
+    turns: Messages  # the conversation with every customer text PII-masked, newest user turn last
+    lang: str
+    started: float
+    action: Action = "answer"
+    reason: str | None = None  # why it goes to a human: "user" or "rule:NAME"
+    notice: str = ""  # the text sent instead of an answer (action != "answer")
+    verdict: InputVerdict = field(default_factory=InputVerdict)
+    context: Context = field(default_factory=Context)
+    messages: Messages = field(default_factory=list)  # what the engine is asked
+
+
+@dataclass
+class Outcome:
+    """One generated choice: the text released to the customer and how it went."""
+
+    text: str = ""
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    guard_hits: list[str] = field(default_factory=list)  # names of the output guards that fired
+    guard_details: list[str] = field(default_factory=list)  # one line per finding, for the audit event
+    ttft: float | None = None  # seconds from Prepared.started to the first released text
+    total: float = 0.0
+
+
+@dataclass
+class Answer:
+    """A whole turn's result, as eval, chat and the demo use it."""
+
+    text: str
+    action: Action
+    lang: str
+    handoff: str | None  # "user", "rule:NAME", "model", or None
+    citations: list[dict[str, Any]]
+    guard: dict[str, list[str]]  # {"input": rule reasons, "output": guard names}
+    kb_version: str
+    ttft_s: float | None
+    total_s: float
+    completion_tokens: int
+    finish_reason: str
+
+
+class AnswerPipeline:
+    def __init__(
+        self, cfg: KefuConfig, engine: Engine, kb: KnowledgeBase | None = None,
+        rules: list[HandoffRule] | None = None, raw: bool = False,
+    ) -> None:  # fmt: skip
+        self.cfg, self.engine, self.raw = cfg, engine, raw
+        self.kb = kb if kb is not None else KnowledgeBase(cfg)
+        self.rules = rules or []
+        self.system = system_prompt(cfg.persona)
+        self.policy = Policy.from_config(cfg, self.system)
+        # The system prompt and knowledge-base passages recur in almost every prompt: count each text once.
+        counter: Counter = getattr(engine, "count_tokens", None) or approx_tokens
+        self._count: Counter = functools.lru_cache(maxsize=1024)(counter)
+
+    def mask(self, text: str) -> str:
+        """PII-masked text (guard.mask_pii, kinds from data.pii); order and tracking numbers stay."""
+        return pii_mask(text, self.cfg.data.pii) if self.cfg.guard.mask_pii else text
+
+    # ------------------------------------------------------------------ screen
+    def screen(self, turns: Messages, handoff_requested: bool = False, started: float | None = None) -> Prepared:
+        """Input guards on the newest customer message; the conversation masked. Cheap: no I/O."""
+        question = turns[-1]["content"]
+        prep = self._prepared(turns, started)
+        if self.raw:
+            return prep
+        said_before = [t["content"] for t in turns[:-1] if t["role"] == "user"]
+        prep.verdict = check_input(question, said_before, self.cfg.guard)
+        reason = "user" if handoff_requested or prep.verdict.handoff else self._rule(prep.turns)
+        if reason is not None:
+            self._decide(prep, "handoff", "handoff", reason)
+        elif prep.verdict.injection:  # the model never sees an injection attempt; the persona refuses
+            self._decide(prep, "refuse", "refusal")
+        return prep
+
+    def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
+        """A turn of a conversation a human agent has taken over: the bot only says so."""
+        prep = self._prepared(turns, started)
+        self._decide(prep, "with_agent", "with_agent")
+        return prep
+
+    def _prepared(self, turns: Messages, started: float | None) -> Prepared:
+        masked = [{**t, "content": self.mask(t["content"])} if t["role"] == "user" else dict(t) for t in turns]
+        lang = detect_lang(turns[-1]["content"])
+        return Prepared(masked, lang, time.perf_counter() if started is None else started)
+
+    def _rule(self, turns: Messages) -> str | None:
+        for rule in self.rules:
+            name = rule(turns)
+            if name:
+                return f"rule:{name}"[:32]
+        return None
+
+    def _decide(self, prep: Prepared, action: Action, kind: Any, reason: str | None = None) -> None:
+        prep.action, prep.reason, prep.notice = action, reason, notice(self.cfg.persona, kind, prep.lang)
+
+    # ------------------------------------------------------------------ ground
+    def ground(self, prep: Prepared) -> None:
+        """Retrieve excerpts and build the engine's prompt. Blocking (embedding, store reads): run it in a thread."""
+        if prep.action != "answer":
+            return
+        if not self.raw:
+            try:
+                prep.context = self.kb.lookup(prep.turns[-1]["content"], prep.turns[:-1])
+            except KBUnavailable:  # an expected KB is missing or failing: say so politely, never guess policy
+                self._decide(prep, "no_match", "no_match")
+                return
+        ctx = prep.context
+        system = system_text(self.system, ctx.text, self.cfg.persona, ctx.searched)
+        budget = self.cfg.serve.session_token_budget
+        prep.messages = trim({"role": "system", "content": system}, prep.turns, budget, self._count)
+
+    # ------------------------------------------------------------------ stream
+    async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
+        """The answer as the customer may see it, piece by piece; `out` records text, tokens, hits and timing."""
+        if prep.action != "answer":
+            out.text = prep.notice
+            out.ttft = out.total = time.perf_counter() - prep.started
+            yield prep.notice
+            return
+        async for piece in self._generate(prep, params, out):
+            if piece:
+                out.ttft = out.ttft if out.ttft is not None else time.perf_counter() - prep.started
+                out.text += piece
+                yield piece
+        out.total = time.perf_counter() - prep.started
+
+    async def _generate(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
+        # The output guard releases whole sentences that passed (PII masked); a violation stops generation and
+        # its finish() brings the replacement. Raw answers go out as generated.
+        stops = StopFilter(params.stop)
+        guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
+        agen = self.engine.stream(prep.messages, params)
+        try:
+            async for chunk in agen:
+                out.prompt_tokens, out.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
+                out.finish_reason = chunk.finish_reason or out.finish_reason
+                text = stops.feed(chunk.text)
+                yield guard.feed(text) if guard is not None and text else text
+                if stops.stopped or (guard is not None and guard.stopped):
+                    out.finish_reason = "stop"  # a stop sequence, or the guard ruled: no more tokens are needed
+                    break
+        finally:
+            await agen.aclose()  # type: ignore[attr-defined]  # stops the engine's generation, not just our reading
+        tail = stops.flush()
+        if guard is None:
+            yield tail
+            return
+        last = (guard.feed(tail) if tail else "") + guard.finish()
+        out.guard_hits, out.guard_details = list(guard.hits), list(guard.details)
+        yield last
+
+    # ------------------------------------------------------------------ after
+    def model_handoff(self, prep: Prepared, out: Outcome) -> bool:
+        """The model itself said a human will take over (the gateway then escalates the conversation)."""
+        return not self.raw and prep.action == "answer" and bool(is_handoff_answer(out.text))
+
+    async def answer(self, turns: Messages, params: GenParams, handoff_requested: bool = False) -> Answer:
+        """A whole turn: screen, ground, generate (guarded), detect a model handoff."""
+        prep = self.screen(turns, handoff_requested)
+        await asyncio.to_thread(self.ground, prep)
+        out = Outcome()
+        async for _ in self.stream(prep, params, out):
+            pass
+        handoff = prep.reason or ("model" if self.model_handoff(prep, out) else None)
+        ctx = prep.context
+        return Answer(
+            text=out.text.strip(), action=prep.action, lang=prep.lang, handoff=handoff, citations=ctx.citations,
+            guard={"input": prep.verdict.reasons, "output": out.guard_hits}, kb_version=ctx.kb_version,
+            ttft_s=out.ttft, total_s=out.total, completion_tokens=out.completion_tokens,
+            finish_reason=out.finish_reason,
+        )  # fmt: skip
