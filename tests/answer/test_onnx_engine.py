@@ -186,3 +186,24 @@ def test_failed_export_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(KefuError, match=r"onnx export .* failed"):
         ensure_export(bad, tmp_path / "cache", "int4")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_open_engine_picks_the_onnx_runtime_on_cpu_where_the_model_allows(
+    tiny_model_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    from kefu.answer.engines import local_runtime, open_engine
+    from kefu.config import load_config
+    from tests.tiny import build_tiny_qwen2
+
+    def cfg(path: Path, *more: str) -> Any:
+        return load_config(None, [f"model.path={path}", "model.device=cpu", f"model.cache_dir={tmp_path}", *more])
+
+    engine = open_engine(cfg(tiny_model_dir))
+    assert isinstance(engine, OnnxEngine)
+    _, finish, n, _ = asyncio.run(_answer(engine, "你好", max_tokens=4))
+    assert (finish, n) == ("length", 4) and list((tmp_path / "onnx").iterdir())
+    assert local_runtime(cfg(tiny_model_dir, "model.runtime=transformers")) == "transformers"
+    narrow = build_tiny_qwen2(tmp_path / "narrow")  # head size 8: onnxruntime's CPU attention refuses it
+    assert local_runtime(cfg(narrow)) == "transformers"
+    with pytest.raises(KefuError, match="head size 8"):
+        local_runtime(cfg(narrow, "model.runtime=onnx-int4"))

@@ -31,6 +31,26 @@ _FORMAT = 1  # bump when the builder options below change, so old exports are re
 _BUILDER_OPTIONS = ["prune_lm_head=true"]
 
 
+# Architectures onnxruntime-genai's builder exports that kefu's templates cover; others stay on transformers.
+_ARCHITECTURES = {"Qwen2ForCausalLM", "Qwen3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
+                  "GemmaForCausalLM", "Gemma2ForCausalLM", "Phi3ForCausalLM"}  # fmt: skip
+
+
+def unsupported_reason(folder: Path) -> str | None:
+    """Why the model in `folder` cannot run on the ONNX CPU engine, or None when it can."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"cannot read {folder / 'config.json'}: {e}"
+    arch = (config.get("architectures") or ["?"])[0]
+    if arch not in _ARCHITECTURES:
+        return f"architecture {arch} is not exported by onnxruntime-genai's builder"
+    head = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    if head % 16:
+        return f"head size {head} is not a multiple of 16 (onnxruntime's CPU attention needs that)"
+    return None
+
+
 def builder_version() -> str:
     from importlib import metadata
 
