@@ -86,13 +86,14 @@ def run_transformers(args: argparse.Namespace, dtype_name: str) -> dict[str, Any
     model.eval()
     convs = rag_prompts(tok, args.questions, args.prompt_tokens)
 
-    def gen(batch: list[list[dict[str, str]]], n: int) -> tuple[float, Any]:
+    def gen(batch: list[list[dict[str, str]]], n: int, force: bool = True) -> tuple[float, Any]:
+        """Seconds and new ids of a greedy `generate`; `force` decodes all n tokens past the end of turn."""
         tok.padding_side = "left"
         texts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in batch]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            out = model.generate(**enc, max_new_tokens=n, min_new_tokens=n if force else 0, do_sample=False)
         return time.perf_counter() - t0, out[:, enc["input_ids"].shape[1] :]
 
     gen(convs[:1], 2)  # warm-up
@@ -102,7 +103,7 @@ def run_transformers(args: argparse.Namespace, dtype_name: str) -> dict[str, Any
     conc = convs[: args.concurrency]
     c_one = gen(conc, 1)[0]
     c_full = gen(conc, args.new_tokens)[0]
-    agree = [_retok(tok, gen([[{"role": "user", "content": q}]], args.agree_tokens)[1][0], args.agree_tokens)
+    agree = [_retok(tok, gen([[{"role": "user", "content": q}]], args.agree_tokens, False)[1][0], args.agree_tokens)
              for q in questions()[: args.agree_questions]]  # fmt: skip
     return {
         "prompt_tokens": statistics.mean(_count(tok, c) for c in convs),
@@ -151,8 +152,8 @@ def run_onnx(args: argparse.Namespace, runtime: str) -> dict[str, Any]:
         window = sum(_tokens_between(m, start, end) for m in together)
         agree = []
         for q in questions()[: args.agree_questions]:
-            text_marks = await _ids(engine, q, args.agree_tokens)
-            agree.append(text_marks)
+            engine._versions[None].eos = set(eos_ids)  # answers end at the end of turn, as transformers' do
+            agree.append(await _ids(engine, q, args.agree_tokens))
         return {"ttft_s": ttft, "decode_tok_s": decode, "concurrent_tok_s": window / (end - start), "greedy_ids": agree}
 
     res = asyncio.run(main())
@@ -168,10 +169,9 @@ def _tokens_between(marks: list[tuple[float, int]], start: float, end: float) ->
 
 
 async def _ids(engine: Any, q: str, n: int) -> list[int]:
-    """Greedy token ids of an answer (end-of-turn ignored), read back from the engine's request."""
+    """Greedy token ids of an answer, re-encoded from its text (as transformers' side is: _retok)."""
     from kefu.answer.engines.base import GenParams
 
-    engine._versions[None].eos = set()
     text = "".join([c.text async for c in engine.stream([{"role": "user", "content": q}], GenParams(max_tokens=n))])
     return list(engine.tok.encode(text, add_special_tokens=False))[:n]
 
@@ -201,8 +201,9 @@ def spawn(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def agreement(ref: list[list[int]], other: list[list[int]]) -> dict[str, float]:
-    lead = [_leading(a, b) / max(1, len(a)) for a, b in zip(ref, other, strict=True)]
-    return {"identical_share": sum(x == 1.0 for x in lead) / len(lead), "mean_leading_share": statistics.mean(lead)}
+    pairs = list(zip(ref, other, strict=True))
+    lead = [_leading(a, b) / max(1, len(a), len(b)) for a, b in pairs]
+    return {"identical_share": sum(a == b for a, b in pairs) / len(pairs), "mean_leading_share": statistics.mean(lead)}
 
 
 def _leading(a: list[int], b: list[int]) -> int:
