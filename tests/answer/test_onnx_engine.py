@@ -207,3 +207,11 @@ def test_open_engine_picks_the_onnx_runtime_on_cpu_where_the_model_allows(
     assert local_runtime(cfg(narrow)) == "transformers"
     with pytest.raises(KefuError, match="head size 8"):
         local_runtime(cfg(narrow, "model.runtime=onnx-int4"))
+
+
+def test_a_version_that_cannot_load_is_unavailable_not_a_crash(engine: OnnxEngine, tmp_path: Path) -> None:
+    from kefu.answer.engines.base import EngineUnavailable
+
+    with pytest.raises(EngineUnavailable, match=r"model version .*missing"):
+        asyncio.run(_answer(engine, "你好", model=str(tmp_path / "missing")))
+    assert asyncio.run(_answer(engine, "你好"))[1] == "length"  # the base keeps answering

@@ -159,7 +159,10 @@ class OnnxEngine:
     async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
         version = self._versions.get(params.model)
         if version is None:
-            version = await asyncio.to_thread(self._ensure, params.model)
+            try:
+                version = await asyncio.to_thread(self._ensure, params.model)
+            except Exception as e:  # a version that cannot be exported or loaded: the gateway answers 503
+                raise EngineUnavailable(f"model version {params.model}: {e}") from e
         prompt = version.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = version.tok.encode(prompt, add_special_tokens=False)
         req = _Req(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
