@@ -1,5 +1,5 @@
 """Answer speed on CPU: transformers fp32 `generate`, transformers bf16 (only where the CPU has it natively) and
-kefu's ONNX int4 engine, on the default model with RAG-sized prompts; one side-by-side table, JSON in bench/results.
+kefu's ONNX engine (int8 and int4 exports), on the default model with RAG-sized prompts; one side-by-side table, JSON in bench/results.
 
 Prompts: a shop-assistant system prompt carrying sample-shop knowledge-base text (trimmed so the whole prompt is
 about --prompt-tokens tokens, a different slice per question) and one sample-shop eval question as the user turn.
@@ -249,7 +249,7 @@ def main() -> None:
     from kefu.answer.model import cpu_has_native_bf16
     from kefu.io import write_json
 
-    names = ["fp32"] + (["bf16"] if cpu_has_native_bf16() and args.isa == "native" else []) + ["onnx-int4"]
+    names = ["fp32"] + (["bf16"] if cpu_has_native_bf16() and args.isa == "native" else []) + ["onnx-int8", "onnx-int4"]
     rows = {}
     for name in names:
         label = f"transformers {name}" if not name.startswith("onnx") else f"kefu onnx engine ({name[5:]})"

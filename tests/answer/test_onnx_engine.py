@@ -199,7 +199,7 @@ def test_open_engine_picks_the_onnx_runtime_on_cpu_where_the_model_allows(
         return load_config(None, [f"model.path={path}", "model.device=cpu", f"model.cache_dir={tmp_path}", *more])
 
     engine = open_engine(cfg(tiny_model_dir))
-    assert isinstance(engine, OnnxEngine)
+    assert isinstance(engine, OnnxEngine) and local_runtime(cfg(tiny_model_dir)) == "onnx-int8"
     _, finish, n, _ = asyncio.run(_answer(engine, "你好", max_tokens=4))
     assert (finish, n) == ("length", 4) and list((tmp_path / "onnx").iterdir())
     assert local_runtime(cfg(tiny_model_dir, "model.runtime=transformers")) == "transformers"

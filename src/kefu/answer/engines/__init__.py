@@ -41,7 +41,7 @@ def open_engine(cfg: KefuConfig, max_batch: int | None = None) -> Engine:
 
 
 def local_runtime(cfg: KefuConfig) -> str:
-    """model.runtime with 'auto' decided: the int4 ONNX engine on CPU when the model can run on it, else
+    """model.runtime with 'auto' decided: the int8 ONNX engine on CPU when the model can run on it, else
     transformers (on a GPU, for a hub id, or for an architecture/head size onnxruntime cannot run; logged)."""
     from kefu.answer.model import resolve_device, resolve_source
     from kefu.answer.onnx_export import unsupported_reason
@@ -53,7 +53,8 @@ def local_runtime(cfg: KefuConfig) -> str:
     source = resolve_source(cfg.model, cfg.root)
     reason = "a hub id is not exported" if source.hub else unsupported_reason(Path(source.location))
     if reason is None:
-        return "onnx-int4" if cfg.model.runtime == "auto" else cfg.model.runtime
+        # int8, not int4, for 'auto': as fast here and 75% of greedy answers identical to fp32 against int4's 10%
+        return "onnx-int8" if cfg.model.runtime == "auto" else cfg.model.runtime
     if cfg.model.runtime != "auto":
         raise KefuError(f"model.runtime {cfg.model.runtime}: {reason}; use model.runtime: transformers")
     log.info("answering with transformers: %s", reason)
