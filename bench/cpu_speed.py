@@ -1,5 +1,6 @@
 """Answer speed on CPU: transformers fp32 `generate`, transformers bf16 (only where the CPU has it natively) and
-kefu's ONNX engine (int8 and int4 exports), on the default model with RAG-sized prompts; one side-by-side table, JSON in bench/results.
+kefu's ONNX engine (int8 and int4 exports), on the default model with RAG-sized prompts; one side-by-side table,
+JSON in bench/results.
 
 Prompts: a shop-assistant system prompt carrying sample-shop knowledge-base text (trimmed so the whole prompt is
 about --prompt-tokens tokens, a different slice per question) and one sample-shop eval question as the user turn.
