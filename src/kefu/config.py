@@ -171,6 +171,13 @@ class ModelConfig(_Section):
         "float32 forces full precision.",
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    runtime: Literal["auto", "transformers", "onnx-int4", "onnx-int8"] = Field(
+        default="auto",
+        description="What runs the model for answers (serve, chat, eval, demo): 'onnx-int4'/'onnx-int8' export it "
+        "(each adapter version merged in) once to a quantized ONNX model in the cache and run it with "
+        "onnxruntime-genai, several times faster on CPU; 'transformers' runs the weights at model.dtype (exact "
+        "precision); 'auto' is onnx-int8 on CPU and transformers on a GPU. Training always uses transformers.",
+    )
     repetition_penalty: float = Field(
         default=1.0,
         ge=1.0,
