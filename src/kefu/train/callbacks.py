@@ -153,9 +153,13 @@ class StepBudget(TrainerCallback):
             self.console.print(
                 f"time budget {self.budget_s:.0f} s: {step_s:.1f} s per step measured, planning {planned} steps"
             )
-        self.planned = state.max_steps = planned
+        previous, self.planned = self.planned, planned
+        state.max_steps = planned
         if state.global_step >= planned:
             control.should_training_stop = True
+        elif previous is not None and state.global_step >= previous:
+            # transformers' flow callback, which runs before this one, stopped at the old plan: the new one goes on
+            control.should_training_stop = False
 
 
 def plan_steps(budget_s: float, elapsed_s: float, step_s: float, done: int, min_steps: int, max_steps: int) -> int:
