@@ -17,6 +17,7 @@ import yaml
 from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.config import load_config
 from kefu.data.schema import EvalCase, Turn
+from kefu.errors import KefuError
 from kefu.flywheel.cycle import GateRefused, run_cycle
 from kefu.serve import versions
 from kefu.serve.app import create_app
@@ -108,7 +109,15 @@ def test_cycle_trains_gates_and_canaries(tmp_path: Path, tiny_model_dir: Path) -
 
     # Worse on purpose: the data now teaches a useless answer, hard; the gate must keep it away from customers.
     (tmp_path / "chats.jsonl").write_text(_chats(lambda a: "请稍等。", 30), "utf-8")
+    # ... and it is interrupted at the eval (a broken eval set), then resumed without training again
+    cases = (tmp_path / "cases.jsonl").read_text("utf-8")
+    (tmp_path / "cases.jsonl").write_text("{not json\n", "utf-8")
+    with pytest.raises(KefuError):
+        run_cycle(cfg, store, say=said.append)
+    (tmp_path / "cases.jsonl").write_text(cases, "utf-8")
+    said.clear()
     with pytest.raises(GateRefused, match="fact_accuracy"):
         run_cycle(cfg, store, say=said.append)
+    assert said[0].startswith("resuming") and "dpo" in said[0] and "sft ..." not in said
     names = [v.name for v in versions.list_versions(store)]
     assert names == ["base", c.plan["version"]]  # nothing registered

@@ -41,9 +41,10 @@ def _say(client: openai.OpenAI, cid: str, text: str, **ext: object) -> str:
     return r.choices[0].message.content or ""
 
 
-def _feedback(srv: Server, key: str, **body: object) -> None:
+def _feedback(srv: Server, key: str, **body: object) -> int:
     r = httpx.post(f"{srv.base}/feedback", json=body, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
+    return int(r.json()["id"])
 
 
 def _traffic(srv: Server, engine: ScriptedEngine) -> None:
@@ -137,3 +138,28 @@ def test_upstream_versions_are_sent_by_name(tmp_path: Path) -> None:
     from dataclasses import replace
 
     assert replace(v, upstream=True).target == "sft-1" == v.upstream_name
+
+
+def test_training_marks_of_the_admin_console_are_exported(fcfg: KefuConfig, gw: tuple[Server, ScriptedEngine]) -> None:
+    """The UI's migration (kefu_training_marks, on the ui branch) stores marked pairs; the export reads them when
+    the table exists. Created here with the UI migration's columns."""
+    srv, engine = gw
+    key = srv.key("client")
+    client = openai.OpenAI(base_url=srv.base, api_key=key, max_retries=0)
+    engine.queue("您好。")
+    _say(client, "c-m", "你好")
+    fid = _feedback(srv, key, conversation_id="c-m", rating="up")
+    store = srv.svc.store
+    from sqlalchemy import text
+
+    with store.session() as s:
+        s.execute(text("CREATE TABLE IF NOT EXISTS kefu_training_marks (id INTEGER PRIMARY KEY, feedback_id INTEGER, "
+                       "conversation_id VARCHAR(128), prompt TEXT, answer TEXT, source VARCHAR(16), marked_by "
+                       "VARCHAR(64), created_at DATETIME)"))  # fmt: skip
+        s.execute(text("INSERT INTO kefu_training_marks VALUES (1, :fid, 'c-m', '你好，电话13812345678', "
+                       "'您好，我是小禾。', 'rating', 'admin', '2026-12-06 10:00:00')"), {"fid": fid})  # fmt: skip
+    r = run_from_logs(fcfg, store, None)
+    rows = [json.loads(x) for x in (r.out_dir / "sft.jsonl").read_text().splitlines()]
+    mark = next(x for x in rows if x["meta"]["kind"] == "marked")
+    assert mark["meta"]["conversation_id"] == "c-m" and mark["messages"][1]["content"] == "您好，我是小禾。"
+    assert "13812345678" not in mark["messages"][0]["content"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from kefu.config import KefuConfig
@@ -87,6 +87,24 @@ def _answer_events(s: Session) -> dict[int, dict[str, Any]]:
         p = json.loads(payload)
         if isinstance(p.get("message_id"), int):
             out[p["message_id"]] = p
+    return out
+
+
+def marked(store: Store, since: dt.datetime | None) -> list[tuple[list[dict[str, str]], dict[str, Any]]]:
+    """Feedback an admin marked "use as training data" in the admin console (the UI's kefu_training_marks
+    table; read by name, so this export works on stores with or without it)."""
+    if not inspect(store.engine).has_table("kefu_training_marks"):
+        return []
+    q = "SELECT conversation_id, prompt, answer, feedback_id, created_at FROM kefu_training_marks ORDER BY id"
+    out = []
+    with store.session() as s:
+        for cid, prompt, answer, fid, created in s.execute(text(q)):
+            if since is not None and created is not None and str(created) < since.isoformat(sep=" ")[:19]:
+                continue
+            turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+            meta = {"kind": "marked", "conversation_id": cid, "feedback_id": fid, "model_version": None,
+                    "kb_version": None}  # fmt: skip
+            out.append((turns, meta))
     return out
 
 
@@ -238,6 +256,7 @@ def run_from_logs(
     b = Builder(cfg)
     for c in logged:
         b.add(c)
+    b.sft += [b._sft(turns, meta) for turns, meta in marked(store, since)]
     report = ExportReport(out_dir, conversations=len(logged))
     seen = known_keys(cfg, out_dir)
     for name, new in (("sft", b.sft), ("dpo", b.dpo), ("review", b.review)):
