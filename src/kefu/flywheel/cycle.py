@@ -66,8 +66,7 @@ def cycle_config(cfg: KefuConfig, run_dir: Path, live: versions.Version | None) 
     c.train.init_adapter = live.path if live is not None and live.kind == "adapter" else cfg.train.init_adapter
     if cfg.flywheel.sft_steps is not None:
         c.train.max_steps = cfg.flywheel.sft_steps
-    for field in ("cases",):
-        setattr(c.eval, field, str(cfg.resolve(getattr(cfg.eval, field))))
+    c.eval.cases = str(cfg.resolve(cfg.eval.cases))
     c.eval.suites = [str(cfg.resolve(p)) for p in cfg.eval.suites]
     return c
 
