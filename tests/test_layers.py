@@ -1,6 +1,8 @@
 """The import graph of src/kefu goes one way: no cycles, and the layers import only downwards.
 
     cli, cli_gateway                    (glue: may import anything)
+    flywheel                            logs -> data -> train -> eval -> versions: drives serve's store, data,
+                                        train and eval through their run_* functions; nothing imports it
     serve | eval | chat | demo          faces: use kefu.answer, never each other; the demo, a guided run of the
                                         CLI's steps, scores with eval (eval never imports the demo)
     train                               uses kefu.answer for model loading; never serve or chat
@@ -135,8 +137,9 @@ def test_no_import_cycles() -> None:
         (("kefu.answer",), ABOVE_ANSWER),
         (BELOW_ANSWER, ("kefu.answer", *ABOVE_ANSWER)),
         (("kefu.train",), ("kefu.serve", "kefu.chat")),
+        ((*FACES, "kefu.train", "kefu.answer", *BELOW_ANSWER), ("kefu.flywheel",)),
     ],
-    ids=["faces", "demo", "answer", "below-answer", "train"],
+    ids=["faces", "demo", "answer", "below-answer", "train", "flywheel"],
 )
 def test_layers_import_downwards(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
     assert _violations(importers, forbidden) == []

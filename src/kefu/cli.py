@@ -6,6 +6,7 @@ Each command group lives in its own block; the work itself lives in the layers (
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -107,6 +108,58 @@ def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     with Progress(console=console, transient=True) as progress:
         report = run_prepare(cfg, progress, synthesized)
     Console().print(summary_table(report))
+
+
+@data_app.command("from-logs")
+def data_from_logs(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    since: Annotated[str | None, typer.Option(help="Only conversations active since this date (2026-11-01).")] = None,
+) -> None:
+    """Served conversations -> SFT/DPO training data and a review queue (flywheel.export_dir)."""
+    from kefu.flywheel.export import run_from_logs
+    from kefu.serve.ops import open_store
+
+    cfg = cfg_from(config, set_)
+    r = run_from_logs(cfg, open_store(cfg), parse_since(since))
+    console.print(f"[green]{r.conversations} conversations[/] -> new {r.new}, total {r.total}, "
+                  f"{r.duplicates} duplicates skipped; wrote {r.out_dir}")  # fmt: skip
+
+
+def parse_since(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        at = datetime.fromisoformat(since)
+    except ValueError:
+        raise typer.BadParameter(f"{since!r}: expected a date like 2026-11-01", param_hint="--since") from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+@app.command()
+def cycle(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    since: Annotated[str | None, typer.Option(help="Export conversations active since this date.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps and stop.")] = False,
+    resume: Annotated[Path | None, typer.Option(help="Cycle folder to resume; default the newest unfinished.")] = None,
+) -> None:
+    """Logs -> data -> incremental training -> eval -> gate -> canary (see flywheel.*)."""
+    from kefu.flywheel.cycle import GateRefused, describe_plan, run_cycle
+    from kefu.serve.ops import open_store
+
+    cfg = cfg_from(config, set_)
+    store = open_store(cfg)
+    if dry_run:
+        for line in describe_plan(cfg, store):
+            print(line)
+        return
+    try:
+        c = run_cycle(cfg, store, parse_since(since), resume, say=console.print)
+    except GateRefused as e:
+        console.print(f"[red]gate refused[/]: {e}")
+        raise typer.Exit(2) from None
+    console.print(f"[green]cycle done[/]: {c.run_dir}")
 
 
 @data_app.command("synth")

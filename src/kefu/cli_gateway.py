@@ -150,3 +150,29 @@ def audit_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
             print(v.bad_row)
         raise typer.Exit(1)
     console.print(f"[green]audit log intact[/]: {v.rows} rows")
+
+
+# ----------------------------------------------------------------------------- flywheel
+@models_app.command("watch")
+def models_watch(
+    loop: Annotated[bool, typer.Option(help="Keep checking every flywheel.watch_interval_s seconds.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Compare the canary's live metrics with the active version's; roll it back when it is significantly worse."""
+    import json
+    import time
+
+    from kefu.flywheel.canary import watch_once
+    from kefu.serve.ops import open_store
+
+    cfg = cfg_from(config, set_)
+    store = open_store(cfg)
+    while True:
+        v = watch_once(store, cfg.flywheel)
+        console.print(f"[bold]{v.action}[/] {v.canary or ''}: {'; '.join(v.reasons)}")
+        for name, m in v.metrics.items():
+            print(name, json.dumps(m, ensure_ascii=False))
+        if not loop or v.action in ("rollback", "none"):
+            return
+        time.sleep(cfg.flywheel.watch_interval_s)

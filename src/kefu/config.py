@@ -414,6 +414,41 @@ class ServeConfig(_Section):
     shutdown_timeout_s: int = Field(default=30, ge=0, description="Graceful shutdown: wait this long for streams.")
 
 
+# --------------------------------------------------------------------------- flywheel
+class FlywheelConfig(_Section):
+    export_dir: str = Field(
+        default="data/from_logs", description="Where `kefu data from-logs` writes sft.jsonl, dpo.jsonl, review.jsonl."
+    )
+    logs_weight: float = Field(
+        default=1.0, ge=0.0, description="`kefu cycle`: mixing weight of the exported logs next to data.sources."
+    )
+    runs_dir: str = Field(default="runs", description="`kefu cycle` makes its run folder cycle-<time> in here.")
+    sft_steps: int | None = Field(
+        default=None, description="`kefu cycle`: train.max_steps of the incremental SFT; train's own when null."
+    )
+    canary_percent: int = Field(
+        default=10, ge=1, le=99, description="`kefu cycle`: traffic share a version that passed the gate starts with."
+    )
+    min_conversations: int = Field(
+        default=200, ge=1, description="Canary watch: conversations each side needs before any verdict."
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Canary watch: one-sided two-proportion z-test significance level."
+    )
+    max_handoff_increase: float = Field(
+        default=0.02, ge=0, description="Canary watch: handoff-rate points (0..1) the canary may add before rollback."
+    )
+    max_thumbs_down_increase: float = Field(
+        default=0.02, ge=0, description="Canary watch: thumbs-down-rate points (0..1) the canary may add."
+    )
+    max_guard_hit_increase: float = Field(
+        default=0.02, ge=0, description="Canary watch: rate points of answers a guard changed the canary may add."
+    )
+    watch_interval_s: float = Field(
+        default=60.0, gt=0, description="`kefu models watch --loop`: seconds between checks."
+    )
+
+
 # --------------------------------------------------------------------------- root
 class KefuConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Data sources and preparation.")
@@ -424,6 +459,9 @@ class KefuConfig(_Section):
     kb: KBConfig = Field(default_factory=KBConfig, description="Knowledge base.")
     guard: GuardConfig = Field(default_factory=GuardConfig, description="Guardrails.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving.")
+    flywheel: FlywheelConfig = Field(
+        default_factory=FlywheelConfig, description="Logs -> training data -> retrain -> gate -> canary."
+    )
     root: Path = Field(default=Path("."), exclude=True, description="Folder relative paths resolve against.")
 
     def resolve(self, p: str | Path) -> Path:

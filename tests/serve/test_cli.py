@@ -38,8 +38,9 @@ def test_keys_and_models_commands(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "--eval-a without --eval-b" in str(r.exception)  # never silently ungated
     assert _run(tmp_path, "models", "promote", "v2", "--percent", "10")[0] == 0
     out = _run(tmp_path, "models", "list")[1]
-    assert "v2\tadapter\tcanary\t10%" in out and "base\tbase\tactive\t100%" in out
+    assert "v2\tadapter\tcanary\t10%" in out and "base\tbase\tactive\t90%" in out  # the split as served
     assert "canary v2 withdrawn" in _run(tmp_path, "models", "rollback")[1]
+    assert "base\tbase\tactive\t100%" in _run(tmp_path, "models", "list")[1]
     code, out = _run(tmp_path, "audit", "verify")
     assert code == 0 and "intact" in out
 

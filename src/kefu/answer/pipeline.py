@@ -71,6 +71,7 @@ class Outcome:
     completion_tokens: int = 0
     guard_hits: list[str] = field(default_factory=list)  # names of the output guards that fired
     guard_details: list[str] = field(default_factory=list)  # one line per finding, for the audit event
+    original: str | None = None  # what the model said when a guard replaced it (PII-masked): a DPO 'rejected'
     ttft: float | None = None  # seconds from Prepared.started to the first released text
     total: float = 0.0
 
@@ -198,11 +199,13 @@ class AnswerPipeline:
         stops = StopFilter(params.stop)
         guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
         agen = self.engine.stream(prep.messages, params)
+        said: list[str] = []
         try:
             async for chunk in agen:
                 out.prompt_tokens, out.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
                 out.finish_reason = chunk.finish_reason or out.finish_reason
                 text = stops.feed(chunk.text)
+                said.append(text)
                 yield guard.feed(text) if guard is not None and text else text
                 if stops.stopped or (guard is not None and guard.stopped):
                     out.finish_reason = "stop"  # a stop sequence, or the guard ruled: no more tokens are needed
@@ -215,6 +218,8 @@ class AnswerPipeline:
             return
         last = (guard.feed(tail) if tail else "") + guard.finish()
         out.guard_hits, out.guard_details = list(guard.hits), list(guard.details)
+        if guard.stopped:  # kept for the flywheel: the safe answer sent is 'chosen', this is 'rejected'
+            out.original = self.mask("".join(said) + tail)
         yield last
 
     # ------------------------------------------------------------------ after

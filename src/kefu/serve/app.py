@@ -55,7 +55,8 @@ class Services:
         kb = await asyncio.to_thread(self.pipeline.answerer.kb.version)
         changed = False
         if rev != self.routing.rev:
-            routing = await asyncio.to_thread(versions.Routing.load, self.store)
+            upstream = self.cfg.serve.engine == "upstream"
+            routing = await asyncio.to_thread(versions.Routing.load, self.store, upstream)
             await self._warm(routing)
             self.routing, changed = routing, True  # swapped whole: requests see old or new, never a mix
         if changed or kb != self.kb_version:

@@ -211,6 +211,7 @@ class Pipeline:
                 "input": prep.verdict.reasons,
                 "output": sorted(set(first.guard_hits)),
                 "details": first.guard_details,
+                "original": first.original,
             },
             "kb_dropped": prep.context.dropped,
             "handoff": plan.handoff,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,22 @@ class Version:
     status: str
     traffic_percent: int
 
+    upstream: bool = False  # served through an upstream engine (vLLM, SGLang)
+
+    @property
+    def upstream_name(self) -> str:
+        """The name an upstream server knows this adapter by: vLLM `--lora-modules NAME=PATH`, SGLang
+        `--lora-paths NAME=PATH`. It is the version name: a local folder is meaningless to a remote server."""
+        return self.name
+
     @property
     def target(self) -> str | None:
         """What the engine is told to run (GenParams.model); None for the base model."""
-        return None if self.kind == "base" else self.path
+        if self.kind == "base":
+            return None
+        if self.upstream and self.kind in ("adapter", "merged"):
+            return self.upstream_name
+        return self.path
 
 
 def _v(r: ModelVersion) -> Version:
@@ -131,6 +143,8 @@ def _apply_promotion(row: ModelVersion, deployed: list[ModelVersion], percent: i
             row.replaced = other.name
         elif other.status == "canary":  # one canary at a time: the new one replaces it
             other.status, other.traffic_percent, other.updated_at = "registered", 0, now
+        elif other.status == "active":  # the split as served: the active version gets what the canary does not
+            other.traffic_percent, other.updated_at = 100 - percent, now
     row.status = "active" if percent == 100 else "canary"
     row.traffic_percent, row.updated_at = percent, now
 
@@ -142,6 +156,8 @@ def rollback(store: Store, actor: str = "cli") -> str:
         now = utcnow()
         if (canary := deployed.get("canary")) is not None:
             canary.status, canary.traffic_percent, canary.updated_at = "registered", 0, now
+            if (active := deployed.get("active")) is not None:
+                active.traffic_percent, active.updated_at = 100, now
             message = f"canary {canary.name} withdrawn"
         else:
             active = deployed.get("active")
@@ -171,9 +187,10 @@ class Routing:
     by_name: dict[str, Version] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, store: Store) -> Routing:
+    def load(cls, store: Store, upstream: bool = False) -> Routing:
+        """`upstream`: the gateway's engine is an upstream server, which knows adapters by name, not by path."""
         rev = store.get_state("versions_rev") or "0"
-        deployed = [v for v in list_versions(store) if v.status in ("active", "canary")]
+        deployed = [replace(v, upstream=upstream) for v in list_versions(store) if v.status in ("active", "canary")]
         active = next((v for v in deployed if v.status == "active"), None)
         canary = next((v for v in deployed if v.status == "canary"), None)
         return cls(rev=rev, active=active, canary=canary, by_name={v.name: v for v in deployed})
