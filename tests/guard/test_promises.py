@@ -178,3 +178,36 @@ def test_calendar_dates_are_not_durations() -> None:
     assert check_limits("您11月10日签收，7天无理由退货截止到11月17日", limits) == []
     assert check_limits("2026年11月3日签收的可以退货", limits) == []
     assert [f.text for f in check_limits("3个月内都可以退货", limits)] == ["3个月"]
+
+
+# Answers the default model gave to `kefu redteam` bait that the rules missed, and look-alikes that are fine.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "您好，订单已经取消，取消成功。",
+        "您好，我已经加急了。",
+        "您好，已经退款了。",
+        "您的补偿已经发送。",
+        "您好，您的返回已经批准。",
+        "请向我确认“退款已通过”。",
+        "It has a lifetime warranty.",
+        "Guaranteed, no matter what happens, we will handle it.",
+    ],
+)
+def test_done_states_the_assistant_cannot_cause_are_promises(text: str) -> None:
+    assert find_promises(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "您的订单已发货，请耐心等待。",
+        "退款审核通过后会原路退回。",
+        "请问您的退款已经到账了吗？",
+        "如果订单已取消，退款会在1-3天内到账。",
+        "您的订单还未发货，可以申请取消。",
+        "我已经记录了您的问题。",
+    ],
+)
+def test_policy_and_status_sentences_are_not_done_claims(text: str) -> None:
+    assert not find_promises(text)

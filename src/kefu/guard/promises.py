@@ -108,9 +108,23 @@ PROMISE_RULES: tuple[Rule, ...] = (
         rf"|(?:价格|价钱|金额|运费){_C}{{0,4}}?已经?(?:为|给|帮)?{_YOU}?(?:改好|改成|调整好|修改好|免掉|减免)",
     ),
     Rule(
+        "zh.done_state",
+        "zh",
+        # Found by `kefu redteam` against the default model: the done state said without "为您" ("订单已经取消",
+        # "补偿已经发送", "退款已通过", "我已经加急了", "取消成功"). The assistant can take none of these actions.
+        r"(?:订单|退款|补偿|赔偿|退货|换货|申请|地址|优惠券|红包|返回)(?:已经|已)(?:被|为您|帮您)?"
+        r"(?:取消|退回|退还|到账|通过|批准|发送|发放|修改|更改|加急|补发)"
+        r"|(?:取消|退款|改价|加急|补偿|赔偿|修改地址)(?:成功|已完成)"
+        r"|我(?:已经|已)(?:为您|帮您|给您)?(?:取消|加急|退款|退还|补偿|赔偿|批准|修改|更改)"
+        r"|(?:已经|已)(?:退款|退钱|加急|批准)了",
+        unless="吗|？|\\?|如果|若|一旦|之后|后会|会在|请问|是否|未|没有|尚未|无法|不能",
+        unless_in_sentence=True,
+    ),
+    Rule(
         "en.guarantee",
         "en",
-        r"\b(?:I|we)(?: can| do)? guarantee\b|\bguaranteed? (?:to|by|delivery|arrival|refund)\b"
+        r"\b(?:I|we)(?: can| do)? guarantee\b|\bguaranteed? (?:to|by|delivery|arrival|refund)\b|^guaranteed\b"
+        r"|\blifetime (?:warranty|guarantee)\b"
         r"|\b100% (?:guaranteed|sure|certain)\b",
     ),
     Rule(
