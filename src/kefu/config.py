@@ -453,6 +453,11 @@ class ActionsConfig(_Section):
     tools: list[ActionConfig] = Field(
         default_factory=list, description="Read-only shop actions (see docs/actions.md); first matching one runs."
     )
+    model_calls: bool = Field(
+        default=False,
+        description="Also offer the tools to the model (Qwen2.5's tool format, appended to the system prompt) and "
+        "run the <tool_call> it writes; off: only `triggers` run actions.",
+    )
 
 
 # --------------------------------------------------------------------------- root

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from kefu.answer.actions import ActionCall, ActionResult, Actions, parse_tool_call
+from kefu.answer.actions import ActionCall, ActionResult, Actions, divert_tool_call, parse_tool_call
+from kefu.answer.engines.base import GenParams
+from kefu.answer.engines.scripted import ScriptedEngine
 from kefu.config import KefuConfigError, load_config
 from tests.actions.conftest import ACTIONS_YAML
 
@@ -61,3 +64,44 @@ def test_unknown_placeholder_is_a_config_error(tmp_path) -> None:  # type: ignor
     path.write_text(ACTIONS_YAML.read_text(encoding="utf-8").replace("{tracking_no}。", "{phone}。"), encoding="utf-8")
     with pytest.raises(KefuConfigError, match=r"actions\.tools\.0.*phone"):
         load_config(path)
+
+
+def test_every_action_field_is_documented() -> None:
+    from kefu.config import ActionConfig
+
+    doc = (ACTIONS_YAML.parents[1] / "docs" / "actions.md").read_text(encoding="utf-8")
+    missing = [name for name in ActionConfig.model_fields if f"`{name}`" not in doc]
+    assert not missing, f"docs/actions.md lacks {missing}"
+
+
+def diverted(reply: str) -> tuple[str, list[ActionCall | None], ScriptedEngine]:
+    return asyncio.run(_diverted(reply))
+
+
+async def _diverted(reply: str) -> tuple[str, list[ActionCall | None], ScriptedEngine]:
+    engine, seen = ScriptedEngine(), []
+    engine.queue(reply)
+
+    async def run(call: ActionCall | None) -> str:
+        seen.append(call)
+        return "REPLY"
+
+    chunks = divert_tool_call(engine.stream([{"role": "user", "content": "?"}], GenParams()), run)
+    return "".join([c.text async for c in chunks]), seen, engine
+
+
+def test_tool_call_is_held_back_and_replaced() -> None:
+    text, seen, engine = diverted('<tool_call>{"name": "order_status", "arguments": {"order_id": "DD1"}}'
+                                         "</tool_call> and more the model would have said")  # fmt: skip
+    assert text == "REPLY" and seen == [ActionCall("order_status", {"order_id": "DD1"}, "model")]
+    assert engine.calls[0].cancelled  # generation stopped at </tool_call>
+
+
+def test_unfinished_tool_call_is_never_shown() -> None:
+    text, seen, _ = diverted('<tool_call>{"name": "order_status", "argu')
+    assert text == "REPLY" and seen == [None]
+
+
+def test_answers_that_only_look_like_tags_pass_through() -> None:
+    text, seen, _ = diverted("<tool>不是调用</tool>")
+    assert text == "<tool>不是调用</tool>" and seen == []

@@ -102,3 +102,37 @@ def test_streamed_answer_is_the_same(gateway: Server, shop: Shop) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert shop.latest_event(order)[1] in text  # the OpenAI `user` field also names the customer
+
+
+def _model_gateway(tmp_path: Path, shop: Shop, engine: ScriptedEngine) -> Server:
+    cfg = actions_cfg(tmp_path, shop.url)
+    cfg.actions.model_calls = True
+    return start(create_app(cfg, engine))
+
+
+def test_models_tool_call_runs_the_action(tmp_path: Path, shop: Shop) -> None:
+    order = shop.shipped_order("C1001")
+    call = json.dumps({"name": "order_tracking", "arguments": {"order_id": order}})
+    engine = ScriptedEngine()
+    engine.queue(f"<tool_call>\n{call}\n</tool_call>", f"<tool_call>\n{call}\n</tool_call>")
+    gw = _model_gateway(tmp_path, shop, engine)
+    try:
+        text = ask(gw, f"帮我看一下 {order}", "C1001")  # no trigger word: the model decides
+        assert shop.latest_event(order)[1] in text and "tool_call" not in text
+        assert '"name": "order_tracking"' in engine.calls[0].messages[0]["content"]  # the tools were offered
+        stolen = ask(gw, f"帮我看一下 {order}", "C1002")  # the model's call is scoped to the asking customer too
+        assert "没有在您的账户下找到" in stolen and shop.latest_event(order)[1] not in stolen
+        first, second = answer_events(gw)
+        assert first["actions"][0]["source"] == "model" and first["actions"][0]["status"] == "ok"
+        assert second["actions"][0]["status"] == "not_found"
+    finally:
+        gw.stop()
+
+
+def test_ordinary_model_answers_pass_through(tmp_path: Path, shop: Shop, engine: ScriptedEngine) -> None:
+    gw = _model_gateway(tmp_path, shop, engine)
+    try:
+        assert ask(gw, "你们几点下班", "C1001") == MODEL_REPLY
+        assert answer_events(gw)[0]["actions"] == []
+    finally:
+        gw.stop()

@@ -16,16 +16,18 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
+from kefu.answer.engines.base import Chunk
 from kefu.config import ActionConfig, ActionsConfig, PersonaConfig
 from kefu.guard.notices import greeting
 
 Status = Literal["ok", "not_found", "no_customer", "bad_arguments", "unavailable"]
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 
@@ -75,6 +77,40 @@ def parse_tool_call(text: str) -> ActionCall | None:
     return ActionCall(obj["name"], args, source="model")
 
 
+async def divert_tool_call(
+    chunks: AsyncIterator[Chunk], run: Callable[[ActionCall | None], Awaitable[str]]
+) -> AsyncIterator[Chunk]:
+    """The engine's chunks, except that an answer opening with <tool_call> is held back (never shown), generation
+    stops at </tool_call>, and `run(call)` (None: unparseable) supplies the text the customer gets instead."""
+    held: list[Chunk] | None = []
+    text = ""
+    try:
+        async for chunk in chunks:
+            if held is None:
+                yield chunk
+                continue
+            held.append(chunk)
+            text += chunk.text
+            head = text.lstrip()
+            if TOOL_OPEN.startswith(head) or (head.startswith(TOOL_OPEN) and TOOL_CLOSE not in head):
+                continue  # may still be (or is, unfinished) a tool call
+            if head.startswith(TOOL_OPEN):
+                yield Chunk(await run(parse_tool_call(head)), "stop", chunk.prompt_tokens, chunk.completion_tokens)
+                return
+            for h in held:  # an ordinary answer: release what was held, then pass through
+                yield h
+            held = None
+        if held and text.lstrip().startswith(TOOL_OPEN):  # ended inside the call (a stop string, max tokens)
+            last = held[-1]
+            reply = await run(parse_tool_call(text + TOOL_CLOSE))
+            yield Chunk(reply, "stop", last.prompt_tokens, last.completion_tokens)
+        else:
+            for h in held or []:
+                yield h
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]  # stops the engine's generation
+
+
 def _dig(obj: Any, path: str) -> Any:
     for part in path.split("."):
         if not isinstance(obj, dict) or part not in obj:
@@ -103,6 +139,22 @@ class Actions:
     def __init__(self, cfg: ActionsConfig, persona: PersonaConfig, mask: Callable[[str], str]) -> None:
         self.cfg, self.persona, self.mask = cfg, persona, mask
         self.by_name = {a.name: a for a in cfg.tools}
+
+    def tools_prompt(self) -> str:
+        """The actions in Qwen2.5's tool format, as its chat template appends them to the system message."""
+        specs = [
+            json.dumps({"type": "function", "function": {"name": a.name, "description": a.description,
+                                                         "parameters": a.parameters}}, ensure_ascii=False)
+            for a in self.cfg.tools
+        ]  # fmt: skip
+        return (
+            "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+            + "\n".join(specs)
+            + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+            '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+            "<args-json-object>}\n</tool_call>"
+        )
 
     def select(self, text: str) -> ActionCall | None:
         """The first action the message asks for with all its required arguments in it, or None."""

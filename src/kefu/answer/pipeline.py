@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kefu.answer.actions import ActionCall, Actions
+from kefu.answer.actions import ActionCall, Actions, divert_tool_call
 from kefu.answer.engines.base import Engine, GenParams
 from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, system_text, trim
@@ -124,6 +124,7 @@ class AnswerPipeline:
         # A conversation's earlier turns come back with every new message: mask each text once.
         self._mask = functools.lru_cache(maxsize=4096)(functools.partial(pii_mask, cfg=cfg.data.pii))
         self.actions = Actions(cfg.actions, cfg.persona, self.mask)
+        self.model_calls = cfg.actions.model_calls and bool(cfg.actions.tools) and not raw
 
     def mask(self, text: str) -> str:
         """PII-masked text (guard.mask_pii, kinds from data.pii); order and tracking numbers stay."""
@@ -190,6 +191,8 @@ class AnswerPipeline:
                 return
         ctx = prep.context
         system = system_text(self.system, ctx.text, self.cfg.persona, ctx.searched)
+        if self.model_calls:
+            system += self.actions.tools_prompt()
         budget = self.cfg.serve.session_token_budget
         prep.messages = trim({"role": "system", "content": system}, prep.turns, budget, self._count)
 
@@ -198,6 +201,13 @@ class AnswerPipeline:
         result = self.actions.run(call, prep.customer_id)
         prep.actions.append(result.record())
         prep.action, prep.notice = "act", self.actions.reply(result, prep.lang)
+
+    async def _model_call(self, prep: Prepared, call: ActionCall | None) -> str:
+        """The model wrote a <tool_call>: run it like a rule-chosen action; its reply replaces the model's text."""
+        call = call or ActionCall("unparseable", {}, "model")
+        result = await asyncio.to_thread(self.actions.run, call, prep.customer_id)
+        prep.actions.append(result.record())
+        return self.actions.reply(result, prep.lang)
 
     # ------------------------------------------------------------------ stream
     async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
@@ -220,6 +230,8 @@ class AnswerPipeline:
         stops = StopFilter(params.stop)
         guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
         agen = self.engine.stream(prep.messages, params)
+        if self.model_calls:
+            agen = divert_tool_call(agen, functools.partial(self._model_call, prep))
         try:
             async for chunk in agen:
                 out.prompt_tokens, out.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens

@@ -194,7 +194,7 @@ class Pipeline:
         """Only clean, complete, first-turn answers are worth serving again."""
         ask, first = plan.ask, plan.outcomes[0]
         fresh = ask.cacheable and plan.cached is None and plan.handoff is None and self.cache.enabled
-        fresh = fresh and plan.prep.action == "answer"
+        fresh = fresh and plan.prep.action == "answer" and not plan.prep.actions  # a model's tool call: personal
         single = len(ask.new_user) == 1 and not ask.earlier
         return fresh and single and first.finish_reason == "stop" and not first.guard_hits
 
