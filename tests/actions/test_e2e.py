@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -136,3 +138,31 @@ def test_ordinary_model_answers_pass_through(tmp_path: Path, shop: Shop, engine:
         assert answer_events(gw)[0]["actions"] == []
     finally:
         gw.stop()
+
+
+def test_backend_timeout_is_a_polite_answer(tmp_path: Path, shop: Shop) -> None:
+    order = shop.shipped_order("C1001")
+    with socket.socket() as silent:  # accepts connections (kernel backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        cfg = actions_cfg(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
+        cfg.actions.tools[0].timeout_s = 0.3
+        gw = start(create_app(cfg, ScriptedEngine()))
+        try:
+            text = ask(gw, f"我的订单 {order} 到哪了", "C1001")
+            [action] = answer_events(gw)[0]["actions"]
+        finally:
+            gw.stop()
+    assert "暂时查询不到" in text
+    assert action["status"] == "unavailable" and "Timeout" in action["error"] and action["latency_ms"] < 3000
+
+
+def test_backend_500_is_a_polite_answer(gateway: Server, shop: Shop) -> None:
+    order = shop.shipped_order("C1001")
+    con = sqlite3.connect(shop.db)
+    con.execute("DROP TABLE tracking_events")  # the backend's query now fails: FastAPI answers 500
+    con.commit()
+    con.close()
+    text = ask(gateway, f"我的订单 {order} 到哪了", "C1001")
+    assert "暂时查询不到" in text and "Traceback" not in text
+    assert answer_events(gateway)[0]["actions"][0]["http_status"] == 500
