@@ -18,6 +18,7 @@ from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
 from kefu.cli_redteam import redteam
 from kefu.config import KefuConfig
 from kefu.errors import KefuError
+from kefu.shop.cli import shop_app
 
 app = typer.Typer(
     help="kefu: a small open LLM as your shop's customer-service assistant.",
@@ -431,6 +432,10 @@ def serve(
 for group, name in ((gateway.db_app, "db"), (gateway.keys_app, "keys"), (gateway.models_app, "models"),
                     (gateway.audit_app, "audit")):  # fmt: skip
     app.add_typer(group, name=name)
+
+
+# ----------------------------------------------------------------------------- shop
+app.add_typer(shop_app, name="shop")
 
 
 # ----------------------------------------------------------------------------- redteam

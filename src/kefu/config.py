@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kefu.errors import KefuError
 
@@ -449,6 +450,59 @@ class FlywheelConfig(_Section):
     )
 
 
+# --------------------------------------------------------------------------- actions
+class ActionConfig(_Section):
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$", description="Tool name the model and the audit log use.")
+    description: str = Field(description="What the action looks up, as the model reads it in the tool list.")
+    parameters: dict[str, Any] = Field(
+        description="JSON schema (type: object) of the arguments; a string property's `pattern` is also how the "
+        "pipeline finds it in a customer's message (e.g. order_id: DD followed by 13 digits).",
+    )
+    method: Literal["GET"] = Field(default="GET", description="HTTP method; read-only actions only for now.")
+    url: str = Field(
+        description="URL template, relative to actions.base_url unless absolute: {customer_id} (the authenticated "
+        "customer, always forwarded) and the parameters' names, e.g. /customers/{customer_id}/orders/{order_id}.",
+    )
+    auth_header: str = Field(default="Authorization", description="Header that carries the backend credential.")
+    auth_env: str | None = Field(
+        default=None, description="Environment variable holding that header's whole value (e.g. 'Bearer ...')."
+    )
+    timeout_s: float = Field(default=3.0, gt=0, le=30, description="Longest wait for the backend's answer.")
+    fields: list[str] = Field(
+        min_length=1,
+        description="Dotted paths of the response fields the model and customer may see (e.g. latest.text); "
+        "everything else (names, phones, addresses) never leaves the action, and these are PII-masked too.",
+    )
+    triggers: list[str] = Field(
+        default_factory=list,
+        description="Words that make the pipeline run this action when the message also holds every required "
+        "parameter (case-insensitive); empty: only a model's <tool_call> runs it.",
+    )
+    reply_zh: str = Field(description="Chinese answer from {field} placeholders (dotted paths from `fields`).")
+    reply_en: str = Field(description="English answer from the same placeholders.")
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> ActionConfig:
+        known = set(self.fields) | set(self.parameters.get("properties", {})) | {"customer_id"}
+        for where, text in (("url", self.url), ("reply_zh", self.reply_zh), ("reply_en", self.reply_en)):
+            unknown = set(re.findall(r"\{([A-Za-z0-9_.]+)\}", text)) - known
+            if unknown:
+                raise ValueError(f"{where} uses {sorted(unknown)}: not a field, parameter or customer_id")
+        return self
+
+
+class ActionsConfig(_Section):
+    base_url: str | None = Field(default=None, description="The shop backend's base URL (kefu shop serve's address).")
+    tools: list[ActionConfig] = Field(
+        default_factory=list, description="Read-only shop actions (see docs/actions.md); first matching one runs."
+    )
+    model_calls: bool = Field(
+        default=False,
+        description="Also offer the tools to the model (Qwen2.5's tool format, appended to the system prompt) and "
+        "run the <tool_call> it writes; off: only `triggers` run actions.",
+    )
+
+
 # --------------------------------------------------------------------------- root
 class KefuConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Data sources and preparation.")
@@ -462,6 +516,7 @@ class KefuConfig(_Section):
     flywheel: FlywheelConfig = Field(
         default_factory=FlywheelConfig, description="Logs -> training data -> retrain -> gate -> canary."
     )
+    actions: ActionsConfig = Field(default_factory=ActionsConfig, description="Shop actions: orders and tracking.")
     root: Path = Field(default=Path("."), exclude=True, description="Folder relative paths resolve against.")
 
     def resolve(self, p: str | Path) -> Path:

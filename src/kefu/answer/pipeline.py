@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kefu.answer.actions import ActionCall, Actions, divert_tool_call
 from kefu.answer.engines.base import Engine, GenParams
 from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, system_text, trim
@@ -43,7 +44,7 @@ from kefu.guard.output import AnswerGuard, Policy
 # A rule hook looks at the (PII-masked) conversation, newest last, and returns a reason to hand it to a human
 # (e.g. "refund_over_limit"), or None.
 HandoffRule = Callable[[Messages], str | None]
-Action = Literal["answer", "handoff", "refuse", "no_match", "with_agent"]
+Action = Literal["answer", "handoff", "refuse", "no_match", "with_agent", "act"]  # act: a shop action answered
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Prepared:
     verdict: InputVerdict = field(default_factory=InputVerdict)
     context: Context = field(default_factory=Context)
     messages: Messages = field(default_factory=list)  # what the engine is asked
+    customer_id: str | None = None  # the customer the shop's front end authenticated (shop actions only)
+    call: ActionCall | None = None  # a shop action this turn runs instead of generating
+    actions: list[dict[str, Any]] = field(default_factory=list)  # audit records of the actions run
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Answer:
     total_s: float
     completion_tokens: int
     finish_reason: str
+    actions: list[dict[str, Any]] = field(default_factory=list)  # shop actions run (ActionResult.record())
 
 
 def _opens_think(engine: Engine) -> bool:
@@ -119,18 +124,25 @@ class AnswerPipeline:
         self._count: Counter = functools.lru_cache(maxsize=1024)(counter)
         # A conversation's earlier turns come back with every new message: mask each text once.
         self._mask = functools.lru_cache(maxsize=4096)(functools.partial(pii_mask, cfg=cfg.data.pii))
+        self.actions = Actions(cfg.actions, cfg.persona, self.mask)
+        self.model_calls = cfg.actions.model_calls and bool(cfg.actions.tools) and not raw
 
     def mask(self, text: str) -> str:
         """PII-masked text (guard.mask_pii, kinds from data.pii); order and tracking numbers stay."""
         return self._mask(text) if self.cfg.guard.mask_pii else text
 
     # ------------------------------------------------------------------ screen
-    def screen(self, turns: Messages, handoff_requested: bool = False, started: float | None = None) -> Prepared:
-        """Input guards on the newest customer message; the conversation masked. Cheap: no I/O."""
+    def screen(
+        self, turns: Messages, handoff_requested: bool = False, started: float | None = None,
+        customer_id: str | None = None,
+    ) -> Prepared:  # fmt: skip
+        """Input guards on the newest customer message; the conversation masked; the shop action it asks for (run
+        by `ground`). Cheap: no I/O. `customer_id` is whom the shop authenticated: actions look up only theirs."""
         question = turns[-1]["content"]
         prep = self._prepared(turns, started)
         if self.raw:
             return prep
+        prep.customer_id = customer_id
         said_before = [t["content"] for t in turns[:-1] if t["role"] == "user"]
         prep.verdict = check_input(question, said_before, self.cfg.guard)
         reason = "user" if handoff_requested or prep.verdict.handoff else self._rule(prep.turns)
@@ -138,6 +150,8 @@ class AnswerPipeline:
             self._decide(prep, "handoff", "handoff", reason)
         elif prep.verdict.injection:  # the model never sees an injection attempt; the persona refuses
             self._decide(prep, "refuse", "refusal")
+        else:
+            prep.call = self.actions.select(question)
         return prep
 
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
@@ -167,6 +181,9 @@ class AnswerPipeline:
         """Retrieve excerpts and build the engine's prompt. Blocking (embedding, store reads): run it in a thread."""
         if prep.action != "answer":
             return
+        if prep.call is not None:
+            self._act(prep, prep.call)
+            return
         if not self.raw:
             try:
                 prep.context = self.kb.lookup(prep.turns[-1]["content"], prep.turns[:-1])
@@ -175,8 +192,23 @@ class AnswerPipeline:
                 return
         ctx = prep.context
         system = system_text(self.system, ctx.text, self.cfg.persona, ctx.searched)
+        if self.model_calls:
+            system += self.actions.tools_prompt()
         budget = self.cfg.serve.session_token_budget
         prep.messages = trim({"role": "system", "content": system}, prep.turns, budget, self._count)
+
+    def _act(self, prep: Prepared, call: ActionCall) -> None:
+        """Run one shop action (blocking HTTP) and answer with its result in the customer's language."""
+        result = self.actions.run(call, prep.customer_id)
+        prep.actions.append(result.record())
+        prep.action, prep.notice = "act", self.actions.reply(result, prep.lang)
+
+    async def _model_call(self, prep: Prepared, call: ActionCall | None) -> str:
+        """The model wrote a <tool_call>: run it like a rule-chosen action; its reply replaces the model's text."""
+        call = call or ActionCall("unparseable", {}, "model")
+        result = await asyncio.to_thread(self.actions.run, call, prep.customer_id)
+        prep.actions.append(result.record())
+        return self.actions.reply(result, prep.lang)
 
     # ------------------------------------------------------------------ stream
     async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
@@ -200,6 +232,8 @@ class AnswerPipeline:
         guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
         agen = self.engine.stream(prep.messages, params)
         said: list[str] = []
+        if self.model_calls:
+            agen = divert_tool_call(agen, functools.partial(self._model_call, prep))
         try:
             async for chunk in agen:
                 out.prompt_tokens, out.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
@@ -227,9 +261,11 @@ class AnswerPipeline:
         """The model itself said a human will take over (the gateway then escalates the conversation)."""
         return not self.raw and prep.action == "answer" and bool(is_handoff_answer(out.text))
 
-    async def answer(self, turns: Messages, params: GenParams, handoff_requested: bool = False) -> Answer:
-        """A whole turn: screen, ground, generate (guarded), detect a model handoff."""
-        prep = self.screen(turns, handoff_requested)
+    async def answer(
+        self, turns: Messages, params: GenParams, handoff_requested: bool = False, customer_id: str | None = None
+    ) -> Answer:
+        """A whole turn: screen, ground (a shop action, or retrieval), generate (guarded), detect a model handoff."""
+        prep = self.screen(turns, handoff_requested, customer_id=customer_id)
         await asyncio.to_thread(self.ground, prep)
         out = Outcome()
         async for _ in self.stream(prep, params, out):
@@ -240,5 +276,5 @@ class AnswerPipeline:
             text=out.text.strip(), action=prep.action, lang=prep.lang, handoff=handoff, citations=ctx.citations,
             guard={"input": prep.verdict.reasons, "output": out.guard_hits}, kb_version=ctx.kb_version,
             ttft_s=out.ttft, total_s=out.total, completion_tokens=out.completion_tokens,
-            finish_reason=out.finish_reason,
+            finish_reason=out.finish_reason, actions=prep.actions,
         )  # fmt: skip

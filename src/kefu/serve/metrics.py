@@ -39,6 +39,7 @@ class Metrics:
         self.cache_hit_rate = Gauge("kefu_cache_hit_rate", "Response cache hits / lookups", registry=r)
         self.escalations = Counter("kefu_escalations", "Conversations handed to humans", ["reason"], registry=r)
         self.guard_hits = Counter("kefu_guard_hits", "Guard verdicts that fired", ["guard"], registry=r)
+        self.actions = Counter("kefu_actions", "Shop actions run", ["action", "status"], registry=r)
         self.rate_limited = Counter("kefu_rate_limited", "Requests refused with 429", registry=r)
 
     def render(self, queue_depth: Callable[[], int] | None = None, hit_rate: float | None = None) -> bytes:

@@ -118,7 +118,8 @@ class Pipeline:
             return plan
         stored = await asyncio.to_thread(sessions.history, self.store, cid) if status else []
         history = stored or ask.earlier
-        plan = Plan(ask, started, self.answerer.screen([*history, *new], ask.handoff_requested, started))
+        prep = self.answerer.screen([*history, *new], ask.handoff_requested, started, customer_id=ask.user_id)
+        plan = Plan(ask, started, prep)
         for hit in plan.prep.verdict.hits:
             self.metrics.guard_hits.labels(hit).inc()
         if plan.prep.action == "handoff":
@@ -141,7 +142,7 @@ class Pipeline:
     async def _answer_plan(self, plan: Plan, has_history: bool) -> None:
         ask, prep = plan.ask, plan.prep
         prep.context.kb_version = await asyncio.to_thread(self.answerer.kb.version)
-        if ask.cacheable and not has_history and self.cache.enabled:
+        if ask.cacheable and not has_history and self.cache.enabled and prep.call is None:  # actions: never cached
             question = prep.turns[-1]["content"]  # masked: no customer data in cache keys
             plan.cached = await self.cache.get(question, ask.version.name, prep.context.kb_version)
             self.metrics.cache.labels("hit" if plan.cached else "miss").inc()
@@ -193,7 +194,7 @@ class Pipeline:
         """Only clean, complete, first-turn answers are worth serving again."""
         ask, first = plan.ask, plan.outcomes[0]
         fresh = ask.cacheable and plan.cached is None and plan.handoff is None and self.cache.enabled
-        fresh = fresh and plan.prep.action == "answer"
+        fresh = fresh and plan.prep.action == "answer" and not plan.prep.actions  # a model's tool call: personal
         single = len(ask.new_user) == 1 and not ask.earlier
         return fresh and single and first.finish_reason == "stop" and not first.guard_hits
 
@@ -220,11 +221,14 @@ class Pipeline:
             "latency_ms": round((time.perf_counter() - plan.started) * 1000, 1),
             "ttft_ms": None if first.ttft is None else round(first.ttft * 1000, 1),
             "tokens": {"prompt": first.prompt_tokens, "completion": first.completion_tokens},
+            "actions": prep.actions,
         }
 
     def _observe(self, plan: Plan) -> None:
         version = plan.ask.version.name
         self.metrics.requests.labels(plan.ask.route, "200", version).inc()
+        for action in plan.prep.actions:
+            self.metrics.actions.labels(action["name"], action["status"]).inc()
         for out in plan.outcomes:
             for hit in set(out.guard_hits):
                 self.metrics.guard_hits.labels(hit).inc()

@@ -39,7 +39,10 @@ class StreamOptions(_Open):
 
 class KefuRequest(_Open):
     conversation_id: str | None = Field(default=None, max_length=128, description="Server-side session to continue.")
-    user_id: str | None = Field(default=None, max_length=128, description="The shop's customer id (stored masked).")
+    user_id: str | None = Field(
+        default=None, max_length=128,
+        description="The shop's customer id (stored masked); shop actions look up only this customer's orders.",
+    )  # fmt: skip
     handoff: bool = Field(default=False, description="The customer asks for a human agent explicitly.")
 
 

@@ -1,0 +1,252 @@
+"""Shop actions: one read-only call to the shop's own backend, for the customer the shop authenticated.
+
+A turn runs an action when the customer's message names it (an action's `triggers`) and holds every required
+argument (found by the argument's JSON-schema `pattern`), or when the model wrote a Qwen2.5 tool call
+(`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, see `parse_tool_call`). The backend URL always carries
+the customer id the front end authenticated, so an order number alone never opens another customer's order (the
+backend answers 404 for it, as for an unknown order). Only the configured `fields` of the response leave this
+module, PII-masked; the customer's answer is the action's reply template in their language. Timeouts, refusals and
+server errors become a polite answer with the way to a human, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from kefu.answer.engines.base import Chunk
+from kefu.config import ActionConfig, ActionsConfig, PersonaConfig
+from kefu.guard.notices import greeting
+
+Status = Literal["ok", "not_found", "no_customer", "bad_arguments", "unavailable"]
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+
+
+@dataclass
+class ActionCall:
+    name: str
+    arguments: dict[str, Any]
+    source: Literal["rule", "model"] = "rule"
+
+
+@dataclass
+class ActionResult:
+    call: ActionCall
+    status: Status
+    http_status: int | None = None
+    latency_ms: float = 0.0
+    visible: dict[str, Any] = field(default_factory=dict)  # dotted field path -> masked value
+    error: str | None = None  # why it failed, for the audit log (never shown to the customer)
+
+    def record(self) -> dict[str, Any]:
+        """The audit entry: what ran and how it went; no customer id and no response values."""
+        return {
+            "name": self.call.name, "arguments": self.call.arguments, "source": self.call.source,
+            "status": self.status, "http_status": self.http_status, "latency_ms": self.latency_ms,
+            "fields": sorted(self.visible), "error": self.error,
+        }  # fmt: skip
+
+
+def parse_tool_call(text: str) -> ActionCall | None:
+    """The first Qwen2.5-style tool call in a model's output, or None (also for malformed JSON)."""
+    m = _TOOL_CALL.search(text)
+    if m is None:
+        return None
+    try:
+        obj = json.loads(m.group(1))
+    except json.JSONDecodeError:
+        return None
+    args = obj.get("arguments") if isinstance(obj, dict) else None
+    if isinstance(args, str):  # some templates emit the arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(obj.get("name"), str) or not isinstance(args, dict):
+        return None
+    return ActionCall(obj["name"], args, source="model")
+
+
+async def divert_tool_call(
+    chunks: AsyncIterator[Chunk], run: Callable[[ActionCall | None], Awaitable[str]]
+) -> AsyncIterator[Chunk]:
+    """The engine's chunks, except that an answer opening with <tool_call> is held back (never shown), generation
+    stops at </tool_call>, and `run(call)` (None: unparseable) supplies the text the customer gets instead."""
+    held: list[Chunk] | None = []
+    text = ""
+    try:
+        async for chunk in chunks:
+            if held is None:
+                yield chunk
+                continue
+            held.append(chunk)
+            text += chunk.text
+            head = text.lstrip()
+            if TOOL_OPEN.startswith(head) or (head.startswith(TOOL_OPEN) and TOOL_CLOSE not in head):
+                continue  # may still be (or is, unfinished) a tool call
+            if head.startswith(TOOL_OPEN):
+                yield Chunk(await run(parse_tool_call(head)), "stop", chunk.prompt_tokens, chunk.completion_tokens)
+                return
+            for h in held:  # an ordinary answer: release what was held, then pass through
+                yield h
+            held = None
+        if held and text.lstrip().startswith(TOOL_OPEN):  # ended inside the call (a stop string, max tokens)
+            last = held[-1]
+            reply = await run(parse_tool_call(text + TOOL_CLOSE))
+            yield Chunk(reply, "stop", last.prompt_tokens, last.completion_tokens)
+        else:
+            for h in held or []:
+                yield h
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]  # stops the engine's generation
+
+
+def _dig(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _args_ok(spec: ActionConfig, args: dict[str, Any]) -> bool:
+    """Required arguments present; string arguments match their schema pattern (the ids go into a URL)."""
+    props: dict[str, Any] = spec.parameters.get("properties", {})
+    if any(name not in args for name in spec.parameters.get("required", [])):
+        return False
+    for name, value in args.items():
+        pattern = props.get(name, {}).get("pattern")
+        if name not in props or not isinstance(value, str | int):
+            return False
+        if pattern and not re.fullmatch(pattern, str(value)):
+            return False
+    return True
+
+
+class Actions:
+    """The configured actions of one shop: choose, run, and say the result."""
+
+    def __init__(self, cfg: ActionsConfig, persona: PersonaConfig, mask: Callable[[str], str]) -> None:
+        self.cfg, self.persona, self.mask = cfg, persona, mask
+        self.by_name = {a.name: a for a in cfg.tools}
+
+    def tools_prompt(self) -> str:
+        """The actions in Qwen2.5's tool format, as its chat template appends them to the system message."""
+        specs = [
+            json.dumps({"type": "function", "function": {"name": a.name, "description": a.description,
+                                                         "parameters": a.parameters}}, ensure_ascii=False)
+            for a in self.cfg.tools
+        ]  # fmt: skip
+        return (
+            "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+            + "\n".join(specs)
+            + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+            '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+            "<args-json-object>}\n</tool_call>"
+        )
+
+    def select(self, text: str) -> ActionCall | None:
+        """The first action the message asks for with all its required arguments in it, or None."""
+        low = text.lower()
+        for spec in self.cfg.tools:
+            if not any(t.lower() in low for t in spec.triggers):
+                continue
+            args = self._extract(spec, text)
+            if args is not None:
+                return ActionCall(spec.name, args)
+        return None
+
+    def _extract(self, spec: ActionConfig, text: str) -> dict[str, Any] | None:
+        props: dict[str, Any] = spec.parameters.get("properties", {})
+        args: dict[str, Any] = {}
+        for name in spec.parameters.get("required", []):
+            pattern = props.get(name, {}).get("pattern")
+            m = re.search(pattern, text) if pattern else None
+            if m is None:
+                return None
+            args[name] = m.group(0)
+        return args
+
+    def run(self, call: ActionCall, customer_id: str | None) -> ActionResult:
+        """Call the backend (blocking: run it in a thread); every failure is a status, never an exception."""
+        spec = self.by_name.get(call.name)
+        if spec is None or not _args_ok(spec, call.arguments):
+            return ActionResult(call, "bad_arguments", error="unknown action or arguments outside the schema")
+        if not customer_id:  # no authenticated customer: nothing is looked up
+            return ActionResult(call, "no_customer")
+        started = time.perf_counter()
+        result = self._request(spec, call, customer_id)
+        result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    def _request(self, spec: ActionConfig, call: ActionCall, customer_id: str) -> ActionResult:
+        values = {**{k: str(v) for k, v in call.arguments.items()}, "customer_id": customer_id}
+        path = _PLACEHOLDER.sub(lambda m: urllib.parse.quote(values[m.group(1)], safe=""), spec.url)
+        url = path if "://" in path else (self.cfg.base_url or "").rstrip("/") + path
+        headers = {spec.auth_header: _env(spec.auth_env)} if spec.auth_env and _env(spec.auth_env) else {}
+        try:
+            resp = httpx.request(spec.method, url, headers=headers, timeout=spec.timeout_s)
+        except httpx.HTTPError as e:  # timeout, refused connection, bad URL
+            return ActionResult(call, "unavailable", error=f"{type(e).__name__}: {e}"[:200])
+        if resp.status_code in (403, 404):
+            return ActionResult(call, "not_found", resp.status_code)
+        if resp.status_code != 200:
+            return ActionResult(call, "unavailable", resp.status_code, error=resp.text[:200])
+        try:
+            body = resp.json()
+        except ValueError:
+            return ActionResult(call, "unavailable", 200, error="response is not JSON")
+        return ActionResult(call, "ok", 200, visible=self._visible(spec, body))
+
+    def _visible(self, spec: ActionConfig, body: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for path in spec.fields:
+            value = _dig(body, path)
+            out[path] = self.mask(value) if isinstance(value, str) else value
+        return out
+
+    def reply(self, result: ActionResult, lang: str) -> str:
+        """What the customer reads: the action's template, or a polite failure with the way to a human."""
+        p, en = self.persona, lang == "en"
+        if result.status == "ok":
+            spec = self.by_name[result.call.name]
+            values = {**{k: str(v) for k, v in result.call.arguments.items()}, **result.visible}
+            template = spec.reply_en if en else spec.reply_zh
+            return greeting(p, lang) + _PLACEHOLDER.sub(lambda m: _say(values.get(m.group(1)), en), template)
+        ref = " ".join(str(v) for v in result.call.arguments.values())
+        human = (p.handoff_en or 'reply "human" to reach an agent') if en else p.handoff
+        text = (_FAILURES_EN if en else _FAILURES_ZH)[result.status]
+        return greeting(p, lang) + text.format(ref=ref, human=human.rstrip("。."))
+
+
+def _say(value: Any, en: bool) -> str:
+    return ("unknown" if en else "暂无") if value is None else str(value)
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "")  # a secret (the backend credential), never a behaviour switch
+
+
+_FAILURES_ZH = {
+    "not_found": "没有在您的账户下找到 {ref}，请核对编号后再试；如需帮助，{human}。",
+    "no_customer": "查询订单需要先登录账户，请登录后再问一次；如需帮助，{human}。",
+    "bad_arguments": "这个编号格式不对，请核对后再发一次；如需帮助，{human}。",
+    "unavailable": "抱歉，订单系统暂时查询不到，请稍后再试；着急的话，{human}。",
+}
+_FAILURES_EN = {
+    "not_found": "I could not find {ref} in your account. Please check the number; if you need help, {human}.",
+    "no_customer": "Please sign in to your account first so I can look up your orders; if you need help, {human}.",
+    "bad_arguments": "That number does not look right. Please check it and send it again; if you need help, {human}.",
+    "unavailable": "Sorry, the order system cannot be reached right now. Please try again later, or {human}.",
+}
