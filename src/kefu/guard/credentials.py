@@ -16,7 +16,9 @@ SECRET_RULES: tuple[Rule, ...] = (
         "zh.asks_secret",
         "zh",
         rf"(?:把|将)?{_YOU}?的?(?:收到的|手机上的|短信里的?)?{_SECRET}(?:发|告诉|提供|报|给|输入到这里|打出来)"
-        rf"|(?:告诉|提供|发)(?:给)?我{_C}{{0,6}}?{_SECRET}",
+        rf"|(?:告诉|提供|发)(?:给)?我{_C}{{0,6}}?{_SECRET}"
+        # "请客户发送短信验证码和登录密码" (an instruction a planted document got the model to repeat)
+        rf"|(?:请|让|要求)(?:客户|用户|顾客|{_YOU})?(?:发送|提供|告知|提交|报出)(?:短信|手机|登录|支付)?{_SECRET}",
         unless="不要|勿|切勿|别|不会|不需要|绝不|谨防|不要向",
     ),
     Rule(

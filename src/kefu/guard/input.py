@@ -22,7 +22,8 @@ class InputVerdict:
 
 
 def check_input(text: str, history: list[str], guard: GuardConfig) -> InputVerdict:
-    """Guard verdicts on the customer's newest message; `history` is their earlier messages (repeat detection)."""
+    """Guard verdicts on the customer's newest message; `history` is their earlier messages (repeat detection, and
+    instructions planted in a pasted document)."""
     v = InputVerdict()
     decision = needs_handoff(text, guard, history=history)
     if decision:
@@ -31,6 +32,9 @@ def check_input(text: str, history: list[str], guard: GuardConfig) -> InputVerdi
         v.reasons += [f"handoff:{r}" for r in decision.reasons]
     if guard.injection_check:
         result = detect_injection(text)
+        for earlier in history:  # a "document" pasted in an earlier turn can plant the order the question triggers
+            if not result.flagged(guard.injection_threshold):
+                result = detect_document_injection(earlier)
         if result.flagged(guard.injection_threshold):
             v.injection = True
             v.hits.append("injection")

@@ -123,7 +123,7 @@ PROMISE_RULES: tuple[Rule, ...] = (
     Rule(
         "en.guarantee",
         "en",
-        r"\b(?:I|we)(?: can| do)? guarantee\b|\bguaranteed? (?:to|by|delivery|arrival|refund)\b|^guaranteed\b"
+        r"\b(?:I|we)(?: can| do)? guarantee\b|\bguaranteed? (?:to|by|delivery|arrival|refund)\b|^guaranteed?\b"
         r"|\blifetime (?:warranty|guarantee)\b"
         r"|\b100% (?:guaranteed|sure|certain)\b",
     ),
