@@ -100,7 +100,8 @@ class RichProgress(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if self.bar is not None:
-            info = f"loss {self.loss:.4f} · {self.tokens_per_s(state):,.0f} tok/s"
+            loss = "–" if self.loss != self.loss else f"{self.loss:.4f}"  # nan until the first logged loss
+            info = f"loss {loss} · {self.tokens_per_s(state):,.0f} tok/s"
             # max_steps may be re-planned mid-run (StepBudget): the bar follows it
             self.bar.update(self.task, total=state.max_steps, completed=state.global_step, info=info)
 
