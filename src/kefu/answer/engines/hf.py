@@ -16,29 +16,14 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
+from kefu.answer.engines.queued import Request, relay
 from kefu.config import KefuConfig
 
 log = logging.getLogger("kefu.answer.hf")
-
-
-@dataclass
-class _Req:
-    ids: list[int]
-    params: GenParams
-    target: str | None
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[Chunk | BaseException]
-    cancelled: bool = False
-    generated: list[int] = field(default_factory=list)
-    sent: int = 0  # characters of decoded text already sent
-
-    def send(self, item: Chunk | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
 
 
 class HFEngine:
@@ -57,8 +42,8 @@ class HFEngine:
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # how well batching works
         self._prefix: dict[str, tuple[tuple[int, ...], Any]] = {}  # model version -> (prompt ids, their KV cache)
         self.prefix_hits = 0
-        self._pending: queue.Queue[_Req | None] = queue.Queue()
-        self._deferred: collections.deque[_Req] = collections.deque()
+        self._pending: queue.Queue[Request | None] = queue.Queue()
+        self._deferred: collections.deque[Request] = collections.deque()
         self._thread = threading.Thread(target=self._loop, name="kefu-hf-batcher", daemon=True)
         self._thread.start()
 
@@ -128,32 +113,23 @@ class HFEngine:
         tok = self._merged[params.model][1] if params.model in self._merged else self.tok
         prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = tok.encode(prompt, add_special_tokens=False)
-        req = _Req(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
-        self._pending.put(req)
-        try:
-            while True:
-                item = await req.out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason:
-                    return
-        finally:
-            req.cancelled = True  # read by the batcher at its next token
+        req = Request(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
+        async for chunk in relay(req, self._pending):
+            yield chunk
 
     async def close(self) -> None:
         self._pending.put(None)
         await asyncio.to_thread(self._thread.join, 30)
 
     # ------------------------------------------------------------------ batcher thread
-    def _next_batch(self) -> list[_Req] | None:
+    def _next_batch(self) -> list[Request] | None:
         first = self._deferred.popleft() if self._deferred else self._pending.get()
         if first is None:
             return None
         if self.batch_wait:
             time.sleep(self.batch_wait)
-        batch: list[_Req] = [first]
-        later: list[_Req] = []
+        batch: list[Request] = [first]
+        later: list[Request] = []
         while len(batch) < self.max_batch:
             try:
                 item = self._pending.get_nowait()
@@ -181,7 +157,7 @@ class HFEngine:
                 for r in batch:
                     r.send(EngineUnavailable(f"generation failed: {e}"))
 
-    def _generate(self, batch: list[_Req]) -> None:
+    def _generate(self, batch: list[Request]) -> None:
         import torch
 
         model, tok = self._model_for(batch[0].target)
@@ -211,7 +187,7 @@ class HFEngine:
                 out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
                 past, logits = out.past_key_values, out.logits[:, -1, :].float()
 
-    def _prefill_padded(self, model: Any, batch: list[_Req], device: Any) -> tuple[Any, Any, Any, Any]:
+    def _prefill_padded(self, model: Any, batch: list[Request], device: Any) -> tuple[Any, Any, Any, Any]:
         import torch
 
         width = max(len(r.ids) for r in batch)
@@ -221,7 +197,7 @@ class HFEngine:
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
 
-    def _prefill_one(self, model: Any, r: _Req, device: Any) -> tuple[Any, Any, Any, Any]:
+    def _prefill_one(self, model: Any, r: Request, device: Any) -> tuple[Any, Any, Any, Any]:
         """A lone request reuses the KV cache of the prompt prefix it shares with the previous one (the persona's
         system prompt, often hundreds of tokens), so only its new tokens are computed: most of the time to first
         token on CPU is this prefill."""
@@ -245,7 +221,7 @@ class HFEngine:
         self.prefix_hits += reuse
         return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
 
-    def _advance(self, r: _Req, token: int, tok: Any) -> bool:
+    def _advance(self, r: Request, token: int, tok: Any) -> bool:
         """Add one token to a request and send its new text; True when the request is finished."""
         if r.cancelled:
             return True

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
+from kefu.answer.engines.queued import Request, relay
 from kefu.config import KefuConfig
 
 log = logging.getLogger("kefu.answer.onnx")
@@ -48,23 +49,12 @@ class _Version:
 
 
 @dataclass
-class _Req:
-    ids: list[int]
-    params: GenParams
-    target: str | None
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[Chunk | BaseException]
-    cancelled: bool = False
-    generated: list[int] = field(default_factory=list)
-    sent: int = 0  # characters of decoded text already sent
+class _Req(Request):
     gen: Any = None  # its onnxruntime-genai Generator while active
     capacity: int = 0  # KV positions that Generator holds
     fed: list[int] = field(default_factory=list)  # tokens the Generator's cache holds
     todo: list[int] = field(default_factory=list)  # tokens still to feed before the next sample
     rng: Any = None
-
-    def send(self, item: Chunk | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
 
 
 class OnnxEngine:
@@ -166,17 +156,8 @@ class OnnxEngine:
         prompt = version.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = version.tok.encode(prompt, add_special_tokens=False)
         req = _Req(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
-        self._pending.put(req)
-        try:
-            while True:
-                item = await req.out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason:
-                    return
-        finally:
-            req.cancelled = True  # read by the worker at its next turn
+        async for chunk in relay(req, self._pending):  # type: ignore[arg-type]
+            yield chunk
 
     async def close(self) -> None:
         self._pending.put(None)
