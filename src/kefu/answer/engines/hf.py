@@ -222,23 +222,8 @@ class HFEngine:
         return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
 
     def _advance(self, r: Request, token: int, tok: Any) -> bool:
-        """Add one token to a request and send its new text; True when the request is finished."""
-        if r.cancelled:
-            return True
-        finish = None
-        if token in self.eos:
-            finish = "stop"
-        else:
-            r.generated.append(token)
-            if len(r.generated) >= r.params.max_tokens:
-                finish = "length"
-        text = tok.decode(r.generated, skip_special_tokens=True)
-        if finish is None and text.endswith("\ufffd"):
-            return False  # half of a multi-byte character: wait for the rest
-        piece, r.sent = text[r.sent :], len(text)
-        if piece or finish:
-            r.send(Chunk(piece, finish, prompt_tokens=len(r.ids), completion_tokens=len(r.generated)))
-        return finish is not None
+        """Add one token to a request; True when it is finished (or its caller went away)."""
+        return True if r.cancelled else r.advance(token, self.eos, tok)
 
 
 _MIN_PREFIX = 16  # shorter shared prefixes are not worth copying a cache for

@@ -239,26 +239,9 @@ class OnnxEngine:
         version = self._versions[r.target]
         logits = r.gen.get_logits()[0, -1]
         token = sample(logits, r.params, r.rng, r.ids + r.generated, self.penalty)
-        done = self._advance(r, token, version)
+        done = r.advance(token, version.eos, version.tok)
         r.todo = [token]
         return done
-
-    def _advance(self, r: _Req, token: int, version: _Version) -> bool:
-        """Add one token to a request and send its new text; True when the request is finished."""
-        finish = None
-        if token in version.eos:
-            finish = "stop"
-        else:
-            r.generated.append(token)
-            if len(r.generated) >= r.params.max_tokens:
-                finish = "length"
-        text = version.tok.decode(r.generated, skip_special_tokens=True)
-        if finish is None and text.endswith("\ufffd"):
-            return False  # half of a multi-byte character: wait for the rest
-        piece, r.sent = text[r.sent :], len(text)
-        if piece or finish:
-            r.send(Chunk(piece, finish, prompt_tokens=len(r.ids), completion_tokens=len(r.generated)))
-        return finish is not None
 
     def _finish(self, r: _Req) -> None:
         """Drop a finished request; keep its Generator (and what its cache holds) for the next similar prompt."""

@@ -7,6 +7,7 @@ import asyncio
 import queue
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from kefu.answer.engines.base import Chunk, GenParams
 
@@ -26,6 +27,24 @@ class Request:
 
     def send(self, item: Chunk | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+    def advance(self, token: int, eos: set[int], tok: Any) -> bool:
+        """Add one sampled token and send the new text; True when the answer is finished (end of turn or
+        max_tokens)."""
+        finish = None
+        if token in eos:
+            finish = "stop"
+        else:
+            self.generated.append(token)
+            if len(self.generated) >= self.params.max_tokens:
+                finish = "length"
+        text = tok.decode(self.generated, skip_special_tokens=True)
+        if finish is None and text.endswith("\ufffd"):
+            return False  # half of a multi-byte character: wait for the rest
+        piece, self.sent = text[self.sent :], len(text)
+        if piece or finish:
+            self.send(Chunk(piece, finish, prompt_tokens=len(self.ids), completion_tokens=len(self.generated)))
+        return finish is not None
 
 
 async def relay(req: Request, pending: queue.Queue[Request | None]) -> AsyncIterator[Chunk]:
