@@ -49,6 +49,24 @@ def test_concurrent_requests_are_batched_and_match_solo(hf: HFEngine) -> None:
     assert max(hf.batch_sizes) >= 4 and all(n == 10 and f == "length" for _, f, n in together)
 
 
+def test_prefill_applies_the_lm_head_to_the_last_position_only(hf: HFEngine) -> None:
+    """Batched or alone, with or without a reused prefix: the head sees one position per prompt, never the whole
+    prompt (whose fp32 logits at batch 12 x 700 tokens would be 5 GB)."""
+    positions: list[int] = []
+    hook = hf.model.lm_head.register_forward_hook(lambda _m, args, _out: positions.append(args[0].shape[1]))
+    try:
+
+        async def go() -> None:
+            await asyncio.gather(*(_answer(hf, q * 20) for q in ("你好", "退货怎么办", "发票")))
+            await _answer(hf, "你好" * 20)
+            await _answer(hf, "你好" * 20 + "？")  # reuses the cached prefix
+
+        asyncio.run(go())
+    finally:
+        hook.remove()
+    assert positions and set(positions) == {1} and hf.prefix_hits >= 1
+
+
 def test_seeded_sampling_is_reproducible(hf: HFEngine) -> None:
     async def go() -> list[Any]:
         kw = {"temperature": 1.0, "top_p": 0.9}

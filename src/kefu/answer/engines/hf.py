@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import inspect
 import logging
 import queue
 import threading
@@ -194,7 +195,7 @@ class HFEngine:
         ids = torch.tensor([[self.pad] * (width - len(r.ids)) + r.ids for r in batch], device=device)
         mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **_last_logits(model))
         return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
 
     def _prefill_one(self, model: Any, r: Request, device: Any) -> tuple[Any, Any, Any, Any]:
@@ -216,7 +217,8 @@ class HFEngine:
         rest = torch.tensor([r.ids[common:]], device=device)
         pos = torch.arange(common, len(r.ids), device=device).unsqueeze(0)
         mask = torch.ones((1, len(r.ids)), dtype=torch.long, device=device)
-        out = model(input_ids=rest, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+        keep = _last_logits(model)
+        out = model(input_ids=rest, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True, **keep)
         self._prefix[key] = (tuple(r.ids), copy.deepcopy(out.past_key_values))
         self.prefix_hits += reuse
         return out.past_key_values, out.logits[:, -1, :].float(), mask, pos
@@ -224,6 +226,14 @@ class HFEngine:
     def _advance(self, r: Request, token: int, tok: Any) -> bool:
         """Add one token to a request; True when it is finished (or its caller went away)."""
         return True if r.cancelled else r.advance(token, self.eos, tok)
+
+
+def _last_logits(model: Any) -> dict[str, int]:
+    """forward() arguments that apply the LM head to the last prompt position only, as `generate` does: for a batch
+    of 12 RAG prompts of ~700 tokens the logits of every position are 5 GB in fp32 and a fifth of a 0.5B model's
+    prefill FLOPs (its 151,936-word head), all thrown away."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft passes kwargs through
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
 
 _MIN_PREFIX = 16  # shorter shared prefixes are not worth copying a cache for
