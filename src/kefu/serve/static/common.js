@@ -27,6 +27,43 @@ var Kefu = (function () {
     if (!r.ok) throw new Error((body.error && body.error.message) || ("HTTP " + r.status));
     return body;
   }
+  /* Read a server-sent event stream with the key in a header (EventSource cannot send one, and keys never go in
+   * URLs); reconnect after a drop, 1 s then up to 10 s apart. onEvent(name, data). Returns {stop()}. */
+  function stream(name, path, onEvent) {
+    var ctl = null, stopped = false, wait = 1000;
+    async function run() {
+      while (!stopped) {
+        ctl = new AbortController();
+        try {
+          var r = await fetch(path, {headers: {"Authorization": "Bearer " + key(name)}, signal: ctl.signal});
+          if (r.status === 401 || r.status === 403) return;
+          if (r.ok && r.body) { wait = 1000; await readEvents(r.body, onEvent); }
+        } catch (e) { if (stopped) return; }
+        await new Promise(function (ok) { setTimeout(ok, wait); });
+        wait = Math.min(wait * 2, 10000);
+      }
+    }
+    run();
+    return {stop: function () { stopped = true; if (ctl) ctl.abort(); }};
+  }
+  async function readEvents(body, onEvent) {
+    var reader = body.getReader(), dec = new TextDecoder(), buf = "";
+    for (;;) {
+      var chunk = await reader.read();
+      if (chunk.done) return;
+      buf += dec.decode(chunk.value, {stream: true});
+      var parts = buf.split("\n\n");
+      buf = parts.pop();
+      parts.forEach(function (block) {
+        var ev = "message", data = "";
+        block.split("\n").forEach(function (line) {
+          if (line.indexOf("event: ") === 0) ev = line.slice(7);
+          else if (line.indexOf("data: ") === 0) data += line.slice(6);
+        });
+        if (data) onEvent(ev, JSON.parse(data));
+      });
+    }
+  }
   /* Show a login form until a key that passes `probe` is typed in. */
   function login(name, probe, onReady) {
     var root = document.getElementById("app");
@@ -84,6 +121,6 @@ var Kefu = (function () {
     zh: {login: "登录", keylabel: "API 密钥", signin: "登录", logout: "退出"},
     en: {login: "Sign in", keylabel: "API key", signin: "Sign in", logout: "Sign out"}
   });
-  return {t: t, words: words, el: el, api: api, login: login, logout: logout, langButton: langButton, bars: bars,
+  return {t: t, words: words, el: el, api: api, stream: stream, login: login, logout: logout, langButton: langButton, bars: bars,
     get lang() { return lang; }};
 })();
