@@ -1,5 +1,6 @@
 /* Admin console: overview charts (plain SVG), conversations with filters, feedback with "use as training data",
- * model versions (eval metrics, A/B split, promote, rollback), KB versions with rollback, audit/guard log + verify. */
+ * model versions (eval metrics, A/B split, promote, rollback), KB versions with rollback, audit/guard log + verify,
+ * and the training page (training.js). */
 "use strict";
 (function () {
   var K = Kefu, el = K.el, t = K.t;
@@ -23,7 +24,7 @@
       verify: "Verify audit chain", action: "Action", actor: "Actor", time: "Time", chunks: "Chunks", active: "Active",
       kbrollback: "Roll back KB", docs: "API docs", refresh: "Refresh", guardonly: "Guard hits only", up: "Helpful", down: "Not helpful"}
   });
-  var TABS = ["overview", "conversations", "feedback", "models", "kb", "audit"];
+  var TABS = ["overview", "conversations", "feedback", "models", "training", "kb", "audit"];
   var tab = "overview";
 
   function render() {
@@ -44,6 +45,8 @@
     app.appendChild(nav);
     var main = el("main", {role: "tabpanel", id: "panel"});
     app.appendChild(main);
+    if (K.leaveAdminView) K.leaveAdminView();  // a page's live stream stops when another page is drawn
+    Object.assign(VIEWS, K.adminViews || {});
     VIEWS[tab](main).catch(function (e) { main.appendChild(el("p", {"class": "bad", role: "alert"}, e.message)); });
   }
 
