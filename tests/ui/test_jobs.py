@@ -105,3 +105,20 @@ def test_refusals_one_job_at_a_time_and_cancel(gateway: Server) -> None:
     assert call(gateway, admin, "POST", f"/v1/admin/jobs/{job_id}/promote", json={"name": "x"}).status_code == 409
     assert call(gateway, admin, "GET", "/v1/admin/jobs/job-nope").status_code == 404
     assert "jobs.cancel" in {e["action"] for e in audit_events(gateway)}
+
+
+def test_a_cycle_job_runs_the_flywheel_and_puts_a_canary_out(gateway: Server) -> None:
+    admin = gateway.key("admin")
+    settings = {"flywheel.sft_steps": 6, "train.logging_steps": 2, "eval.limit": 3, "flywheel.canary_percent": 20}
+    job_id = call(gateway, admin, "POST", "/v1/admin/jobs", json={"kind": "cycle", "settings": settings}).json()["id"]
+    job = wait_for(gateway, admin, job_id, lambda j: j["status"] != "running")
+    assert job["status"] == "done", job["log"][-3000:]
+    assert [s for s, v in job["steps"].items() if v == "done"] == [
+        "export", "prepare", "sft", "dpo", "eval_live", "eval_new", "gate", "canary"
+    ]  # fmt: skip
+    assert Path(job["paths"]["cycle"]).name.startswith("cycle-") and job["report"]["passed"] is True
+    assert [s for s, _ in job["loss"]["sft loss"]] == [2, 4, 6]
+    canary = next(
+        m for m in call(gateway, admin, "GET", "/v1/admin/ui/models").json()["data"] if m["status"] == "canary"
+    )
+    assert canary["traffic_percent"] == 20 and canary["name"] == Path(job["paths"]["cycle"]).name

@@ -59,8 +59,8 @@ class EventBus:
     async def _listen(self) -> None:
         """Redis channel -> local streams, reconnecting after errors."""
         while not self.closed:
+            pubsub = self.redis.pubsub()
             try:
-                pubsub = self.redis.pubsub()
                 await pubsub.subscribe(self.channel)
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":
@@ -70,6 +70,9 @@ class EventBus:
             except Exception:
                 log.exception("the Redis event listener failed; reconnecting")
                 await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:

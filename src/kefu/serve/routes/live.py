@@ -42,7 +42,7 @@ async def check_reader(svc: Any, conversation_id: str, key: KeyInfo) -> str:
 async def conversation_events(request: Request, conversation_id: str, key: ChatKey, after: int = 0) -> Any:
     """Push each new message of the conversation (agent replies live) and its status changes."""
     svc = request.app.state.kefu
-    status = await check_reader(svc, conversation_id, key)
+    await check_reader(svc, conversation_id, key)
     resume = request.headers.get("last-event-id", "")
     after = int(resume) if resume.isdigit() else after
     topic = conversation_topic(conversation_id)
@@ -56,7 +56,7 @@ async def conversation_events(request: Request, conversation_id: str, key: ChatK
                 out = b"".join(sse("message", m, m["id"]) for m in rows)
                 last = rows[-1]["id"] if rows else last
                 if now != sent_status:
-                    out += sse("status", {"status": now or status})
+                    out += sse("status", {"status": now})
                     sent_status = now
                 yield out or PING
                 ev = await next_event(q)

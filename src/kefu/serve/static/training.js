@@ -9,7 +9,7 @@
       kind_cycle: "数据飞轮一轮（日志 → 训练 → 评测 → 门禁 → 灰度）", start: "开始", jobs: "训练任务", cancel: "取消任务",
       steps: "步骤", progress: "进度", loss: "损失曲线", log: "日志", report: "新版本与线上版本评测对比",
       metric: "指标", live: "线上版本", fresh: "新版本", delta: "变化", gate: "门禁", passed: "通过", failed: "未通过",
-      promote: "注册并发布", vname: "版本名称", status_running: "运行中", status_done: "完成", status_refused: "门禁未通过",
+      promote: "注册并发布", vname: "版本名称", share: "新版本流量占比 %", status_running: "运行中", status_done: "完成", status_refused: "门禁未通过",
       status_failed: "失败", status_cancelled: "已取消", watch: "查看", none: "暂无任务", started: "已开始",
       "train.max_steps": "训练步数（-1 按轮数）", "train.epochs": "训练轮数", "train.lr": "学习率", "train.lora_r": "LoRA 秩",
       "train.lora_alpha": "LoRA alpha", "train.batch_size": "批大小", "train.grad_accum": "梯度累积",
@@ -19,7 +19,7 @@
       kind_cycle: "flywheel cycle (logs → train → eval → gate → canary)", start: "Start", jobs: "Training jobs",
       cancel: "Cancel job", steps: "Steps", progress: "Progress", loss: "Loss curve", log: "Log",
       report: "New version vs the live version", metric: "Metric", live: "Live", fresh: "New", delta: "Change",
-      gate: "Gate", passed: "passed", failed: "failed", promote: "Register and promote", vname: "Version name",
+      gate: "Gate", passed: "passed", failed: "failed", promote: "Register and promote", vname: "Version name", share: "Traffic share of the new version %",
       status_running: "running", status_done: "done", status_refused: "gate refused", status_failed: "failed",
       status_cancelled: "cancelled", watch: "Watch", none: "No jobs yet", started: "Started",
       "train.max_steps": "Training steps (-1: by epochs)", "train.epochs": "Epochs", "train.lr": "Learning rate",
@@ -138,7 +138,7 @@
 
   function promoteForm(id) {
     var name = el("input", {type: "text", id: "vname", required: "required", pattern: "[A-Za-z0-9._-]+", value: id.replace("job-", "v"), "data-testid": "vname"});
-    var pct = el("input", {type: "range", id: "vpct", min: "1", max: "100", value: "100", "aria-label": "%"});
+    var pct = el("input", {type: "range", id: "vpct", min: "1", max: "100", value: "100", "aria-label": t("share")});
     var out = el("output", {"for": "vpct"}, "100");
     pct.oninput = function () { out.textContent = pct.value; };
     return el("form", {onsubmit: async function (e) {
