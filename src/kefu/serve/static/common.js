@@ -36,7 +36,7 @@ var Kefu = (function () {
         ctl = new AbortController();
         try {
           var r = await fetch(path, {headers: {"Authorization": "Bearer " + key(name)}, signal: ctl.signal});
-          if (r.status === 401 || r.status === 403) return;
+          if (r.status === 401 || r.status === 403 || r.status === 404) return;
           if (r.ok && r.body) { wait = 1000; await readEvents(r.body, onEvent); }
         } catch (e) { if (stopped) return; }
         await new Promise(function (ok) { setTimeout(ok, wait); });

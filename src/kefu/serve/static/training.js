@@ -98,7 +98,7 @@
     box.appendChild(el("section", {"class": "card"}, [head, cancel,
       el("div", {"class": "grid"}, [el("div", {}, [el("h3", {}, t("steps")), steps, el("h3", {}, t("progress")), bars]),
         el("div", {}, [el("h3", {}, t("loss")), chart])]), el("h3", {}, t("log")), log, report]));
-    watching = K.stream("admin", "/v1/admin/jobs/" + id + "/events", function (name, d) {
+    var handle = K.stream("admin", "/v1/admin/jobs/" + id + "/events", function (name, d) {
       if (name !== "update") return;
       head.textContent = id + " · " + statusText(d.status) + (d.error ? " · " + d.error : "");
       cancel.hidden = d.status !== "running";
@@ -117,8 +117,9 @@
         if (atEnd) log.scrollTop = log.scrollHeight;
       }
       if (d.report && !report.dataset.shown) { report.dataset.shown = "1"; report.appendChild(reportView(id, d)); }
-      if (d.status !== "running" && watching) { say(id + ": " + statusText(d.status)); }
+      if (d.status !== "running") { handle.stop(); say(id + ": " + statusText(d.status)); }  // no reconnect: it ended
     });
+    watching = handle;
   }
 
   function fmt(v) { return v == null ? "–" : typeof v === "number" ? (Math.abs(v) < 10 ? v.toFixed(3) : v.toFixed(1)) : String(v); }
