@@ -30,7 +30,7 @@ def test_start_watch_the_loss_curve_and_cancel(gateway: Server, browser: Any, ar
     page = ctx.new_page()
     page.goto(gateway.url + "/ui/admin")
     _login(page, gateway.key("admin"))
-    page.get_by_role("tab", name="训练").click()
+    page.get_by_role("tab", name="训练", exact=True).click()
     steps = page.get_by_label("训练步数（-1 按轮数）")
     sync_api.expect(steps).to_have_value("40")  # the form starts from the server's kefu.yaml
     steps.fill("100000")
@@ -46,11 +46,12 @@ def test_start_watch_the_loss_curve_and_cancel(gateway: Server, browser: Any, ar
     sync_api.expect(chart).not_to_have_attribute("data-points", str(first), timeout=30_000)
     sync_api.expect(page.get_by_test_id("job-log")).to_contain_text("== train")
     sync_api.expect(page.get_by_test_id("job-steps")).to_contain_text("prepare ✓")
-    page.screenshot(path=str(artifacts / "7-admin-training.png"))
+    page.screenshot(path=str(artifacts / "7-admin-training.png"), full_page=True)
     _assert_cjk(page, "损失曲线")
     page.get_by_test_id("cancel-job").click()
     sync_api.expect(page.get_by_test_id("job-status")).to_contain_text("已取消", timeout=15_000)
     sync_api.expect(page.get_by_test_id("cancel-job")).to_be_hidden()
+    sync_api.expect(page.locator("#joblist")).to_contain_text("已取消")
     job = gateway.svc.jobs.list()[0]
     assert job["status"] == "cancelled" and job["settings"] == {"train.max_steps": 100000, "train.logging_steps": 1}
     _gone(gateway.svc.jobs.path(job["id"]) / "pid")

@@ -24,7 +24,7 @@
       verify: "Verify audit chain", action: "Action", actor: "Actor", time: "Time", chunks: "Chunks", active: "Active",
       kbrollback: "Roll back KB", docs: "API docs", refresh: "Refresh", guardonly: "Guard hits only", up: "Helpful", down: "Not helpful"}
   });
-  var TABS = ["overview", "conversations", "feedback", "models", "training", "kb", "audit"];
+  var TABS = ["overview", "conversations", "feedback", "models", "train", "kb", "audit"];
   var tab = "overview";
 
   function render() {

@@ -5,7 +5,7 @@
 (function () {
   var K = Kefu, el = K.el, t = K.t;
   K.words({
-    zh: {training: "训练", newjob: "新建训练任务", kind: "任务类型", kind_train: "准备数据 → 训练 → 评测 → 对比",
+    zh: {train: "训练", newjob: "新建训练任务", kind: "任务类型", kind_train: "准备数据 → 训练 → 评测 → 对比",
       kind_cycle: "数据飞轮一轮（日志 → 训练 → 评测 → 门禁 → 灰度）", start: "开始", jobs: "训练任务", cancel: "取消任务",
       steps: "步骤", progress: "进度", loss: "损失曲线", log: "日志", report: "新版本与线上版本评测对比",
       metric: "指标", live: "线上版本", fresh: "新版本", delta: "变化", gate: "门禁", passed: "通过", failed: "未通过",
@@ -15,7 +15,7 @@
       "train.lora_alpha": "LoRA alpha", "train.batch_size": "批大小", "train.grad_accum": "梯度累积",
       "train.logging_steps": "每 N 步记录损失", "train.time_budget_s": "训练时间预算（秒）", "eval.limit": "评测条数上限",
       "flywheel.sft_steps": "飞轮训练步数", "flywheel.canary_percent": "飞轮灰度流量 %"},
-    en: {training: "Training", newjob: "New training job", kind: "Kind", kind_train: "prepare → train → eval → compare",
+    en: {train: "Training", newjob: "New training job", kind: "Kind", kind_train: "prepare → train → eval → compare",
       kind_cycle: "flywheel cycle (logs → train → eval → gate → canary)", start: "Start", jobs: "Training jobs",
       cancel: "Cancel job", steps: "Steps", progress: "Progress", loss: "Loss curve", log: "Log",
       report: "New version vs the live version", metric: "Metric", live: "Live", fresh: "New", delta: "Change",
@@ -43,7 +43,7 @@
     var got = await K.api("admin", "/v1/admin/jobs");
     var kind = el("select", {id: "jobkind", "data-testid": "jobkind"}, ["train", "cycle"].map(function (k) {
       return el("option", {value: k}, t("kind_" + k)); }));
-    var fields = el("div", {"class": "grid"});
+    var fields = el("div", {"class": "fields"});
     function drawFields() {
       fields.innerHTML = "";
       FIELDS[kind.value].forEach(function (name) {
@@ -64,18 +64,27 @@
         var job = await K.api("admin", "/v1/admin/jobs", {method: "POST", body: JSON.stringify({kind: kind.value, settings: settings})});
         say(t("started") + ": " + job.id);
         watch(main, job.id);
+        refreshList(main);
       } catch (err) { say(err.message); }
     }}, [el("p", {}, [el("label", {"for": "jobkind"}, t("kind")), " ", kind]), fields,
       el("input", {type: "submit", value: t("start"), "data-testid": "start-job"})]);
-    var rows = got.data.map(function (j) {
+    main.appendChild(el("div", {id: "job"}));  // the job watched, above the form: what matters while one runs
+    main.appendChild(el("div", {"class": "grid"}, [card(t("newjob"), [form]), card(t("jobs"), [el("div", {id: "joblist"})])]));
+    showList(main, got.data);
+    var running = got.data.filter(function (j) { return j.status === "running"; })[0];
+    if (running) watch(main, running.id);
+  }
+
+  async function refreshList(main) { showList(main, (await K.api("admin", "/v1/admin/jobs")).data); }
+  function showList(main, jobs) {
+    var box = main.querySelector("#joblist");
+    if (!box) return;
+    box.innerHTML = "";
+    var rows = jobs.map(function (j) {
       return [j.id, t("kind_" + j.kind).split(" ")[0], statusText(j.status), j.created_at,
         el("button", {type: "button", "class": "act secondary", onclick: function () { watch(main, j.id); }}, t("watch"))];
     });
-    main.appendChild(el("div", {"class": "grid"}, [card(t("newjob"), [form]),
-      card(t("jobs"), [rows.length ? table(["id", t("kind"), "", "", ""], rows) : el("p", {"class": "muted"}, t("none"))])]));
-    main.appendChild(el("div", {id: "job"}));
-    var running = got.data.filter(function (j) { return j.status === "running"; })[0];
-    if (running) watch(main, running.id);
+    box.appendChild(rows.length ? table(["id", t("kind"), "", "", ""], rows) : el("p", {"class": "muted"}, t("none")));
   }
 
   function table(heads, rows) {
@@ -117,7 +126,9 @@
         if (atEnd) log.scrollTop = log.scrollHeight;
       }
       if (d.report && !report.dataset.shown) { report.dataset.shown = "1"; report.appendChild(reportView(id, d)); }
-      if (d.status !== "running") { handle.stop(); say(id + ": " + statusText(d.status)); }  // no reconnect: it ended
+      if (d.status !== "running") {  // it ended: no reconnect; the list shows the new status
+        handle.stop(); say(id + ": " + statusText(d.status)); refreshList(main);
+      }
     });
     watching = handle;
   }
@@ -152,6 +163,6 @@
       el("input", {type: "submit", value: t("promote"), "data-testid": "promote-job"})]);
   }
 
-  K.adminViews = Object.assign(K.adminViews || {}, {training: view});
+  K.adminViews = Object.assign(K.adminViews || {}, {train: view});
   K.leaveAdminView = function () { if (watching) { watching.stop(); watching = null; } };
 })();
