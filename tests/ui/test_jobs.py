@@ -73,6 +73,7 @@ def test_a_train_job_runs_reports_and_promotes_through_the_gate(gateway: Server)
     models = call(gateway, admin, "GET", "/v1/admin/ui/models").json()["data"]
     promoted = next(m for m in models if m["name"] == "v-ui")
     assert promoted["eval_report"]["passed"] is True and promoted["eval_report"]["b"].endswith("eval-new")
+    assert set(promoted["eval_metrics"]) >= {"fact_accuracy", "overpromise_rate", "p99_latency_s"}  # the console's
     actions = [e["action"] for e in audit_events(gateway)]
     assert {"jobs.start", "models.register", "models.promote"} <= set(actions)
 
