@@ -138,7 +138,9 @@ class Jobs:
         pid = int((job_dir / "pid").read_text())
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        threading.Timer(KILL_AFTER_S, self._kill, (job_dir, pid)).start()
+        killer = threading.Timer(KILL_AFTER_S, self._kill, (job_dir, pid))
+        killer.daemon = True  # a stopping gateway does not wait for it
+        killer.start()
         return self.summary(job_dir)
 
     def _kill(self, job_dir: Path, pid: int) -> None:
