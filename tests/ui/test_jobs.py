@@ -40,7 +40,9 @@ def call(srv: Server, key: str, method: str, path: str, **kw: Any) -> httpx.Resp
 def wait_for(srv: Server, key: str, job_id: str, done: Any, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = call(srv, key, "GET", f"/v1/admin/jobs/{job_id}").json()
+        r = call(srv, key, "GET", f"/v1/admin/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        job = r.json()
         if done(job):
             return job
         time.sleep(0.5)
@@ -48,7 +50,7 @@ def wait_for(srv: Server, key: str, job_id: str, done: Any, timeout: float = 240
 
 
 def test_a_train_job_runs_reports_and_promotes_through_the_gate(gateway: Server) -> None:
-    admin = gateway.key("admin")
+    admin = gateway.key("admin", rate_limit=1000)  # the test polls twice a second
     defaults = call(gateway, admin, "GET", "/v1/admin/jobs").json()["defaults"]
     assert defaults["train.max_steps"] == 40 and defaults["train.lr"] == 3e-2  # the project's kefu.yaml
     settings = {"train.max_steps": 12, "train.logging_steps": 2, "eval.limit": 3}
@@ -83,7 +85,7 @@ def audit_events(srv: Server) -> list[dict[str, Any]]:
 
 
 def test_refusals_one_job_at_a_time_and_cancel(gateway: Server) -> None:
-    admin, agent = gateway.key("admin"), gateway.key("agent")
+    admin, agent = gateway.key("admin", rate_limit=1000), gateway.key("agent")
     assert call(gateway, agent, "GET", "/v1/admin/jobs").status_code == 403
     bad = call(gateway, admin, "POST", "/v1/admin/jobs", json={"settings": {"train.output_dir": 1}})
     assert bad.status_code == 400 and "settings.train.output_dir: not a training page setting" in bad.text
@@ -109,7 +111,7 @@ def test_refusals_one_job_at_a_time_and_cancel(gateway: Server) -> None:
 
 
 def test_a_cycle_job_runs_the_flywheel_and_puts_a_canary_out(gateway: Server) -> None:
-    admin = gateway.key("admin")
+    admin = gateway.key("admin", rate_limit=1000)  # the test polls twice a second
     settings = {"flywheel.sft_steps": 6, "train.logging_steps": 2, "eval.limit": 3, "flywheel.canary_percent": 20}
     job_id = call(gateway, admin, "POST", "/v1/admin/jobs", json={"kind": "cycle", "settings": settings}).json()["id"]
     job = wait_for(gateway, admin, job_id, lambda j: j["status"] != "running")

@@ -242,7 +242,7 @@ def loss_points(train_dirs: list[Path]) -> dict[str, list[list[float]]]:
         path = run / "trainer_log.jsonl"
         if not path.is_file():
             continue
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n")[:-1]:  # the last one may be half written
             row = json.loads(line) if line.strip() else {}
             for key in ("loss", "eval_loss"):
                 if key in row:
