@@ -68,3 +68,30 @@ def _gone(pid_file: Path, timeout: float = 10.0) -> None:
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not Path(f"/proc/{pid}").exists(), "the cancelled job's process still runs"
+
+
+def test_a_finished_job_is_compared_with_the_live_version_and_promoted(
+    gateway: Server, browser: Any, artifacts: Path
+) -> None:
+    ctx = browser.new_context(locale="zh-CN")
+    page = ctx.new_page()
+    page.goto(gateway.url + "/ui/admin")
+    _login(page, gateway.key("admin"))
+    page.get_by_role("tab", name="训练", exact=True).click()
+    page.get_by_label("训练步数（-1 按轮数）").fill("4")
+    page.get_by_label("每 N 步记录损失").fill("2")
+    page.get_by_label("评测条数上限").fill("1")
+    page.get_by_test_id("start-job").click()
+    gate = page.get_by_test_id("gate")
+    sync_api.expect(gate).to_contain_text("门禁: 通过", timeout=240_000)
+    sync_api.expect(page.get_by_test_id("job-status")).to_contain_text("完成")
+    report = page.get_by_test_id("job-report")
+    sync_api.expect(report).to_contain_text("线上版本评测对比 (base)")  # what it is compared with
+    assert report.locator("tbody tr").count() >= 5  # a metric per row, live vs new
+    page.screenshot(path=str(artifacts / "8-admin-training-report.png"), full_page=True)
+    page.get_by_test_id("vname").fill("v-e2e")
+    page.get_by_role("button", name="注册并发布").click()
+    sync_api.expect(page.locator("#announce")).to_contain_text("v-e2e: active 100%", timeout=15_000)
+    page.get_by_role("tab", name="模型版本").click()
+    sync_api.expect(page.get_by_test_id("eval-v-e2e")).to_contain_text("fact_accuracy")
+    ctx.close()

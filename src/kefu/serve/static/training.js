@@ -5,21 +5,21 @@
 (function () {
   var K = Kefu, el = K.el, t = K.t;
   K.words({
-    zh: {train: "训练", newjob: "新建训练任务", kind: "任务类型", kind_train: "准备数据 → 训练 → 评测 → 对比",
+    zh: {train: "训练", newjob: "新建训练任务", jobkind: "任务类型", kind_train: "准备数据 → 训练 → 评测 → 对比",
       kind_cycle: "数据飞轮一轮（日志 → 训练 → 评测 → 门禁 → 灰度）", start: "开始", jobs: "训练任务", cancel: "取消任务",
       steps: "步骤", progress: "进度", loss: "损失曲线", log: "日志", report: "新版本与线上版本评测对比",
       metric: "指标", live: "线上版本", fresh: "新版本", delta: "变化", gate: "门禁", passed: "通过", failed: "未通过",
-      promote: "注册并发布", vname: "版本名称", share: "新版本流量占比 %", status_running: "运行中", status_done: "完成", status_refused: "门禁未通过",
+      register: "注册并发布", vname: "版本名称", share: "新版本流量占比 %", status_running: "运行中", status_done: "完成", status_refused: "门禁未通过",
       status_failed: "失败", status_cancelled: "已取消", watch: "查看", none: "暂无任务", started: "已开始",
       "train.max_steps": "训练步数（-1 按轮数）", "train.epochs": "训练轮数", "train.lr": "学习率", "train.lora_r": "LoRA 秩",
       "train.lora_alpha": "LoRA alpha", "train.batch_size": "批大小", "train.grad_accum": "梯度累积",
       "train.logging_steps": "每 N 步记录损失", "train.time_budget_s": "训练时间预算（秒）", "eval.limit": "评测条数上限",
       "flywheel.sft_steps": "飞轮训练步数", "flywheel.canary_percent": "飞轮灰度流量 %"},
-    en: {train: "Training", newjob: "New training job", kind: "Kind", kind_train: "prepare → train → eval → compare",
+    en: {train: "Training", newjob: "New training job", jobkind: "Kind", kind_train: "prepare → train → eval → compare",
       kind_cycle: "flywheel cycle (logs → train → eval → gate → canary)", start: "Start", jobs: "Training jobs",
       cancel: "Cancel job", steps: "Steps", progress: "Progress", loss: "Loss curve", log: "Log",
       report: "New version vs the live version", metric: "Metric", live: "Live", fresh: "New", delta: "Change",
-      gate: "Gate", passed: "passed", failed: "failed", promote: "Register and promote", vname: "Version name", share: "Traffic share of the new version %",
+      gate: "Gate", passed: "passed", failed: "failed", register: "Register and promote", vname: "Version name", share: "Traffic share of the new version %",
       status_running: "running", status_done: "done", status_refused: "gate refused", status_failed: "failed",
       status_cancelled: "cancelled", watch: "Watch", none: "No jobs yet", started: "Started",
       "train.max_steps": "Training steps (-1: by epochs)", "train.epochs": "Epochs", "train.lr": "Learning rate",
@@ -66,7 +66,7 @@
         watch(main, job.id);
         refreshList(main);
       } catch (err) { say(err.message); }
-    }}, [el("p", {}, [el("label", {"for": "jobkind"}, t("kind")), " ", kind]), fields,
+    }}, [el("p", {}, [el("label", {"for": "jobkind"}, t("jobkind")), " ", kind]), fields,
       el("input", {type: "submit", value: t("start"), "data-testid": "start-job"})]);
     main.appendChild(el("div", {id: "job"}));  // the job watched, above the form: what matters while one runs
     main.appendChild(el("div", {"class": "grid"}, [card(t("newjob"), [form]), card(t("jobs"), [el("div", {id: "joblist"})])]));
@@ -84,7 +84,7 @@
       return [j.id, t("kind_" + j.kind).split(" ")[0], statusText(j.status), j.created_at,
         el("button", {type: "button", "class": "act secondary", onclick: function () { watch(main, j.id); }}, t("watch"))];
     });
-    box.appendChild(rows.length ? table(["id", t("kind"), "", "", ""], rows) : el("p", {"class": "muted"}, t("none")));
+    box.appendChild(rows.length ? table(["id", t("jobkind"), "", "", ""], rows) : el("p", {"class": "muted"}, t("none")));
   }
 
   function table(heads, rows) {
@@ -160,7 +160,7 @@
         say(v.name + ": " + v.status + " " + v.traffic_percent + "%");
       } catch (err) { say(err.message); }
     }}, [el("label", {"for": "vname"}, t("vname")), " ", name, " ", pct, " ", out, "% ",
-      el("input", {type: "submit", value: t("promote"), "data-testid": "promote-job"})]);
+      el("input", {type: "submit", value: t("register"), "data-testid": "promote-job"})]);
   }
 
   K.adminViews = Object.assign(K.adminViews || {}, {train: view});
