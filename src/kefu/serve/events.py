@@ -110,6 +110,20 @@ async def next_event(q: asyncio.Queue[dict[str, Any] | None], timeout: float = H
         return {}
 
 
+async def next_on(
+    q: asyncio.Queue[dict[str, Any] | None], topic: str, timeout: float = HEARTBEAT_S
+) -> dict[str, Any] | None:
+    """The next event on `topic`, others skipped; {} when none came within `timeout` (a busy bus of other topics
+    does not put the heartbeat off), None when the bus closed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        ev = await next_event(q, left)
+        if not ev or ev["topic"] == topic:
+            return ev
+    return {}
+
+
 def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from kefu.serve import handoff
 from kefu.serve.auth import AgentKey, ChatKey
 from kefu.serve.errors import ApiError
-from kefu.serve.events import SSE_HEADERS, TICKETS, conversation_topic, next_event, sse
+from kefu.serve.events import SSE_HEADERS, TICKETS, conversation_topic, next_event, next_on, sse
 from kefu.serve.keys import KeyInfo
 from kefu.serve.sessions import conversation_status
 
@@ -59,9 +59,7 @@ async def conversation_events(request: Request, conversation_id: str, key: ChatK
                     out += sse("status", {"status": now})
                     sent_status = now
                 yield out or PING
-                ev = await next_event(q)
-                while ev and ev["topic"] != topic:
-                    ev = await next_event(q)
+                ev = await next_on(q, topic)
                 if ev is None or svc.events.closed:
                     return
 
