@@ -54,3 +54,21 @@ def test_an_unfinished_task_prints_where_it_stopped() -> None:
         bar.update(other, completed=7)
     lines = [line.split(" elapsed")[0] for line in buf.getvalue().splitlines()]
     assert lines == ["train: 1/72 (1%)", "train: 16/16 (100%)", "convert: 1/10 (10%)", "convert: 7/10 (70%)"]
+
+
+def test_a_sink_gets_every_task_throttled_with_its_first_and_last_step() -> None:
+    from kefu.progress import report_to
+
+    got: list[dict[str, object]] = []
+    report_to(got.append)
+    try:
+        with progress(plain_console()[0]) as bar:
+            task = bar.add_task("train", total=100, info="")
+            for step in range(1, 101):  # faster than the sink's interval: only the first and the last go out
+                bar.update(task, completed=step, info=f"loss {1 / step:.2f}")
+    finally:
+        report_to(None)
+    assert got == [
+        {"task": "train", "completed": 1, "total": 100, "info": "loss 1.00"},
+        {"task": "train", "completed": 100, "total": 100, "info": "loss 0.01"},
+    ]

@@ -4,11 +4,15 @@ A log file or CI console gets no live bar (rich draws nothing there until the en
 object with the same small surface as rich's Progress (add_task / advance / update, a context manager) that prints
 one line per task at most every `every_s` seconds, and always its first and last step:
 `train: 12/40 (30%) elapsed 0:01:05, about 0:02:31 left`.
+
+A process whose progress a program watches (the admin console's training jobs) calls `report_to(sink)` once: every
+task's moves then also go to the sink as dicts (task, completed, total, info), at most every `SINK_EVERY_S`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,16 @@ from rich.progress import (
 )
 from rich.text import Text
 
+Sink = Callable[[dict[str, Any]], None]
+SINK_EVERY_S = 0.5
+_sink: Sink | None = None
+
+
+def report_to(sink: Sink | None) -> None:
+    """Send every progress update of this process to `sink` too (None: stop)."""
+    global _sink
+    _sink = sink
+
 
 def clock(seconds: float) -> str:
     s = max(0, round(seconds))
@@ -41,6 +55,7 @@ class _Task:
     started: float = field(default_factory=time.perf_counter)
     printed: float | None = None  # `completed` when last printed
     printed_at: float = 0.0
+    sunk_at: float = 0.0  # when last sent to the sink
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.started
@@ -100,6 +115,9 @@ class PlainProgress:
         now = time.perf_counter()
         if task.printed is None or now - task.printed_at >= self.every_s or task.completed == task.total:
             self._print(task)
+        if _sink is not None and (now - task.sunk_at >= SINK_EVERY_S or task.completed == task.total):
+            task.sunk_at = now
+            _sink({"task": task.description, "completed": task.completed, "total": task.total, "info": task.info})
 
     def _print(self, task: _Task) -> None:
         task.printed, task.printed_at = task.completed, time.perf_counter()

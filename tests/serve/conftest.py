@@ -59,6 +59,7 @@ class Server:
         return keys.create(self.svc.store, role, name=f"test-{role}", rate_limit=rate_limit, actor="test")
 
     def stop(self) -> None:
+        self.svc.events.close()  # as `kefu serve` does on SIGTERM: live UI streams end, shutdown does not wait
         self.server.should_exit = True
         self.thread.join(timeout=30)
 

@@ -255,7 +255,8 @@ def test_api_docs_need_the_admin_key(gateway: Server, browser: Any) -> None:
     assert httpx.get(srv.url + "/openapi.json", headers={"Authorization": f"Bearer {client}"}).status_code == 403
     spec = _admin_api(srv, admin, "GET", "/openapi.json")
     for path in ("/v1/chat/completions", "/v1/agent/tickets", "/v1/admin/models/rollback", "/v1/feedback",
-                 "/v1/admin/ui/feedback/{feedback_id}/training"):  # fmt: skip
+                 "/v1/admin/ui/feedback/{feedback_id}/training", "/v1/agent/events", "/v1/admin/jobs",
+                 "/v1/conversations/{conversation_id}/events", "/v1/admin/jobs/{job_id}/events"):  # fmt: skip
         assert path in spec["paths"], path
     page = browser.new_page()
     page.goto(srv.url + "/ui/docs")

@@ -23,6 +23,8 @@ from kefu.serve import errors, versions
 from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import ResponseCache
 from kefu.serve.db import Store
+from kefu.serve.events import EventBus
+from kefu.serve.jobs import Jobs
 from kefu.serve.keys import KeyChecker
 from kefu.serve.limits import RateLimiter
 from kefu.serve.metrics import Metrics
@@ -44,6 +46,8 @@ class Services:
     metrics: Metrics
     audit: AuditWriter
     pipeline: Pipeline
+    events: EventBus
+    jobs: Jobs  # the admin console's training jobs
     redis: Any = None
     routing: versions.Routing = field(default_factory=versions.Routing)
     kb_version: str = "none"
@@ -139,11 +143,12 @@ def build_services(
         engine.register_metrics(metrics.registry)
     cache = ResponseCache(cfg.serve.cache_ttl_s, redis, cfg.serve.redis_prefix)
     answerer = AnswerPipeline(cfg, engine, KnowledgeBase(cfg, retriever), rules)
-    pipeline = Pipeline(cfg, store, answerer, cache, writer, metrics)
+    events = EventBus(redis, cfg.serve.redis_prefix)
+    pipeline = Pipeline(cfg, store, answerer, cache, writer, metrics, events)
     return Services(
         cfg=cfg, store=store, engine=engine, keys=KeyChecker(store, cfg.serve.key_cache_s),
         limiter=RateLimiter(redis, cfg.serve.redis_prefix), cache=cache, metrics=metrics, audit=writer,
-        pipeline=pipeline, redis=redis,
+        pipeline=pipeline, events=events, jobs=Jobs(cfg), redis=redis,
     )  # fmt: skip
 
 
@@ -172,6 +177,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await svc.refresh_versions()
+        await svc.events.start()
         # What exists now (model, tables, routes, imported modules) lives as long as the process. Frozen, full
         # collections stop walking it: they were pausing every request in flight for tens of milliseconds.
         gc.collect()  # garbage is not frozen along
@@ -179,6 +185,7 @@ def create_app(
         poller = asyncio.create_task(_poll_versions(svc))
         yield
         poller.cancel()
+        svc.events.close()
         close = getattr(svc.engine, "close", None)
         if close is not None:
             await close()
@@ -200,8 +207,8 @@ def create_app(
 
 
 def _routes(app: FastAPI) -> None:
-    from kefu.serve.routes import admin, agent, chat, feedback, public, ui
+    from kefu.serve.routes import admin, agent, chat, feedback, jobs, live, public, ui
 
-    for module in (public, chat, agent, feedback, admin):
+    for module in (public, chat, live, agent, feedback, admin, jobs):
         app.include_router(module.router)
     ui.mount(app)  # the web UI's pages and assets; /openapi.json behind the admin key

@@ -69,6 +69,12 @@ def list_tickets(store: Store, status: str | None = None) -> list[dict[str, Any]
         return [_ticket(t) for t in s.scalars(q)]
 
 
+def live_tickets(store: Store) -> list[dict[str, Any]]:
+    """The queue an agent works on: open and claimed tickets, oldest first."""
+    with store.session() as s:
+        return [_ticket(t) for t in s.scalars(select(Ticket).where(Ticket.status != "closed").order_by(Ticket.id))]
+
+
 def _get(s: Any, ticket_id: int) -> Ticket:
     t = s.get(Ticket, ticket_id)
     if t is None:
@@ -88,8 +94,9 @@ def claim(store: Store, ticket_id: int, agent: str) -> dict[str, Any]:
         return _ticket(t)
 
 
-def reply(store: Store, ticket_id: int, agent: str, text: str) -> int:
-    """The agent's answer goes into the conversation as an assistant message authored by the agent."""
+def reply(store: Store, ticket_id: int, agent: str, text: str) -> tuple[int, str]:
+    """The agent's answer goes into the conversation as an assistant message authored by the agent.
+    Returns (message id, conversation id)."""
     with store.session() as s:
         t = _get(s, ticket_id)
         if t.status != "claimed" or t.claimed_by != agent:
@@ -98,7 +105,7 @@ def reply(store: Store, ticket_id: int, agent: str, text: str) -> int:
         s.add(msg)
         s.flush()
         audit.append(s, [audit.Event(f"key:{agent}", "handoff.reply", {"ticket": ticket_id, "message": msg.id})])
-        return msg.id
+        return msg.id, t.conversation_id
 
 
 def release(store: Store, ticket_id: int, agent: str) -> dict[str, Any]:

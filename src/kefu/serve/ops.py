@@ -24,10 +24,20 @@ def run_serve(
     from kefu.serve.app import create_app
 
     app = create_app(cfg, gate=gate)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=host or cfg.serve.host, port=port or cfg.serve.port, log_level="info",
         timeout_graceful_shutdown=cfg.serve.shutdown_timeout_s,
     )  # fmt: skip
+    server = uvicorn.Server(config)
+    exit_handler = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        # Live UI streams never end by themselves: end them now, or shutdown waits shutdown_timeout_s for them.
+        app.state.kefu.events.close()
+        exit_handler(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
 
 
 def run_db_upgrade(cfg: KefuConfig) -> str:

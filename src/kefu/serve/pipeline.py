@@ -30,6 +30,7 @@ from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import Cached, ResponseCache
 from kefu.serve.db import Store
 from kefu.serve.errors import ApiError
+from kefu.serve.events import TICKETS, EventBus, conversation_topic
 from kefu.serve.keys import KeyInfo
 from kefu.serve.metrics import Metrics
 from kefu.serve.tables import State
@@ -95,11 +96,12 @@ def hash_user_id(user_id: str | None, salt: bytes) -> str | None:
 class Pipeline:
     def __init__(
         self, cfg: KefuConfig, store: Store, answerer: AnswerPipeline, cache: ResponseCache, audit_writer: AuditWriter,
-        metrics: Metrics,
+        metrics: Metrics, events: EventBus | None = None,
     ) -> None:  # fmt: skip
         self.cfg, self.store, self.answerer, self.cache = cfg, store, answerer, cache
         self.engine = answerer.engine
         self.audit, self.metrics = audit_writer, metrics
+        self.events = events or EventBus()  # new tickets and customer messages reach the agent desk live
         self._salt = user_salt(store)
 
     # ------------------------------------------------------------------ prepare
@@ -138,6 +140,7 @@ class Pipeline:
         ticket = await asyncio.to_thread(handoff.escalate, self.store, ask.conversation_id, reason, summary, actor)
         self.metrics.escalations.labels(reason.split(":")[0]).inc()
         plan.handoff = {"status": "escalated", "ticket_id": ticket, "reason": reason}
+        await self.events.publish(TICKETS, ticket=ticket)
 
     async def _answer_plan(self, plan: Plan, has_history: bool) -> None:
         ask, prep = plan.ask, plan.prep
@@ -185,6 +188,8 @@ class Pipeline:
         user = hash_user_id(ask.user_id, self._salt)
         exchange = sessions.Exchange(ask.conversation_id, users, answer, ask.version.name, key_id, user, fresh)
         await self.audit.run(audit.AnswerJob(exchange, events))  # committed before the client hears it is complete
+        if plan.handoff is not None:  # a human has it: the desk shows the customer's new words now
+            await self.events.publish(conversation_topic(ask.conversation_id))
         if self._cache_worthy(plan):
             cached = Cached(text=first.text, citations=prep.context.citations)
             await self.cache.put(prep.turns[-1]["content"], ask.version.name, prep.context.kb_version, cached)

@@ -9,6 +9,8 @@ complete.
 from __future__ import annotations
 
 import io
+import json
+import math
 import re
 import resource
 import shutil
@@ -120,6 +122,30 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class TrainerLog(TrainerCallback):
+    """`<run>/trainer_log.jsonl`: one JSON line per logged step (step, max_steps, loss, eval_loss, learning_rate,
+    ..., elapsed_s), flushed as it is written, for programs that watch a run (the admin console's loss curve), as
+    LLaMA-Factory's trainer_log.jsonl is for its WebUI. A resumed run appends; a fresh one starts the file anew."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path, self.t0 = run_dir / "trainer_log.jsonl", 0.0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        self.t0 = time.perf_counter()
+        if state.global_step == 0:
+            self.path.unlink(missing_ok=True)
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: Any = None, **kw: Any
+    ) -> None:
+        # only finite numbers: JSON has no NaN, and a browser's JSON.parse refuses one
+        numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float) and math.isfinite(v)}
+        row = {"step": state.global_step, "max_steps": state.max_steps, **numbers}
+        row["elapsed_s"] = round(time.perf_counter() - self.t0, 2)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 class StepBudget(TrainerCallback):

@@ -25,6 +25,7 @@ from kefu.train.callbacks import (
     RichProgress,
     SealCheckpoints,
     StepBudget,
+    TrainerLog,
     checkpoints,
     drop_incomplete_checkpoints,
     last_complete_checkpoint,
@@ -222,7 +223,7 @@ def callbacks(cfg: KefuConfig, run_dir: Path, stage: str, extra_keys: tuple[str,
     ]
     if distributed.world().is_main:  # one progress bar and one TensorBoard log, not one per rank
         tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard")))
-        cbs[:0] = [RichProgress(), tensorboard]
+        cbs[:0] = [RichProgress(), tensorboard, TrainerLog(run_dir)]
     if t.early_stopping_patience is not None:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     if t.time_budget_s is not None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from kefu.serve import handoff
 from kefu.serve.auth import AgentKey
 from kefu.serve.errors import ApiError
+from kefu.serve.events import TICKETS, conversation_topic
 
 router = APIRouter(prefix="/v1/agent")
 T = TypeVar("T")
@@ -39,20 +40,28 @@ async def tickets(request: Request, key: AgentKey, status: str | None = None) ->
 
 @router.post("/tickets/{ticket_id}/claim")
 async def claim(request: Request, ticket_id: int, key: AgentKey) -> dict[str, Any]:
-    return await _call(handoff.claim, request.app.state.kefu.store, ticket_id, key.id)
+    svc = request.app.state.kefu
+    ticket = await _call(handoff.claim, svc.store, ticket_id, key.id)
+    await svc.events.publish(TICKETS, ticket=ticket_id)
+    return ticket
 
 
 @router.post("/tickets/{ticket_id}/reply")
 async def reply(request: Request, ticket_id: int, body: ReplyRequest, key: AgentKey) -> dict[str, Any]:
     svc = request.app.state.kefu
     text = svc.pipeline.answerer.mask(body.text)  # agents paste customer data too: stored masked like the rest
-    message_id = await _call(handoff.reply, svc.store, ticket_id, key.id, text)
+    message_id, conversation_id = await _call(handoff.reply, svc.store, ticket_id, key.id, text)
+    await svc.events.publish(conversation_topic(conversation_id))  # the customer's stream sends it now
     return {"message_id": message_id}
 
 
 @router.post("/tickets/{ticket_id}/release")
 async def release(request: Request, ticket_id: int, key: AgentKey) -> dict[str, Any]:
-    return await _call(handoff.release, request.app.state.kefu.store, ticket_id, key.id)
+    svc = request.app.state.kefu
+    ticket = await _call(handoff.release, svc.store, ticket_id, key.id)
+    await svc.events.publish(TICKETS, ticket=ticket_id)
+    await svc.events.publish(conversation_topic(ticket["conversation_id"]))  # back to the bot: status event
+    return ticket
 
 
 @router.get("/conversations/{conversation_id}/messages")

@@ -40,6 +40,7 @@ from kefu.serve.protocol import (
     new_id,
     now,
 )
+from kefu.serve.routes.live import check_reader
 from kefu.serve.versions import Version
 
 router = APIRouter()
@@ -261,10 +262,6 @@ async def simple_chat(request: Request, req: SimpleChatRequest, key: ChatKey) ->
 async def conversation_messages(request: Request, conversation_id: str, key: ChatKey, after: int = 0) -> dict[str, Any]:
     """A customer reads their conversation, including agent replies while it is handed off."""
     svc = request.app.state.kefu
-    from kefu.serve.sessions import conversation_status
-
-    status, owner = await asyncio.to_thread(conversation_status, svc.store, conversation_id)
-    if status is None or (owner not in (None, key.id) and not key.can("admin")):
-        raise ApiError(404, f"conversation {conversation_id!r} not found", "conversation_not_found")
+    status = await check_reader(svc, conversation_id, key)
     rows = await asyncio.to_thread(handoff.messages, svc.store, conversation_id, after)
     return {"conversation_id": conversation_id, "status": status, "messages": rows}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -139,15 +140,44 @@ def mark_training(store: Store, feedback_id: int, actor: str) -> dict[str, Any]:
         return {"id": mark.id, "feedback_id": f.id, "source": source}
 
 
-def model_rows(store: Store) -> list[dict[str, Any]]:
-    """Model versions with the eval report their promotion gate stored (the public list leaves it out)."""
+def model_rows(store: Store, root: Path = Path(".")) -> list[dict[str, Any]]:
+    """Model versions with the eval report their promotion gate stored (the public list leaves it out) and the
+    headline metrics of the eval run that gate read for the version (`b`), when it is still on disk."""
     with store.session() as s:
-        rows = s.scalars(select(ModelVersion).order_by(ModelVersion.created_at))
-        return [
-            {"name": r.name, "kind": r.kind, "path": r.path, "status": r.status, "traffic_percent": r.traffic_percent,
-             "replaced": r.replaced, "eval_report": json.loads(r.eval_report) if r.eval_report else None}
-            for r in rows
-        ]  # fmt: skip
+        rows = list(s.scalars(select(ModelVersion).order_by(ModelVersion.created_at)))
+    out = []
+    for r in rows:
+        report = json.loads(r.eval_report) if r.eval_report else None
+        out.append({
+            "name": r.name, "kind": r.kind, "path": r.path, "status": r.status, "traffic_percent": r.traffic_percent,
+            "replaced": r.replaced, "eval_report": report, "eval_metrics": eval_metrics(root, report),
+        })  # fmt: skip
+    return out
+
+
+HEADLINE = {  # metrics.json path -> name shown; the same headline numbers `kefu eval` prints
+    "fact_accuracy.value": "fact_accuracy", "overpromise_rate.value": "overpromise_rate",
+    "identity_consistency.value": "identity_consistency", "escalation.recall": "escalation_recall",
+    "overall_accuracy.value": "overall_accuracy", "latency.total_s.p99": "p99_latency_s",
+}  # fmt: skip
+
+
+def eval_metrics(root: Path, report: dict[str, Any] | None) -> dict[str, float] | None:
+    if not report or not report.get("b"):
+        return None
+    path = Path(report["b"]) if Path(report["b"]).is_absolute() else root / report["b"]
+    try:
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    except (OSError, ValueError, KeyError):  # moved or deleted since: the gate's verdict still shows
+        return None
+    found = {}
+    for dotted, name in HEADLINE.items():
+        value: Any = metrics
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            found[name] = value
+    return found
 
 
 def audit_rows(store: Store, action: str = "", limit: int = 100) -> list[dict[str, Any]]:
@@ -199,7 +229,8 @@ async def post_training(request: Request, feedback_id: int, key: AdminKey) -> di
 
 @admin.get("/models")
 async def get_models(request: Request, key: AdminKey) -> dict[str, Any]:
-    return {"data": await _run(model_rows, request.app.state.kefu.store)}
+    svc = request.app.state.kefu
+    return {"data": await _run(model_rows, svc.store, svc.cfg.root)}
 
 
 @admin.get("/audit")

@@ -1,5 +1,6 @@
 /* Admin console: overview charts (plain SVG), conversations with filters, feedback with "use as training data",
- * model versions (eval metrics, A/B split, promote, rollback), KB versions with rollback, audit/guard log + verify. */
+ * model versions (eval metrics, A/B split, promote, rollback), KB versions with rollback, audit/guard log + verify,
+ * and the training page (training.js). */
 "use strict";
 (function () {
   var K = Kefu, el = K.el, t = K.t;
@@ -11,7 +12,7 @@
       rating: "评价", comment: "留言", correction: "纠正", training: "用作训练数据", marked: "已加入训练数据",
       name: "名称", kind: "类型", traffic: "流量 %", eval: "评测", promote: "发布", rollback: "回滚到上一版本",
       split: "A/B 分流（新版本占比）", verify: "校验审计链", action: "动作", actor: "操作者", time: "时间",
-      chunks: "片段数", active: "当前", kbrollback: "回滚知识库", docs: "API 文档", refresh: "刷新", guardonly: "只看护栏命中", up: "有帮助", down: "没帮助"},
+      chunks: "片段数", active: "当前", kbrollback: "回滚知识库", gate: "门禁", docs: "API 文档", refresh: "刷新", guardonly: "只看护栏命中", up: "有帮助", down: "没帮助"},
     en: {title: "Admin console", overview: "Overview", conversations: "Conversations", feedback: "Feedback",
       models: "Model versions", kb: "Knowledge base", audit: "Audit & guards", volume: "Answers per day",
       resolved: "Resolved without handoff", escalations: "Escalations by reason", guards: "Guard hits by kind",
@@ -21,9 +22,9 @@
       marked: "In training data", name: "Name", kind: "Kind", traffic: "Traffic %", eval: "Eval",
       promote: "Promote", rollback: "Roll back to the previous version", split: "A/B split (share of the new version)",
       verify: "Verify audit chain", action: "Action", actor: "Actor", time: "Time", chunks: "Chunks", active: "Active",
-      kbrollback: "Roll back KB", docs: "API docs", refresh: "Refresh", guardonly: "Guard hits only", up: "Helpful", down: "Not helpful"}
+      kbrollback: "Roll back KB", gate: "Gate", docs: "API docs", refresh: "Refresh", guardonly: "Guard hits only", up: "Helpful", down: "Not helpful"}
   });
-  var TABS = ["overview", "conversations", "feedback", "models", "kb", "audit"];
+  var TABS = ["overview", "conversations", "feedback", "models", "train", "kb", "audit"];
   var tab = "overview";
 
   function render() {
@@ -44,6 +45,8 @@
     app.appendChild(nav);
     var main = el("main", {role: "tabpanel", id: "panel"});
     app.appendChild(main);
+    if (K.leaveAdminView) K.leaveAdminView();  // a page's live stream stops when another page is drawn
+    Object.assign(VIEWS, K.adminViews || {});
     VIEWS[tab](main).catch(function (e) { main.appendChild(el("p", {"class": "bad", role: "alert"}, e.message)); });
   }
 
@@ -135,8 +138,11 @@
 
   function evalCell(v) {
     if (!v.eval_report) return "";
-    var r = v.eval_report;
-    return el("pre", {}, JSON.stringify(r.metrics || r, null, 1).slice(0, 400));
+    var r = v.eval_report, m = v.eval_metrics || {};
+    var lines = Object.keys(m).map(function (k) { return k + " " + (Math.abs(m[k]) < 10 ? m[k].toFixed(3) : m[k].toFixed(1)); });
+    return el("div", {"data-testid": "eval-" + v.name}, [
+      el("span", {"class": r.passed ? "ok" : "bad"}, t("gate") + " " + (r.passed ? "✓" : "✗ " + (r.failures || []).join("; "))),
+      lines.length ? el("pre", {}, lines.join("\n")) : ""]);
   }
 
   function promoteForm(v) {

@@ -1,5 +1,5 @@
-/* Agent desk: the escalation queue (polled every 2 s, new tickets highlighted and announced), claim, reply as a
- * human, release to the bot, conversation history with search. */
+/* Agent desk: the escalation queue (pushed by the server over SSE, GET /v1/agent/events: new tickets highlighted
+ * and announced without a reload), claim, reply as a human, release to the bot, conversation history with search. */
 "use strict";
 (function () {
   var K = Kefu, el = K.el, t = K.t;
@@ -14,7 +14,7 @@
       customer: "Customer", bot: "Bot", agent: "Agent", correct: "Correct this answer", save: "Save correction",
       saved: "Saved as a correction"}
   });
-  var seen = null, current = null, timer = null;
+  var seen = null, current = null, feed = null, tickets = [];
 
   function render() {
     var app = document.getElementById("app");
@@ -30,22 +30,28 @@
         [searchBox, " ", el("input", {type: "submit", value: t("search")})]), el("div", {id: "results"})]);
     var conv = el("section", {"class": "card", id: "conv", "aria-live": "polite"}, el("p", {"class": "muted"}, t("pick")));
     app.appendChild(el("main", {"class": "desk"}, [el("div", {}, [queue, search]), conv]));
-    seen = null;
-    poll();
-    if (!timer) timer = setInterval(poll, 2000);
+    showTickets(tickets, false);
+    if (!feed) feed = K.stream("agent", "/v1/agent/events", onEvent);
   }
 
-  async function poll() {
-    var data;
-    try { data = (await K.api("agent", "/v1/agent/tickets")).data; } catch (e) { return; }
+  function onEvent(name, data) {
+    if (name === "tickets") showTickets(data, true);
+    else if (name === "conversation" && current && data.conversation_id === current.conversation_id) {
+      showConversation(current.conversation_id, current);
+    }
+  }
+
+  /* Draw the queue; `announce`: say which tickets are new since the last list (not on the first one). */
+  function showTickets(data, announce) {
+    tickets = data;
     var live = data.filter(function (x) { return x.status !== "closed"; }).reverse();
     var box = document.getElementById("tickets");
     if (!box) return;
-    var fresh = seen ? live.filter(function (x) { return seen.indexOf(x.id) < 0; }) : [];
+    var fresh = seen && announce ? live.filter(function (x) { return seen.indexOf(x.id) < 0; }) : [];
     if (fresh.length) {
       document.getElementById("announce").textContent = t("newticket") + ": #" + fresh.map(function (x) { return x.id; }).join(", #");
     }
-    seen = (seen || []).concat(live.map(function (x) { return x.id; }));
+    if (announce || seen) seen = (seen || []).concat(live.map(function (x) { return x.id; }));
     box.innerHTML = "";
     if (!live.length) box.appendChild(el("p", {"class": "muted"}, t("none")));
     live.forEach(function (x) { box.appendChild(ticketCard(x, fresh.indexOf(x) >= 0)); });
@@ -66,7 +72,7 @@
     try { await K.api("agent", "/v1/agent/tickets/" + ticket.id + "/" + what, {method: "POST"}); }
     catch (e) { alertMsg(e.message); return; }
     if (what === "release") current = null;
-    poll();
+    else showConversation(ticket.conversation_id, current);  // the queue itself comes back over the stream
   }
 
   function alertMsg(text) { document.getElementById("announce").textContent = text; }
@@ -116,7 +122,7 @@
         await K.api("agent", "/v1/agent/tickets/" + ticket.id + "/reply", {method: "POST", body: JSON.stringify({text: area.value})});
         area.value = "";
       } catch (err) { alertMsg(err.message); }
-      poll();
+      showConversation(ticket.conversation_id, ticket);
     }}, [el("label", {"for": "reply"}, t("reply")), area, el("input", {type: "submit", value: t("send"), "data-testid": "send-reply"})]);
     if (hadFocus) setTimeout(function () { area.focus(); }, 0);
     return el("div", {}, [claim, " ", release, form]);

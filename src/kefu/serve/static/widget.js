@@ -29,7 +29,7 @@
   var lang = script.getAttribute("data-lang") || localStorage.getItem("kefu.lang") ||
     ((navigator.language || "zh").toLowerCase().indexOf("zh") === 0 ? "zh" : "en");
   var cid = localStorage.getItem(STORE) || "";
-  var lastId = 0, polling = null, busy = false;
+  var lastId = 0, listening = null, busy = false;
   var host = document.createElement("div");
   host.className = "kefu-widget-host";
   var root = host.attachShadow({mode: "open"});
@@ -97,7 +97,7 @@
     el.langBtn = make("button", {type: "button", "data-testid": "lang"}, t("lang"));
     el.langBtn.onclick = function () { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("kefu.lang", lang); rebuild(); };
     el.newBtn = make("button", {type: "button"}, t("newchat"));
-    el.newBtn.onclick = function () { localStorage.removeItem(STORE); localStorage.removeItem(STORE + ".cites"); cid = ""; lastId = 0; stopPolling(); rebuild(); };
+    el.newBtn.onclick = function () { localStorage.removeItem(STORE); localStorage.removeItem(STORE + ".cites"); cid = ""; lastId = 0; stopListening(); rebuild(); };
     head.appendChild(el.newBtn);
     head.appendChild(el.langBtn);
     panel.appendChild(head);
@@ -252,7 +252,7 @@
       feedbackBar(b, id);
       if (ext.citations && ext.citations.length) saveCitations(id, ext.citations);
     }
-    if (ext && ext.handoff) { notice(t("handoff")); startPolling(); }
+    if (ext && ext.handoff) { notice(t("handoff")); startListening(); }
   }
 
   // Citations are not part of the stored history: the widget keeps them per message so a reload shows them.
@@ -268,20 +268,54 @@
     if (!r.ok) return [];
     var data = await r.json();
     data.messages.forEach(function (m) { lastId = Math.max(lastId, m.id); });
-    if (data.status === "handoff") startPolling(); else stopPolling();
+    if (data.status === "handoff") startListening(); else stopListening();
     return data.messages;
   }
 
-  function startPolling() {
-    if (polling) return;
-    // Agent replies arrive through this poll (every 2 s while a human has the conversation).
-    polling = setInterval(async function () {
-      if (busy) return;
-      var msgs = await history();
-      msgs.forEach(function (m) { if (m.author.indexOf("agent:") === 0) bubble(m.role, m.author, m.content); });
-    }, 2000);
+  // While a human has the conversation, the server pushes each new message (SSE over fetch, the key in a header):
+  // the agent's reply appears as soon as it is sent. A dropped stream reconnects from the last message it saw.
+  function startListening() {
+    if (listening) return;
+    listening = new AbortController();
+    listen(listening);
   }
-  function stopPolling() { if (polling) { clearInterval(polling); polling = null; } }
+  async function listen(ctl) {
+    var wait = 1000;
+    while (listening === ctl) {
+      try {
+        var r = await api("/v1/conversations/" + encodeURIComponent(cid) + "/events?after=" + lastId, {signal: ctl.signal});
+        if (r.status === 401 || r.status === 403 || r.status === 404) break;
+        if (r.ok && r.body) { wait = 1000; await readStream(r.body, onLive); }
+      } catch (e) { if (listening !== ctl) return; }
+      await new Promise(function (ok) { setTimeout(ok, wait); });
+      wait = Math.min(wait * 2, 10000);
+    }
+  }
+  async function readStream(body, onEvent) {
+    var reader = body.getReader(), dec = new TextDecoder(), buf = "";
+    for (;;) {
+      var chunk = await reader.read();
+      if (chunk.done) return;
+      buf += dec.decode(chunk.value, {stream: true});
+      var parts = buf.split("\n\n");
+      buf = parts.pop();
+      parts.forEach(function (block) {
+        var name = "message", data = "";
+        block.split("\n").forEach(function (line) {
+          if (line.indexOf("event: ") === 0) name = line.slice(7);
+          else if (line.indexOf("data: ") === 0) data += line.slice(6);
+        });
+        if (data) onEvent(name, JSON.parse(data));
+      });
+    }
+  }
+  function onLive(name, data) {
+    if (name === "status" && data.status !== "handoff") { stopListening(); return; }
+    if (name !== "message" || data.id <= lastId) return;
+    lastId = data.id;
+    if (data.author.indexOf("agent:") === 0) bubble(data.role, data.author, data.content);
+  }
+  function stopListening() { if (listening) { var c = listening; listening = null; c.abort(); } }
 
   async function restore() {
     if (!cid || !KEY) return;
