@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.data.test_formats import jsonl, read_all
-
-from kefu.data.clean import Cleaner
 from kefu.config import CleanConfig
+from kefu.data.clean import Cleaner
 from kefu.data.schema import Conversation
+from tests.data.test_formats import jsonl, read_all
 
 ORDER_TOOL = {
     "name": "get_order",
@@ -66,7 +65,7 @@ def test_sharegpt_function_call_and_observation_read_like_openai(tmp_path: Path)
 
 
 def test_parallel_calls_and_arguments_as_objects(tmp_path: Path) -> None:
-    calls = [{"name": "get_order", "arguments": {"order_id": "DD1"}}, {"name": "get_order", "arguments": {"order_id": "DD2"}}]
+    calls = [{"name": "get_order", "arguments": {"order_id": f"DD{i}"}} for i in (1, 2)]
     rec = {**SHAREGPT, "conversations": [
         SHAREGPT["conversations"][0], {"from": "function_call", "value": json.dumps(calls)},
         {"from": "observation", "value": {"DD1": "shipped"}}, SHAREGPT["conversations"][3]]}  # fmt: skip

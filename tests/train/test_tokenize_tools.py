@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.train.test_tokenize import answer_texts
 from transformers import AutoTokenizer
 
 from kefu.answer.templates import apply_template
 from kefu.data.schema import Conversation, ToolCall, Turn
 from kefu.errors import KefuError
 from kefu.train.tokenize import IGNORE, encode_conversation
+from tests.train.test_tokenize import answer_texts
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_order", "description": "查询订单状态",
-    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]  # fmt: skip
+PARAMS = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
+TOOLS = [{"type": "function", "function": {"name": "get_order", "description": "查询订单状态", "parameters": PARAMS}}]
 RESULT = '{"status": "已发货", "carrier": "顺丰"}'
 CONV = Conversation(
     tools=TOOLS,
@@ -44,7 +43,9 @@ def _tok(model_dir: Path, template: str) -> Any:
                     "您的订单已发货，顺丰承运。<|eot_id|>"]),
     ],
 )  # fmt: skip
-def test_loss_on_calls_and_answers_never_on_tool_results(tiny_model_dir: Path, template: str, learned: list[str]) -> None:
+def test_loss_on_calls_and_answers_never_on_tool_results(
+    tiny_model_dir: Path, template: str, learned: list[str]
+) -> None:
     tok = _tok(tiny_model_dir, template)
     enc = encode_conversation(tok, CONV, system="你是小禾。", cot=False, max_len=2048)
     assert answer_texts(tok, enc) == learned
@@ -65,9 +66,8 @@ def test_two_results_after_parallel_calls_are_one_user_turn_in_qwen(tiny_model_d
     enc = encode_conversation(tok, conv, system=None, cot=False, max_len=2048)
     first = answer_texts(tok, enc)[0]
     assert first.startswith("我查一下。\n<tool_call>") and first.count("<tool_call>") == 2
-    assert "<|im_start|>user\n<tool_response>\nr1\n</tool_response>\n<tool_response>\nr2\n</tool_response><|im_end|>" in (
-        tok.decode(enc["input_ids"])
-    )
+    results = "<|im_start|>user\n<tool_response>\nr1\n</tool_response>\n<tool_response>\nr2\n</tool_response>"
+    assert results + "<|im_end|>" in tok.decode(enc["input_ids"])
 
 
 @pytest.mark.parametrize("template", ["gemma", "deepseek-r1"])
@@ -79,7 +79,7 @@ def test_templates_without_tool_calling_are_refused(tiny_model_dir: Path, templa
 
 def test_a_template_that_drops_tools_is_refused_not_trained_without_them(tiny_model_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)  # the tiny model's own bare ChatML: renders no tools
-    with pytest.raises(KefuError, match="set model.template to qwen or llama3"):
+    with pytest.raises(KefuError, match=r"set model\.template to qwen or llama3"):
         encode_conversation(tok, CONV, system=None, cot=False, max_len=2048)
     plain = Conversation(turns=[CONV.turns[0], CONV.turns[3]])  # no tools: trains as before
     assert encode_conversation(tok, plain, system=None, cot=False, max_len=2048)["input_ids"]

@@ -32,7 +32,7 @@ _QWEN_TOOLS = (
     "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
     "{%- for tool in tools %}{{- '\\n' + tool | tojson }}{%- endfor %}"
     "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": '
     "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
 )
 _QWEN_CALLS = (
@@ -63,8 +63,11 @@ def _chatml(default_system: str | None) -> str:
         system + "{%- endif %}{%- for message in messages %}"
         "{%- if tools and loop.first and message['role'] == 'system' %}"  # already in the tools' system message
         "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}{{- '<|im_start|>assistant' }}"
-        "{%- if message['content'] or message.get('reasoning') %}{{- '\\n' }}" + _ANSWER + "{%- endif %}"
-        + _QWEN_CALLS + "{{- '<|im_end|>\\n' }}"
+        "{%- if message['content'] or message.get('reasoning') %}{{- '\\n' }}"
+        + _ANSWER
+        + "{%- endif %}"
+        + _QWEN_CALLS
+        + "{{- '<|im_end|>\\n' }}"
         "{%- elif message['role'] == 'tool' %}" + _QWEN_RESULT + "{%- else %}"
         "{{- '<|im_start|>' + message['role'] + '\\n' }}"
         "{%- if message['role'] == 'assistant' %}" + _ANSWER + "{%- else %}{{- message['content'] }}{%- endif %}"
@@ -81,7 +84,7 @@ _LLAMA3_TOOLS = (
     "{%- if tools %}{{- '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython\\n\\n' }}"
     "{%- if messages and messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
     "{{- 'You have access to the following functions. To call a function, please respond with JSON for a function "
-    "call. Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its "
+    'call. Respond in the format {"name": function name, "parameters": dictionary of argument name and its '
     "value}. Do not use variables.\\n\\n' }}"
     "{%- for tool in tools %}{{- tool | tojson(indent=4) + '\\n\\n' }}{%- endfor %}"
     "{{- '<|eot_id|>' }}{%- endif %}"
@@ -100,8 +103,11 @@ _LLAMA3 = (
     "{%- else %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
     "{%- if message['role'] != 'assistant' %}{{- message['content'] }}"
     "{%- elif not message.get('tool_calls') %}" + _ANSWER + "{%- else %}"
-    "{%- if message['content'] or message.get('reasoning') %}" + _ANSWER + "{{- '\\n' }}{%- endif %}"
-    + _LLAMA3_CALLS + "{%- endif %}{{- '<|eot_id|>' }}"
+    "{%- if message['content'] or message.get('reasoning') %}"
+    + _ANSWER
+    + "{{- '\\n' }}{%- endif %}"
+    + _LLAMA3_CALLS
+    + "{%- endif %}{{- '<|eot_id|>' }}"
     "{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )

@@ -6,7 +6,7 @@ served exactly the text it was trained on. The chat template does the rendering;
 (call arguments as JSON objects, as the Qwen2.5 and Llama 3.1 templates expect; vLLM does the same) and checks,
 once per tokenizer, that the template renders tools in a format kefu can parse back:
 
-    qwen    Qwen2.5: tools in the system message, calls as <tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>,
+    qwen    Qwen2.5: tools in the system message, each call a <tool_call> block of {"name": ..., "arguments": {}},
             results as <tool_response> blocks in a user turn (kefu's `qwen`/`chatml` templates and Qwen's own)
     llama3  Llama 3.1-3.3 JSON tool calling: calls as {"name": ..., "parameters": {...}} (several joined by "; "),
             results in `ipython` turns (kefu's `llama3` template and Meta's own)
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from kefu.answer.engines.base import Chunk
 from kefu.data.schema import ToolCall, Turn
 from kefu.errors import KefuError
 
@@ -265,3 +267,23 @@ def _partial_suffix(text: str, marker: str) -> int:
         if text.endswith(marker[:n]):
             return n
     return 0
+
+
+async def split_calls(chunks: AsyncIterator[Chunk], splitter: CallSplitter) -> AsyncIterator[Chunk | ToolCall]:
+    """An engine's chunks with the model's tool calls taken out: text chunks (token counts kept) and, as each call
+    completes, the ToolCall itself."""
+    try:
+        async for chunk in chunks:
+            parts = splitter.feed(chunk.text) + (splitter.finish() if chunk.finish_reason else [])
+            text = ""
+            for part in parts:
+                if isinstance(part, str):
+                    text += part
+                    continue
+                if text:
+                    yield Chunk(text, None, chunk.prompt_tokens, chunk.completion_tokens)
+                    text = ""
+                yield part
+            yield Chunk(text, chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]  # stops the engine's generation
