@@ -111,11 +111,16 @@ class HFEngine:
     async def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
         if params.model is not None and params.model not in self._adapters and params.model not in self._merged:
             await asyncio.to_thread(self._ensure, params.model)
-        tok = self._tokenizer(params.model)
-        ids = tok.encode(render(tok, messages, params.tools, add_generation_prompt=True), add_special_tokens=False)
+        ids = self.prompt_ids(messages, params)
         req = Request(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
         async for chunk in relay(req, self._pending):
             yield chunk
+
+    def prompt_ids(self, messages: list[dict[str, Any]], params: GenParams) -> list[int]:
+        """The prompt's token ids, rendered by kefu.answer.toolcalls.render as in training (the parity tests)."""
+        tok = self._tokenizer(params.model)
+        text = render(tok, messages, params.tools, add_generation_prompt=True)
+        return list(tok.encode(text, add_special_tokens=False))
 
     def _tokenizer(self, target: str | None) -> Any:
         return self._merged[target][1] if target in self._merged else self.tok
