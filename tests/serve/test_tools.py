@@ -147,3 +147,40 @@ def test_the_audit_row_records_the_calls(server: Server, engine: ScriptedEngine,
         payload = json.loads(row.payload)
     assert payload["tool_calls"] == [{"name": "get_order", "arguments": {"order_id": "DD20260101"}}]
     assert payload["finish_reason"] == "tool_calls" and payload["cached"] is False
+
+
+def test_tool_results_and_call_arguments_reach_the_model_pii_masked(
+    engine: ScriptedEngine, client: openai.OpenAI
+) -> None:
+    engine.queue("好的")
+    phone = "13812345678"
+    history: Any = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+         "function": {"name": "get_order", "arguments": json.dumps({"order_id": "DD20260101", "phone": phone})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": f'{{"receiver_phone": "{phone}"}}'},
+    ]  # fmt: skip
+    client.chat.completions.create(model="kefu", messages=history, tools=TOOLS)
+    sent = json.dumps(engine.calls[-1].messages, ensure_ascii=False)
+    assert phone not in sent and "DD20260101" in sent  # order numbers stay, personal data does not
+
+
+def test_a_clients_tools_take_over_from_the_shops_own_actions(tmp_path: Any) -> None:
+    from tests.actions.conftest import actions_cfg
+    from tests.serve.conftest import start
+
+    from kefu.serve.app import create_app
+
+    engine = ScriptedEngine()
+    engine.queue(CALL)
+    server = start(create_app(actions_cfg(tmp_path, "http://127.0.0.1:9"), engine))  # no backend listens there
+    ask = [{"role": "user", "content": "我的订单 DD2026010100001 到哪了"}]  # names the shop's tracking action
+    try:
+        client = openai.OpenAI(base_url=server.base, api_key=server.key(), max_retries=0)
+        own = client.chat.completions.create(model="kefu", messages=ask, user="C1001")  # type: ignore[arg-type]
+        assert "订单系统暂时查询不到" in (own.choices[0].message.content or "")  # the shop's action ran (and failed)
+        r = client.chat.completions.create(model="kefu", messages=ask, tools=TOOLS, user="C1001")  # type: ignore[arg-type]
+        assert r.choices[0].finish_reason == "tool_calls" and len(engine.calls) == 1
+        assert "# Tools" not in engine.calls[-1].messages[0]["content"]  # only the client's tools, via the template
+    finally:
+        server.stop()

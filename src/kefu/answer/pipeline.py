@@ -105,6 +105,14 @@ class Answer:
     actions: list[dict[str, Any]] = field(default_factory=list)  # shop actions run (ActionResult.record())
 
 
+def _mask_args(call: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    args = fn.get("arguments")
+    if isinstance(args, dict):
+        fn = {**fn, "arguments": {k: mask(v) if isinstance(v, str) else v for k, v in args.items()}}
+    return {**call, "function": fn}
+
+
 def tools_in(turns: Messages) -> bool:
     """Whether a conversation holds tool calls or tool results."""
     return any(t.get("tool_calls") or t["role"] == "tool" for t in turns)
@@ -176,6 +184,8 @@ class AnswerPipeline:
         if fmt is None:
             raise ToolsUnsupported(f"engine {self.engine.name!r}: tools need a local engine (hf or onnx)")
         prep.tool_format, prep.tools = await fmt(target), tools
+        if tools:
+            prep.call = None  # the client's tools: the model's call goes back to the client, no rule-chosen action
 
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
         """A turn of a conversation a human agent has taken over: the bot only says so."""
@@ -185,9 +195,16 @@ class AnswerPipeline:
 
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
         # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
-        masked = [{**t, "content": self.mask(t["content"] or "")} for t in turns]
+        masked = [self._masked_turn(t) for t in turns]
         lang = detect_lang(turns[last_user(turns)]["content"])
         return Prepared(masked, lang, time.perf_counter() if started is None else started)
+
+    def _masked_turn(self, turn: dict[str, Any]) -> dict[str, Any]:
+        """The turn with its text masked, and the string arguments of its tool calls (they quote the customer)."""
+        out = {**turn, "content": self.mask(turn["content"] or "")}
+        if turn.get("tool_calls"):
+            out["tool_calls"] = [_mask_args(c, self.mask) for c in turn["tool_calls"]]
+        return out
 
     def _rule(self, turns: Messages) -> str | None:
         for rule in self.rules:
