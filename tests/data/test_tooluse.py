@@ -126,3 +126,10 @@ def test_a_turn_that_only_calls_tools_is_not_an_empty_answer(tmp_path: Path) -> 
     cleaner = Cleaner(CleanConfig())
     assert cleaner.keep(conv) is not None and not cleaner.dropped
     assert '"get_order"' in conv.text()  # dedup sees the calls too
+
+
+def test_prepared_files_keep_the_tool_parts(tmp_path: Path) -> None:
+    """`kefu data prepare` writes model_dump(exclude_none) lines that training reads back with model_validate_json."""
+    (conv,), _ = read_all(jsonl(tmp_path / "o.jsonl", [OPENAI]))
+    line = json.dumps(conv.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+    assert Conversation.model_validate_json(line) == conv
