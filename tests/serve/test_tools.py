@@ -82,7 +82,7 @@ def test_parallel_tool_calls_false_keeps_the_first(engine: ScriptedEngine, clien
 
 
 def test_tool_choice_none_and_named(engine: ScriptedEngine, client: openai.OpenAI) -> None:
-    engine.queue("好的", CALL)
+    engine.queue("好的", Reply.text('{"order_id": "DD1"}}\n</tool_call>'))  # named: continues the forced start
     r = client.chat.completions.create(model="kefu", messages=ASK, tools=TOOLS, tool_choice="none")
     assert engine.calls[-1].params.tools is None and r.choices[0].message.tool_calls is None
     named: Any = {"type": "function", "function": {"name": "get_order"}}
@@ -184,3 +184,17 @@ def test_a_clients_tools_take_over_from_the_shops_own_actions(tmp_path: Any) -> 
         assert "# Tools" not in engine.calls[-1].messages[0]["content"]  # only the client's tools, via the template
     finally:
         server.stop()
+
+
+def test_required_and_named_tool_choice_make_the_answer_a_call(engine: ScriptedEngine, client: openai.OpenAI) -> None:
+    # The engine continues from the forced start of a call: the scripted model writes only the rest.
+    engine.queue(Reply.text('get_coupon", "arguments": {}}\n</tool_call>'), Reply.text('{"order_id": "DD1"}}'))
+    r = client.chat.completions.create(model="kefu", messages=ASK, tools=TOOLS, tool_choice="required")
+    assert engine.calls[-1].params.prefix == '<tool_call>\n{"name": "'
+    assert [c.function.name for c in r.choices[0].message.tool_calls or []] == ["get_coupon"]
+    named: Any = {"type": "function", "function": {"name": "get_order"}}
+    r = client.chat.completions.create(model="kefu", messages=ASK, tools=TOOLS, tool_choice=named, stream=True)
+    calls = [tc for c in r if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert engine.calls[-1].params.prefix == '<tool_call>\n{"name": "get_order", "arguments": '
+    assert calls[0].function and calls[0].function.name == "get_order"
+    assert calls[1].function and json.loads(calls[1].function.arguments or "") == {"order_id": "DD1"}

@@ -32,7 +32,7 @@ from kefu.answer.engines.base import Chunk, Engine, GenParams
 from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, last_user, system_text, trim
 from kefu.answer.textstream import StopFilter
-from kefu.answer.toolcalls import CallSplitter, ToolFormat, ToolsUnsupported, split_calls
+from kefu.answer.toolcalls import CallSplitter, ToolFormat, ToolsUnsupported, forced_prefix, split_calls
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
 from kefu.data.pii import mask as pii_mask
@@ -69,6 +69,7 @@ class Prepared:
     tools: list[dict[str, Any]] | None = None
     tool_format: ToolFormat | None = None  # how the engine's model writes calls (set with tools or tool turns)
     one_call: bool = False  # parallel_tool_calls false: the answer ends at its first call
+    forced: str = ""  # the start of a call the answer is made to begin with (tool_choice required or named)
 
 
 @dataclass
@@ -175,9 +176,12 @@ class AnswerPipeline:
             prep.call = self.actions.select(question)
         return prep
 
-    async def use_tools(self, prep: Prepared, tools: list[dict[str, Any]] | None, target: str | None) -> None:
+    async def use_tools(
+        self, prep: Prepared, tools: list[dict[str, Any]] | None, target: str | None, force: bool | str = False
+    ) -> None:
         """A client's tools for this turn (None: only its tool turns, if any): checks the engine's model renders
-        and writes tool calls (ToolsUnsupported otherwise) and remembers how."""
+        and writes tool calls (ToolsUnsupported otherwise) and remembers how. `force`: the answer must be a call
+        (True) or a call of the function named (OpenAI tool_choice "required" / a named function)."""
         if not tools and not tools_in(prep.turns):
             return
         fmt = getattr(self.engine, "tool_format", None)
@@ -186,6 +190,8 @@ class AnswerPipeline:
         prep.tool_format, prep.tools = await fmt(target), tools
         if tools:
             prep.call = None  # the client's tools: the model's call goes back to the client, no rule-chosen action
+            if force:
+                prep.forced = forced_prefix(prep.tool_format, force if isinstance(force, str) else None)
 
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
         """A turn of a conversation a human agent has taken over: the bot only says so."""
@@ -285,8 +291,8 @@ class AnswerPipeline:
             if self.model_calls:
                 agen = divert_tool_call(agen, functools.partial(self._model_call, prep))
             return agen
-        params = dataclasses.replace(params, tools=prep.tools)
-        return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format))
+        params = dataclasses.replace(params, tools=prep.tools, prefix=prep.forced)
+        return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format), prep.forced)
 
     async def _generate(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str | ToolCall]:
         # The output guard releases whole sentences that passed (PII masked); a violation stops generation and

@@ -269,9 +269,20 @@ def _partial_suffix(text: str, marker: str) -> int:
     return 0
 
 
-async def split_calls(chunks: AsyncIterator[Chunk], splitter: CallSplitter) -> AsyncIterator[Chunk | ToolCall]:
+def forced_prefix(fmt: ToolFormat, name: str | None) -> str:
+    """The start of a call an answer is made to begin with (the engine continues from it, so the answer is a call):
+    any function for tool_choice "required", the named one for a named tool_choice."""
+    if fmt == "qwen":
+        return QWEN_OPEN + '\n{"name": "' + (f'{name}", "arguments": ' if name else "")
+    return '{"name": "' + (f'{name}", "parameters": ' if name else "")
+
+
+async def split_calls(
+    chunks: AsyncIterator[Chunk], splitter: CallSplitter, prefix: str = ""
+) -> AsyncIterator[Chunk | ToolCall]:
     """An engine's chunks with the model's tool calls taken out: text chunks (token counts kept) and, as each call
-    completes, the ToolCall itself."""
+    completes, the ToolCall itself. `prefix`: text the answer was made to start with (see `forced_prefix`)."""
+    splitter.feed(prefix)  # the start of a call: held until the call completes
     try:
         async for chunk in chunks:
             parts = splitter.feed(chunk.text) + (splitter.finish() if chunk.finish_reason else [])

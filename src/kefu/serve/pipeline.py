@@ -61,6 +61,7 @@ class Ask:
     new_turns: list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
     parallel_tool_calls: bool = True
+    force_tool: bool | str = False  # tool_choice "required" (True) or the named function: the answer is a call
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Pipeline:
         history = stored or ask.earlier  # a turn with tool calls runs on the client's copy: the store has no calls
         prep = self.answerer.screen([*history, *new], ask.handoff_requested, started, customer_id=ask.user_id)
         try:
-            await self.answerer.use_tools(prep, ask.tools, ask.params.model)
+            await self.answerer.use_tools(prep, ask.tools, ask.params.model, ask.force_tool)
         except ToolsUnsupported as e:
             raise ApiError(400, str(e), "tools_unsupported", "tools") from e
         prep.one_call = not ask.parallel_tool_calls

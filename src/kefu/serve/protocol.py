@@ -118,6 +118,13 @@ class ChatCompletionRequest(_Open):
             specs = [s for s in specs if s["function"]["name"] == choice.name]
         return specs
 
+    def forced_tool(self) -> bool | str:
+        """tool_choice "required": True; a named function: its name; otherwise False (the model decides)."""
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return choice.name
+        return choice == "required"
+
     @model_validator(mode="after")
     def _tool_choice_names_a_tool(self) -> ChatCompletionRequest:
         choice = self.tool_choice

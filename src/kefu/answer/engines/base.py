@@ -21,6 +21,8 @@ class GenParams:
     model: str | None = None
     # Functions the model may call (OpenAI tool definitions), rendered by the chat template (kefu.answer.toolcalls).
     tools: list[dict[str, Any]] | None = None
+    # Text the answer starts with: appended to the rendered prompt and continued (forces a tool call's start).
+    prefix: str = ""
 
 
 @dataclass

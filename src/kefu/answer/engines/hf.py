@@ -119,7 +119,7 @@ class HFEngine:
     def prompt_ids(self, messages: list[dict[str, Any]], params: GenParams) -> list[int]:
         """The prompt's token ids, rendered by kefu.answer.toolcalls.render as in training (the parity tests)."""
         tok = self._tokenizer(params.model)
-        text = render(tok, messages, params.tools, add_generation_prompt=True)
+        text = render(tok, messages, params.tools, add_generation_prompt=True) + params.prefix
         return list(tok.encode(text, add_special_tokens=False))
 
     def _tokenizer(self, target: str | None) -> Any:

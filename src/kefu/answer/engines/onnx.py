@@ -154,7 +154,7 @@ class OnnxEngine:
                 version = await asyncio.to_thread(self._ensure, params.model)
             except Exception as e:  # a version that cannot be exported or loaded: the gateway answers 503
                 raise EngineUnavailable(f"model version {params.model}: {e}") from e
-        prompt = render(version.tok, messages, params.tools, add_generation_prompt=True)
+        prompt = render(version.tok, messages, params.tools, add_generation_prompt=True) + params.prefix
         ids = version.tok.encode(prompt, add_special_tokens=False)
         req = _Req(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
         async for chunk in relay(req, self._pending):  # type: ignore[arg-type]

@@ -100,7 +100,7 @@ def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
         conversation_id=cid, key=key, user_id=user_id, earlier=[] if stored else earlier, new_user=new_user,
         params=params, version=version, n=req.n, handoff_requested=bool(ext and ext.handoff), cacheable=cacheable,
         fresh=not (ext and ext.conversation_id), new_turns=new if with_tools else None, tools=req.offered_tools(),
-        parallel_tool_calls=req.parallel_tool_calls is not False,
+        parallel_tool_calls=req.parallel_tool_calls is not False, force_tool=req.forced_tool(),
     )  # fmt: skip
 
 
