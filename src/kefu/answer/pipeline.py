@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kefu.answer.actions import ActionCall, Actions, divert_tool_call
-from kefu.answer.engines.base import Engine, GenParams
+from kefu.answer.engines.base import Chunk, Engine, GenParams
 from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
-from kefu.answer.prompt import Counter, Messages, approx_tokens, system_text, trim
+from kefu.answer.prompt import Counter, Messages, approx_tokens, last_user, system_text, trim
 from kefu.answer.textstream import StopFilter
+from kefu.answer.toolcalls import CallSplitter, ToolFormat, ToolsUnsupported, forced_prefix, split_calls
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
 from kefu.data.pii import mask as pii_mask
+from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
 from kefu.guard.input import InputVerdict, check_input
 from kefu.guard.lang import detect_lang
@@ -63,6 +65,11 @@ class Prepared:
     customer_id: str | None = None  # the customer the shop's front end authenticated (shop actions only)
     call: ActionCall | None = None  # a shop action this turn runs instead of generating
     actions: list[dict[str, Any]] = field(default_factory=list)  # audit records of the actions run
+    # A client's own tools (OpenAI `tools`): the model sees them and its calls go back to the client, not run here.
+    tools: list[dict[str, Any]] | None = None
+    tool_format: ToolFormat | None = None  # how the engine's model writes calls (set with tools or tool turns)
+    one_call: bool = False  # parallel_tool_calls false: the answer ends at its first call
+    forced: str = ""  # the start of a call the answer is made to begin with (tool_choice required or named)
 
 
 @dataclass
@@ -78,6 +85,7 @@ class Outcome:
     original: str | None = None  # what the model said when a guard replaced it (PII-masked): a DPO 'rejected'
     ttft: float | None = None  # seconds from Prepared.started to the first released text
     total: float = 0.0
+    tool_calls: list[ToolCall] = field(default_factory=list)  # calls of the client's tools the model made
 
 
 @dataclass
@@ -96,6 +104,19 @@ class Answer:
     completion_tokens: int
     finish_reason: str
     actions: list[dict[str, Any]] = field(default_factory=list)  # shop actions run (ActionResult.record())
+
+
+def _mask_args(call: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    args = fn.get("arguments")
+    if isinstance(args, dict):
+        fn = {**fn, "arguments": {k: mask(v) if isinstance(v, str) else v for k, v in args.items()}}
+    return {**call, "function": fn}
+
+
+def tools_in(turns: Messages) -> bool:
+    """Whether a conversation holds tool calls or tool results."""
+    return any(t.get("tool_calls") or t["role"] == "tool" for t in turns)
 
 
 def _opens_think(engine: Engine) -> bool:
@@ -138,21 +159,39 @@ class AnswerPipeline:
     ) -> Prepared:  # fmt: skip
         """Input guards on the newest customer message; the conversation masked; the shop action it asks for (run
         by `ground`). Cheap: no I/O. `customer_id` is whom the shop authenticated: actions look up only theirs."""
-        question = turns[-1]["content"]
+        asked = last_user(turns)
+        question = turns[asked]["content"]
         prep = self._prepared(turns, started)
         if self.raw:
             return prep
         prep.customer_id = customer_id
-        said_before = [t["content"] for t in turns[:-1] if t["role"] == "user"]
+        said_before = [t["content"] for t in turns[:asked] if t["role"] == "user"]
         prep.verdict = check_input(question, said_before, self.cfg.guard)
         reason = "user" if handoff_requested or prep.verdict.handoff else self._rule(prep.turns)
         if reason is not None:
             self._decide(prep, "handoff", "handoff", reason)
         elif prep.verdict.injection:  # the model never sees an injection attempt; the persona refuses
             self._decide(prep, "refuse", "refusal")
-        else:
+        elif not tools_in(turns):  # a conversation with tools: the model decides its calls
             prep.call = self.actions.select(question)
         return prep
+
+    async def use_tools(
+        self, prep: Prepared, tools: list[dict[str, Any]] | None, target: str | None, force: bool | str = False
+    ) -> None:
+        """A client's tools for this turn (None: only its tool turns, if any): checks the engine's model renders
+        and writes tool calls (ToolsUnsupported otherwise) and remembers how. `force`: the answer must be a call
+        (True) or a call of the function named (OpenAI tool_choice "required" / a named function)."""
+        if not tools and not tools_in(prep.turns):
+            return
+        fmt = getattr(self.engine, "tool_format", None)
+        if fmt is None:
+            raise ToolsUnsupported(f"engine {self.engine.name!r}: tools need a local engine (hf or onnx)")
+        prep.tool_format, prep.tools = await fmt(target), tools
+        if tools:
+            prep.call = None  # the client's tools: the model's call goes back to the client, no rule-chosen action
+            if force:
+                prep.forced = forced_prefix(prep.tool_format, force if isinstance(force, str) else None)
 
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
         """A turn of a conversation a human agent has taken over: the bot only says so."""
@@ -162,9 +201,16 @@ class AnswerPipeline:
 
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
         # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
-        masked = [{**t, "content": self.mask(t["content"])} for t in turns]
-        lang = detect_lang(turns[-1]["content"])
+        masked = [self._masked_turn(t) for t in turns]
+        lang = detect_lang(turns[last_user(turns)]["content"])
         return Prepared(masked, lang, time.perf_counter() if started is None else started)
+
+    def _masked_turn(self, turn: dict[str, Any]) -> dict[str, Any]:
+        """The turn with its text masked, and the string arguments of its tool calls (they quote the customer)."""
+        out = {**turn, "content": self.mask(turn["content"] or "")}
+        if turn.get("tool_calls"):
+            out["tool_calls"] = [_mask_args(c, self.mask) for c in turn["tool_calls"]]
+        return out
 
     def _rule(self, turns: Messages) -> str | None:
         for rule in self.rules:
@@ -186,13 +232,14 @@ class AnswerPipeline:
             return
         if not self.raw:
             try:
-                prep.context = self.kb.lookup(prep.turns[-1]["content"], prep.turns[:-1])
+                asked = last_user(prep.turns)
+                prep.context = self.kb.lookup(prep.turns[asked]["content"], prep.turns[:asked])
             except KBUnavailable:  # an expected KB is missing or failing: say so politely, never guess policy
                 self._decide(prep, "no_match", "no_match")
                 return
         ctx = prep.context
         system = system_text(self.system, ctx.text, self.cfg.persona, ctx.searched)
-        if self.model_calls:
+        if self.model_calls and prep.tool_format is None:  # the shop's own actions, unless the client brings tools
             system += self.actions.tools_prompt()
         budget = self.cfg.serve.session_token_budget
         prep.messages = trim({"role": "system", "content": system}, prep.turns, budget, self._count)
@@ -212,7 +259,14 @@ class AnswerPipeline:
 
     # ------------------------------------------------------------------ stream
     async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
-        """The answer as the customer may see it, piece by piece; `out` records text, tokens, hits and timing."""
+        """The answer as the customer may see it, piece by piece; `out` records text, tokens, hits and timing (and
+        the calls of a client's tools, in `out.tool_calls`)."""
+        async for piece in self.stream_parts(prep, params, out):
+            if isinstance(piece, str):
+                yield piece
+
+    async def stream_parts(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str | ToolCall]:
+        """`stream`, with each call of the client's tools yielded as it completes (the OpenAI API streams them)."""
         if prep.action != "answer":
             out.text = prep.notice
             out.ttft = out.total = time.perf_counter() - prep.started
@@ -221,21 +275,40 @@ class AnswerPipeline:
         async for piece in self._generate(prep, params, out):
             if piece:
                 out.ttft = out.ttft if out.ttft is not None else time.perf_counter() - prep.started
-                out.text += piece
+                if isinstance(piece, str):
+                    out.text += piece
+                else:
+                    out.tool_calls.append(piece)
                 yield piece
+        if out.tool_calls:
+            out.finish_reason = "tool_calls"
         out.total = time.perf_counter() - prep.started
 
-    async def _generate(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
+    def _engine_stream(self, prep: Prepared, params: GenParams) -> AsyncIterator[Chunk | ToolCall]:
+        """The engine's answer; with tools in play, the model's calls split out of its text."""
+        if prep.tool_format is None:
+            agen: AsyncIterator[Any] = self.engine.stream(prep.messages, params)
+            if self.model_calls:
+                agen = divert_tool_call(agen, functools.partial(self._model_call, prep))
+            return agen
+        params = dataclasses.replace(params, tools=prep.tools, prefix=prep.forced)
+        return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format), prep.forced)
+
+    async def _generate(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str | ToolCall]:
         # The output guard releases whole sentences that passed (PII masked); a violation stops generation and
-        # its finish() brings the replacement. Raw answers go out as generated.
+        # its finish() brings the replacement. Raw answers go out as generated. Tool calls bypass both: they are
+        # the client's to run, not text a customer reads.
         stops = StopFilter(params.stop)
         guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
-        agen = self.engine.stream(prep.messages, params)
+        agen = self._engine_stream(prep, params)
         said: list[str] = []
-        if self.model_calls:
-            agen = divert_tool_call(agen, functools.partial(self._model_call, prep))
         try:
             async for chunk in agen:
+                if isinstance(chunk, ToolCall):
+                    yield chunk
+                    if prep.one_call:
+                        break
+                    continue
                 out.prompt_tokens, out.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
                 out.finish_reason = chunk.finish_reason or out.finish_reason
                 text = stops.feed(chunk.text)

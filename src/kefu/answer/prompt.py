@@ -8,13 +8,15 @@ until the prompt fits the token budget.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from kefu.config import PersonaConfig
 
 Counter = Callable[[str], int]
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]  # OpenAI role/content dicts (assistant `tool_calls`, tool `tool_call_id` too)
 
 _CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
 _WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
@@ -41,17 +43,29 @@ def system_text(base: str, context_text: str, persona: PersonaConfig, kb_searche
     return f"{base}\n\n{no_match_note(persona)}" if kb_searched else base
 
 
-def trim(system: dict[str, str], turns: Messages, budget: int, count: Counter) -> Messages:
-    """system + the newest turns that fit `budget` tokens; the last turn is kept even if it alone is over."""
-    used = count(system["content"]) + count(turns[-1]["content"]) + 8
-    kept = [turns[-1]]
-    for msg in reversed(turns[:-1]):
-        cost = count(msg["content"]) + 4
+def last_user(turns: Messages) -> int:
+    """Index of the newest customer message (tool turns may follow it); 0 when there is none."""
+    return next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "user"), 0)
+
+
+def _cost(msg: dict[str, Any], count: Counter) -> int:
+    calls = msg.get("tool_calls")
+    return count(msg["content"] or "") + (count(json.dumps(calls, ensure_ascii=False)) if calls else 0) + 4
+
+
+def trim(system: dict[str, Any], turns: Messages, budget: int, count: Counter) -> Messages:
+    """system + the newest turns that fit `budget` tokens; the newest customer message and what follows it (tool
+    calls and results) are kept even if over."""
+    asked = last_user(turns)
+    kept = list(reversed(turns[asked:]))
+    used = count(system["content"]) + sum(_cost(m, count) for m in kept) + 4
+    for msg in reversed(turns[:asked]):
+        cost = _cost(msg, count)
         if used + cost > budget:
             break
         kept.append(msg)
         used += cost
     kept.reverse()
-    while kept[0]["role"] == "assistant" and len(kept) > 1:  # a history must start with the customer
+    while kept[0]["role"] != "user" and len(kept) > 1:  # a history starts with the customer, never mid tool call
         kept.pop(0)
     return [system, *kept]

@@ -3,7 +3,8 @@
 Every template renders an assistant message carrying a `reasoning` key as `<think>\\nREASONING\\n</think>\\n\\n`
 before its content (the SFT code passes reasoning only when train.cot is on), and every template keeps the
 property training relies on: rendering the messages up to a user turn with `add_generation_prompt=True` gives an
-exact prefix of rendering the whole conversation.
+exact prefix of rendering the whole conversation. `qwen`, `chatml` and `llama3` also render tools, tool calls and
+tool results in their family's own format (see kefu.answer.toolcalls); with no tools they render as before.
 """
 
 from __future__ import annotations
@@ -24,31 +25,90 @@ _ANSWER = (
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
+# Qwen2.5's tool calling as its own template writes it (kefu.answer.toolcalls parses the calls back): the tools in
+# the system message, each call a <tool_call> JSON block, consecutive results <tool_response> blocks of one user turn.
+_QWEN_TOOLS = (
+    "{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' + tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": '
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+)
+_QWEN_CALLS = (
+    "{%- for call in message['tool_calls'] %}{%- set call = call['function'] %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' + call['arguments'] | tojson"
+    " + '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+)
+_QWEN_RESULT = (
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+)
+
+
 def _chatml(default_system: str | None) -> str:
     system = (
-        "{%- if messages and messages[0]['role'] != 'system' %}"
-        "{{- '<|im_start|>system\\n" + default_system + "<|im_end|>\\n' }}"
-        "{%- endif %}"
-        if default_system
-        else ""
+        "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+        "{%- if messages and messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}"
+        "{%- else %}{{- '" + (default_system or "") + "' }}{%- endif %}" + _QWEN_TOOLS
     )
+    if default_system:
+        system += (
+            "{%- elif messages and messages[0]['role'] != 'system' %}"
+            "{{- '<|im_start|>system\\n" + default_system + "<|im_end|>\\n' }}"
+        )
     return (
-        system + "{%- for message in messages %}"
+        system + "{%- endif %}{%- for message in messages %}"
+        "{%- if tools and loop.first and message['role'] == 'system' %}"  # already in the tools' system message
+        "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}{{- '<|im_start|>assistant' }}"
+        "{%- if message['content'] or message.get('reasoning') %}{{- '\\n' }}"
+        + _ANSWER
+        + "{%- endif %}"
+        + _QWEN_CALLS
+        + "{{- '<|im_end|>\\n' }}"
+        "{%- elif message['role'] == 'tool' %}" + _QWEN_RESULT + "{%- else %}"
         "{{- '<|im_start|>' + message['role'] + '\\n' }}"
         "{%- if message['role'] == 'assistant' %}" + _ANSWER + "{%- else %}{{- message['content'] }}{%- endif %}"
         "{{- '<|im_end|>\\n' }}"
-        "{%- endfor %}"
+        "{%- endif %}{%- endfor %}"
         "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
     )
 
 
-_LLAMA3 = (
-    "{{- '<|begin_of_text|>' }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
-    "{%- if message['role'] == 'assistant' %}" + _ANSWER + "{%- else %}{{- message['content'] }}{%- endif %}"
-    "{{- '<|eot_id|>' }}"
+# Llama 3.1-3.3 JSON tool calling (Meta's prompt format): the functions in the system message after
+# "Environment: ipython", a call as {"name": ..., "parameters": {...}} (several joined by "; "), results in
+# `ipython` turns.
+_LLAMA3_TOOLS = (
+    "{%- if tools %}{{- '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython\\n\\n' }}"
+    "{%- if messages and messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- 'You have access to the following functions. To call a function, please respond with JSON for a function "
+    'call. Respond in the format {"name": function name, "parameters": dictionary of argument name and its '
+    "value}. Do not use variables.\\n\\n' }}"
+    "{%- for tool in tools %}{{- tool | tojson(indent=4) + '\\n\\n' }}{%- endfor %}"
+    "{{- '<|eot_id|>' }}{%- endif %}"
+)
+_LLAMA3_CALLS = (
+    "{%- for call in message['tool_calls'] %}{%- set call = call['function'] %}"
+    "{%- if not loop.first %}{{- '; ' }}{%- endif %}"
+    "{{- '{\"name\": \"' + call['name'] + '\", \"parameters\": ' + call['arguments'] | tojson + '}' }}"
     "{%- endfor %}"
+)
+_LLAMA3 = (
+    "{{- '<|begin_of_text|>' }}" + _LLAMA3_TOOLS + "{%- for message in messages %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- else %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{%- if message['role'] != 'assistant' %}{{- message['content'] }}"
+    "{%- elif not message.get('tool_calls') %}" + _ANSWER + "{%- else %}"
+    "{%- if message['content'] or message.get('reasoning') %}"
+    + _ANSWER
+    + "{{- '\\n' }}{%- endif %}"
+    + _LLAMA3_CALLS
+    + "{%- endif %}{{- '<|eot_id|>' }}"
+    "{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 

@@ -192,7 +192,7 @@ def strip_turns(conv: Conversation) -> Conversation:
 def _answers(item: Conversation | Preference) -> list[str]:
     if isinstance(item, Preference):
         return [item.chosen, item.rejected]
-    return [t.content for t in item.turns if t.role == "assistant"]
+    return [t.said() for t in item.turns if t.role == "assistant"]  # a turn that only calls tools is not empty
 
 
 def drop_reason(

@@ -5,8 +5,9 @@ Formats (keys are matched case-insensitively; `auto` picks the format from the f
   context_response  {context, response}
   cot               {Question, Complex_CoT, Response}   (the CoT goes into Turn.reasoning)
   csv               two columns: prompt,response (aliases: question,answer / 问题,答案 ...; or SourceConfig.columns)
-  sharegpt          {conversations: [{from: human|user|gpt|assistant|system, value}], system?}
-  openai            {messages: [{role: system|user|assistant, content}]}
+  sharegpt          {conversations: [{from: human|user|gpt|assistant|system|function_call|observation, value}],
+                     system?, tools?}   (tool use as LLaMA-Factory writes it, see kefu.data.tooluse)
+  openai            {messages: [{role: system|user|assistant|tool, content, tool_calls?, tool_call_id?}], tools?}
   preference        {prompt: str | [{role, content}], chosen, rejected, system?}  -> Preference
   chatlog           one row per message (see kefu.data.chatlog)
 Files may be JSONL, a JSON array or CSV, in UTF-8 (BOM or not) or GBK/GB18030 (see kefu.data.rows).
@@ -27,7 +28,8 @@ from pydantic import ValidationError
 
 from kefu.data.chatlog import conversations_from_rows, looks_like_chatlog
 from kefu.data.rows import OnProblem, Problem, RecordError, iter_rows, report
-from kefu.data.schema import Conversation, Preference, Turn
+from kefu.data.schema import Conversation, Preference, Turn, turn_order_problem
+from kefu.data.tooluse import CALL_ROLES, RESULT_ROLES, openai_calls, read_tools, result_text, sharegpt_calls
 
 Record = Conversation | Preference
 
@@ -42,7 +44,11 @@ _ROLE_NAMES = {
     "chatgpt": "assistant",
     "bot": "assistant",
     "system": "system",
+    **CALL_ROLES,
+    **RESULT_ROLES,
 }
+# A message as read: (role, content, where it is in the record, extra Turn fields: tool calls, tool_call_id...).
+Message = tuple[str, str, str] | tuple[str, str, str, dict[str, Any]]
 
 
 @dataclass
@@ -113,24 +119,37 @@ def _list(rec: dict[str, Any], key: str) -> list[Any]:
     return list(rec[key])
 
 
-def build_turns(messages: list[tuple[str, str, str]]) -> tuple[str | None, list[Turn]]:
-    """(role, content, where) triples -> (system, turns); roles must be [system] user assistant user ..."""
+def build_turns(messages: Sequence[Message]) -> tuple[str | None, list[Turn]]:
+    """Messages -> (system, turns); roles must be [system] user assistant user ..., an assistant's tool calls
+    followed by their results (see Conversation)."""
     system: str | None = None
     turns: list[Turn] = []
-    for i, (role, content, where) in enumerate(messages):
+    for i, (role, content, where, *extra) in enumerate(messages):
         if role == "system":
             if i != 0:
                 raise RecordError(where, "a system message may only come first")
             system = content
             continue
-        expected = "user" if not turns or turns[-1].role == "assistant" else "assistant"
-        if role != expected:
-            problem = "must start with a user turn" if not turns else f"two '{role}' turns in a row"
+        turn = Turn(role=role, content=content, **(extra[0] if extra else {}))  # type: ignore[arg-type]
+        problem = "must start with a user turn" if not turns and role != "user" else None
+        problem = problem or (turn_order_problem(turns[-1], turn) if turns else None)
+        if problem:
             raise RecordError(where, f"role order: {problem}")
-        turns.append(Turn(role=role, content=content))  # type: ignore[arg-type]
+        _check_call_id(turns, turn, where)
+        turns.append(turn)
     if not turns:
         raise RecordError(messages[0][2] if messages else "turns", "no user or assistant message")
     return system, turns
+
+
+def _check_call_id(turns: list[Turn], turn: Turn, where: str) -> None:
+    """A tool result naming a call id answers a call of the assistant turn before its results."""
+    if turn.role != "tool" or turn.tool_call_id is None:
+        return
+    caller = next(t for t in reversed(turns) if t.role != "tool")
+    if turn.tool_call_id not in {c.id for c in caller.tool_calls}:
+        field = where.rpartition(".")[0] + ".tool_call_id"
+        raise RecordError(field, f"{turn.tool_call_id!r} answers no call of the assistant turn before it")
 
 
 def _messages(rec: dict[str, Any], key: str, role_key: str, text_key: str, soft: list[tuple[str, str]]) -> list[Any]:
@@ -144,11 +163,26 @@ def _messages(rec: dict[str, Any], key: str, role_key: str, text_key: str, soft:
         role = _ROLE_NAMES.get(raw_role.strip().lower())
         if role is None:
             raise RecordError(f"{where}.{role_key}", f"unknown role '{raw_role}'")
-        content = _content(msg, text_key, where)
-        if not content.strip() and role == "assistant":
+        content, extra = _tool_parts(msg, raw_role.strip().lower(), text_key, where)
+        if content is None:
+            content = _content(msg, text_key, where)
+        if not content.strip() and role == "assistant" and not extra.get("tool_calls"):
             soft.append((f"{where}.{text_key}", "empty"))
-        out.append((role, content, f"{where}.{role_key}"))
+        out.append((role, content, f"{where}.{role_key}", extra))
     return out
+
+
+def _tool_parts(msg: dict[str, Any], raw_role: str, text_key: str, where: str) -> tuple[str | None, dict[str, Any]]:
+    """(content when the tool parts decide it, extra Turn fields) of a call or result message; (None, {}) else."""
+    if raw_role in CALL_ROLES:  # ShareGPT: the whole value is the call
+        return "", {"tool_calls": sharegpt_calls(msg.get(text_key), f"{where}.{text_key}")}
+    if raw_role in RESULT_ROLES:
+        extra = {k: str(msg[k]) for k in ("tool_call_id", "name") if msg.get(k)}
+        return result_text(msg.get(text_key), f"{where}.{text_key}"), extra
+    calls = openai_calls(msg, where)
+    if calls:  # an OpenAI assistant message that only calls tools has content null
+        return (_content(msg, text_key, where) if msg.get(text_key) is not None else ""), {"tool_calls": calls}
+    return None, {}
 
 
 def _content(msg: dict[str, Any], key: str, where: str) -> str:
@@ -165,11 +199,14 @@ def _content(msg: dict[str, Any], key: str, where: str) -> str:
 
 
 def _conversation(
-    system: str | None, turns: list[Turn], soft: list[tuple[str, str]], where: str = "turns"
-) -> Converted:
-    if turns[-1].role == "user":
-        soft.append((where, "ends with a user turn (no answer)"))
-    return Converted(Conversation(system=system or None, turns=turns), soft)
+    system: str | None, turns: list[Turn], soft: list[tuple[str, str]], where: str = "turns",
+    tools: list[dict[str, Any]] | None = None,
+) -> Converted:  # fmt: skip
+    if turns[-1].tool_calls:
+        raise RecordError(where, "the last turn calls tools but no tool result follows")
+    if turns[-1].role != "assistant":
+        soft.append((where, f"ends with a {turns[-1].role} turn (no answer)"))
+    return Converted(Conversation(system=system or None, turns=turns, tools=tools), soft)
 
 
 def from_alpaca(rec: dict[str, Any]) -> Converted:
@@ -199,13 +236,14 @@ def from_pair(rec: dict[str, Any], prompt_key: str, response_key: str, reasoning
 def from_sharegpt(rec: dict[str, Any]) -> Converted:
     soft: list[tuple[str, str]] = []
     system, turns = build_turns(_messages(rec, "conversations", "from", "value", soft))
-    return _conversation(system or _text(rec, "system", [], required=False), turns, soft, "conversations")
+    system = system or _text(rec, "system", [], required=False)
+    return _conversation(system, turns, soft, "conversations", read_tools(rec.get("tools")))
 
 
 def from_openai(rec: dict[str, Any]) -> Converted:
     soft: list[tuple[str, str]] = []
     system, turns = build_turns(_messages(rec, "messages", "role", "content", soft))
-    return _conversation(system, turns, soft, "messages")
+    return _conversation(system, turns, soft, "messages", read_tools(rec.get("tools")))
 
 
 def _answer(rec: dict[str, Any], key: str, soft: list[tuple[str, str]]) -> str:

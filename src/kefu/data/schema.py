@@ -1,23 +1,64 @@
-"""Canonical data shapes. Every reader converts into these; everything downstream sees only these."""
+"""Canonical data shapes. Every reader converts into these; everything downstream sees only these.
+
+Tool use (function calling) is part of a Conversation: `tools` holds the OpenAI function definitions the assistant
+could call, an assistant turn may carry `tool_calls` (its content then is what it said besides the calls, often
+empty), and each call's result is a `tool` turn right after it. As JSONL in the `openai` format:
+
+    {"tools": [{"type": "function", "function": {"name": "get_order", "description": "...", "parameters": {...}}}],
+     "messages": [
+       {"role": "system", "content": "..."},                       (optional)
+       {"role": "user", "content": "我的订单 DD20260101 到哪了"},
+       {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+           "function": {"name": "get_order", "arguments": "{\"order_id\": \"DD20260101\"}"}}]},
+       {"role": "tool", "tool_call_id": "call_1", "content": "{\"status\": \"shipped\", ...}"},
+       {"role": "assistant", "content": "您的订单已发货……"}]}
+
+(`arguments` may be a JSON string, as the OpenAI API sends it, or an object.) Training puts the loss on the
+assistant's turns (calls and answers), never on tool results.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]
+
+
+class ToolCall(BaseModel):
+    """One function call the assistant makes."""
+
+    id: str | None = Field(default=None, description="The call's id; the tool turn answering it repeats it.")
+    name: str = Field(min_length=1, description="The function called (one of the conversation's `tools`).")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="The call's arguments, a JSON object.")
+
+    def arguments_json(self) -> str:
+        """The arguments as the OpenAI API carries them: a JSON string (non-ASCII kept readable)."""
+        return json.dumps(self.arguments, ensure_ascii=False)
 
 
 class Turn(BaseModel):
     """One message of a conversation."""
 
-    role: Role = Field(description="Who speaks: 'user' (the customer) or 'assistant' (the shop's assistant).")
-    content: str = Field(description="The message text.")
+    role: Role = Field(
+        description="Who speaks: 'user' (the customer), 'assistant' (the shop's assistant) or 'tool' (a function's "
+        "result, answering the assistant's call just before it)."
+    )
+    content: str = Field(description="The message text (an assistant turn that only calls tools: empty).")
     reasoning: str | None = Field(
         default=None,
         description="Optional chain-of-thought for an assistant turn; rendered as reasoning only when train.cot is on.",
     )
+    tool_calls: list[ToolCall] = Field(default_factory=list, description="Assistant turns: the functions it calls.")
+    tool_call_id: str | None = Field(default=None, description="Tool turns: the id of the call this result answers.")
+    name: str | None = Field(default=None, description="Tool turns: the function that produced this result.")
+
+    def said(self) -> str:
+        """Everything the turn says, calls included: what dedup, length and empty-answer checks look at."""
+        calls = [json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False) for c in self.tool_calls]
+        return "\n".join([self.content, *calls]) if calls else self.content
 
 
 class Conversation(BaseModel):
@@ -25,6 +66,11 @@ class Conversation(BaseModel):
 
     system: str | None = Field(default=None, description="System prompt; the persona's prompt is used when absent.")
     turns: list[Turn] = Field(description="Messages in order, starting with a user turn.")
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Functions the assistant may call, OpenAI style: {type: function, function: {name, description, "
+        "parameters}}; rendered into the prompt by the model's chat template.",
+    )
     meta: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata (source, topic, id...).")
 
     @model_validator(mode="after")
@@ -33,18 +79,49 @@ class Conversation(BaseModel):
             raise ValueError("a conversation needs at least one turn")
         if self.turns[0].role != "user":
             raise ValueError("the first turn must be from the user")
-        for prev, cur in zip(self.turns, self.turns[1:], strict=False):
-            if prev.role == cur.role:
-                raise ValueError(f"two '{cur.role}' turns in a row: roles must alternate user/assistant")
+        for i, (prev, cur) in enumerate(zip(self.turns, self.turns[1:], strict=False), start=1):
+            problem = turn_order_problem(prev, cur)
+            if problem:
+                raise ValueError(f"turns[{i}]: {problem} (roles must alternate user/assistant)")
+        if self.turns[-1].tool_calls:
+            raise ValueError("the last turn calls tools but no tool result follows")
+        self._check_call_ids()
         return self
+
+    def _check_call_ids(self) -> None:
+        """A tool result naming a call id must answer a call of the assistant turn just before its results."""
+        ids: set[str | None] = set()
+        for i, turn in enumerate(self.turns):
+            if turn.tool_calls:
+                ids = {c.id for c in turn.tool_calls}
+            elif turn.role == "tool" and turn.tool_call_id is not None and turn.tool_call_id not in ids:
+                raise ValueError(f"turns[{i}]: tool_call_id {turn.tool_call_id!r} answers no call of the turn before")
 
     @property
     def has_answer(self) -> bool:
-        return any(t.role == "assistant" and t.content.strip() for t in self.turns)
+        return any(t.role == "assistant" and t.said().strip() for t in self.turns)
 
     def text(self) -> str:
-        """All turn contents joined: what dedup and length filters look at."""
-        return "\n".join(t.content for t in self.turns)
+        """All turn contents joined (tool calls included): what dedup and length filters look at."""
+        return "\n".join(t.said() for t in self.turns)
+
+
+def turn_order_problem(prev: Turn, cur: Turn) -> str | None:
+    """What is wrong with `cur` following `prev`, or None: users and assistants alternate, and an assistant's tool
+    calls are followed by their tool results (one or more tool turns) before the assistant speaks again."""
+    if prev.tool_calls and cur.role != "tool":
+        return f"a '{cur.role}' turn follows tool calls: their results (role 'tool') must come first"
+    if cur.role == "tool":
+        if not (prev.tool_calls or prev.role == "tool"):
+            return "a tool result must follow an assistant turn with tool_calls (or another tool result)"
+        return None
+    if cur.tool_calls and cur.role != "assistant":
+        return "only assistant turns call tools"
+    if prev.role == cur.role:
+        return f"two '{cur.role}' turns in a row"
+    if prev.role == "tool" and cur.role == "user":
+        return "a 'user' turn right after a tool result: the assistant answers with it first"
+    return None
 
 
 class Preference(BaseModel):

@@ -24,7 +24,9 @@ from sqlalchemy.exc import IntegrityError
 
 from kefu.answer.engines.base import GenParams
 from kefu.answer.pipeline import AnswerPipeline, Outcome, Prepared
+from kefu.answer.toolcalls import ToolsUnsupported
 from kefu.config import KefuConfig
+from kefu.data.schema import ToolCall
 from kefu.serve import audit, handoff, sessions
 from kefu.serve.audit import AuditWriter
 from kefu.serve.cache import Cached, ResponseCache
@@ -46,7 +48,7 @@ class Ask:
     conversation_id: str
     key: KeyInfo | None
     user_id: str | None
-    earlier: list[dict[str, str]]  # turns the client sent before the new ones (used when nothing is stored)
+    earlier: list[dict[str, Any]]  # turns the client sent before the new ones (used when nothing is stored)
     new_user: list[str]
     params: GenParams
     version: Version
@@ -55,6 +57,12 @@ class Ask:
     cacheable: bool = False
     route: str = "chat.completions"
     fresh: bool = False  # the server generated the conversation id
+    # With tools: the new turns as sent (user messages, the assistant's calls, their results), the client's tools
+    # (None: the model is shown none) and whether one answer may hold several calls.
+    new_turns: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    parallel_tool_calls: bool = True
+    force_tool: bool | str = False  # tool_choice "required" (True) or the named function: the answer is a call
 
 
 @dataclass
@@ -112,15 +120,20 @@ class Pipeline:
             status, owner = await asyncio.to_thread(sessions.conversation_status, self.store, cid)
         if status is not None and ask.key is not None and owner not in (None, ask.key.id) and not ask.key.can("admin"):
             raise ApiError(404, f"conversation {cid!r} not found", "conversation_not_found", "kefu.conversation_id")
-        new = [{"role": "user", "content": t} for t in ask.new_user]
+        new = ask.new_turns or [{"role": "user", "content": t} for t in ask.new_user]
         if status == "handoff":
             ticket = await asyncio.to_thread(handoff.open_ticket_for, self.store, cid)
             plan = Plan(ask, started, self.answerer.with_agent(new, started))
             plan.handoff = {"status": "with_agent", "ticket_id": ticket, "reason": None}
             return plan
-        stored = await asyncio.to_thread(sessions.history, self.store, cid) if status else []
-        history = stored or ask.earlier
+        stored = await asyncio.to_thread(sessions.history, self.store, cid) if status and not ask.new_turns else []
+        history = stored or ask.earlier  # a turn with tool calls runs on the client's copy: the store has no calls
         prep = self.answerer.screen([*history, *new], ask.handoff_requested, started, customer_id=ask.user_id)
+        try:
+            await self.answerer.use_tools(prep, ask.tools, ask.params.model, ask.force_tool)
+        except ToolsUnsupported as e:
+            raise ApiError(400, str(e), "tools_unsupported", "tools") from e
+        prep.one_call = not ask.parallel_tool_calls
         plan = Plan(ask, started, prep)
         for hit in plan.prep.verdict.hits:
             self.metrics.guard_hits.labels(hit).inc()
@@ -155,8 +168,8 @@ class Pipeline:
         await asyncio.to_thread(self.answerer.ground, prep)
 
     # ------------------------------------------------------------------ run
-    async def run(self, plan: Plan, index: int) -> AsyncIterator[str]:
-        """The text of choice `index`, as the customer may see it."""
+    async def run(self, plan: Plan, index: int) -> AsyncIterator[str | ToolCall]:
+        """The text of choice `index`, as the customer may see it, and the calls of the client's tools."""
         out = plan.outcomes[index]
         if plan.cached is not None:
             out.text, out.ttft = plan.cached.text, time.perf_counter() - plan.started
@@ -165,7 +178,7 @@ class Pipeline:
         params = plan.ask.params
         if index and params.seed is not None:
             params = dataclasses.replace(params, seed=params.seed + index)  # n choices must differ when seeded
-        async for piece in self.answerer.stream(plan.prep, params, out):
+        async for piece in self.answerer.stream_parts(plan.prep, params, out):
             yield piece
 
     # ------------------------------------------------------------------ finish
@@ -177,7 +190,8 @@ class Pipeline:
         silent = plan.handoff is not None and plan.handoff["status"] == "with_agent"
         answer = None if silent else first.text  # notices and guarded answers: already free of PII
         key_id = ask.key.id if ask.key else None
-        users = [t["content"] for t in prep.turns[-len(ask.new_user) :]]
+        new = prep.turns[-len(ask.new_turns or ask.new_user) :]
+        users = [t["content"] for t in new if t["role"] == "user"]
         actor = f"key:{key_id}" if key_id else "anonymous"
 
         def events(message_id: int | None) -> list[audit.Event]:
@@ -227,6 +241,7 @@ class Pipeline:
             "ttft_ms": None if first.ttft is None else round(first.ttft * 1000, 1),
             "tokens": {"prompt": first.prompt_tokens, "completion": first.completion_tokens},
             "actions": prep.actions,
+            "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in first.tool_calls],
         }
 
     def _observe(self, plan: Plan) -> None:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Open(BaseModel):
@@ -20,9 +20,25 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class FunctionCall(_Open):
+    name: str = Field(min_length=1)
+    arguments: str = Field(default="{}", description="The call's arguments as a JSON string (OpenAI's shape).")
+
+
+class ToolCallOut(_Open):
+    """An assistant message's tool call, as clients send it back in the history."""
+
+    id: str = Field(default="", max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Open):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallOut] | None = Field(default=None, description="Assistant messages: the calls it made.")
+    tool_call_id: str | None = Field(default=None, max_length=128, description="Tool messages: the call answered.")
+    name: str | None = Field(default=None, max_length=128)
 
     def text(self) -> str:
         """Content as plain text; multi-part content keeps its text parts."""
@@ -46,6 +62,34 @@ class KefuRequest(_Open):
     handoff: bool = Field(default=False, description="The customer asks for a human agent explicitly.")
 
 
+class FunctionDef(_Open):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Open):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+    def spec(self) -> dict[str, Any]:
+        """The definition as chat templates render it (OpenAI's shape, unset fields left out)."""
+        fn = self.function
+        params = fn.parameters if fn.parameters is not None else {"type": "object", "properties": {}}
+        return {"type": "function", "function": {"name": fn.name, "description": fn.description or "",
+                                                 "parameters": params}}  # fmt: skip
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"] = "function"
+    function: dict[str, str]  # {"name": ...}
+
+    @property
+    def name(self) -> str:
+        return self.function.get("name", "")
+
+
 class ChatCompletionRequest(_Open):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -59,7 +103,36 @@ class ChatCompletionRequest(_Open):
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=8)
     user: str | None = None
+    tools: list[ToolDef] | None = Field(default=None, max_length=64)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     kefu: KefuRequest | None = None
+
+    def offered_tools(self) -> list[dict[str, Any]] | None:
+        """The tools the model is shown: none for tool_choice "none", only the named one for a named choice."""
+        choice = self.tool_choice
+        if not self.tools or choice == "none":
+            return None
+        specs = [t.spec() for t in self.tools]
+        if isinstance(choice, NamedToolChoice):
+            specs = [s for s in specs if s["function"]["name"] == choice.name]
+        return specs
+
+    def forced_tool(self) -> bool | str:
+        """tool_choice "required": True; a named function: its name; otherwise False (the model decides)."""
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return choice.name
+        return choice == "required"
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if choice not in (None, "none") and not self.tools:
+            raise ValueError("tool_choice is only allowed when tools are specified")
+        if isinstance(choice, NamedToolChoice) and choice.name not in {t.function.name for t in self.tools or []}:
+            raise ValueError(f"tool_choice names function {choice.name!r}, which is not in tools")
+        return self
 
     @field_validator("stop")
     @classmethod

@@ -4,7 +4,9 @@ The label mask comes from rendering the conversation incrementally: for every as
 conversation up to that turn with the generation prompt (everything the model is *given*) and up to the end of the
 turn (everything it must *produce*). The tokens between the two are the answer, including the end-of-turn token and
 excluding the role header. This works for any template as long as it renders conversations as growing prefixes,
-which we verify instead of assuming.
+which we verify instead of assuming. Tool results (role `tool`) are given, never learned; the assistant's tool calls
+are learned like its answers. Rendering goes through kefu.answer.toolcalls.render, the function the local serving
+engines use too, so training and serving see the same text.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kefu.answer.toolcalls import message_of, render
 from kefu.data.schema import Conversation
 from kefu.errors import KefuError
 
@@ -35,23 +38,27 @@ class Record:
     where: str
 
 
-def to_messages(conv: Conversation, *, system: str | None, cot: bool) -> list[dict[str, str]]:
+def to_messages(conv: Conversation, *, system: str | None, cot: bool) -> list[dict[str, Any]]:
     """Chat-template messages; `reasoning` is passed only when CoT is on, so the template renders it or not."""
-    messages = [{"role": "system", "content": system}] if system else []
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for turn in conv.turns:
-        msg = {"role": turn.role, "content": turn.content}
+        msg = message_of(turn)
         if cot and turn.role == "assistant" and turn.reasoning:
             msg["reasoning"] = turn.reasoning
         messages.append(msg)
     return messages
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], *, prompt: bool, template: str) -> str:
+def _render(
+    tokenizer: Any, messages: list[dict[str, Any]], *, prompt: bool, template: str,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:  # fmt: skip
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+        return render(tokenizer, messages, tools, add_generation_prompt=prompt)
+    except KefuError:
+        raise
     except Exception as e:  # jinja raises TemplateError/TypeError/ValueError for unsupported roles or shapes
         raise KefuError(f"chat template '{template}' cannot render this conversation: {e}") from e
-    return str(text)
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -68,16 +75,18 @@ def _not_prefix(template: str, turn: int, what: str) -> KefuError:
 
 
 def _answer_spans(
-    tokenizer: Any, messages: list[dict[str, str]], full: list[int], template: str
-) -> list[tuple[int, int]]:
-    """[start, end) token spans of every assistant answer in `full`."""
+    tokenizer: Any, messages: list[dict[str, Any]], full: list[int], template: str,
+    tools: list[dict[str, Any]] | None = None,
+) -> list[tuple[int, int]]:  # fmt: skip
+    """[start, end) token spans of every assistant answer (tool calls included) in `full`."""
     spans = []
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        given = _ids(tokenizer, _render(tokenizer, messages[:i], prompt=True, template=template))
+        given = _ids(tokenizer, _render(tokenizer, messages[:i], prompt=True, template=template, tools=tools))
         # Whitespace after the end-of-turn token is never generated (decoding stops at the end token): leave it out.
-        produced = _ids(tokenizer, _render(tokenizer, messages[: i + 1], prompt=False, template=template).rstrip())
+        upto = _render(tokenizer, messages[: i + 1], prompt=False, template=template, tools=tools)
+        produced = _ids(tokenizer, upto.rstrip())
         turn = sum(m["role"] == "assistant" for m in messages[: i + 1])
         if full[: len(given)] != given:
             raise _not_prefix(template, turn, "the prompt")
@@ -87,7 +96,7 @@ def _answer_spans(
     return spans
 
 
-def _check_reasoning(tokenizer: Any, messages: list[dict[str, str]], full: list[int], template: str) -> None:
+def _check_reasoning(tokenizer: Any, messages: list[dict[str, Any]], full: list[int], template: str) -> None:
     text = tokenizer.decode(full)
     for msg in messages:
         # Compare a short head: some templates strip or re-space the reasoning text they render.
@@ -111,13 +120,14 @@ def encode_conversation(
         messages.pop()  # a trailing user turn has no answer to learn from
     if not messages:
         raise KefuError("conversation has no assistant answer to train on")
-    full = _ids(tokenizer, _render(tokenizer, messages, prompt=False, template=template).rstrip())
+    tools = conv.tools or None
+    full = _ids(tokenizer, _render(tokenizer, messages, prompt=False, template=template, tools=tools).rstrip())
     if len(full) > max_len:
         raise SampleTooLong(len(full), max_len)
     if cot:
         _check_reasoning(tokenizer, messages, full, template)
     labels = [IGNORE] * len(full)
-    for start, end in _answer_spans(tokenizer, messages, full, template):
+    for start, end in _answer_spans(tokenizer, messages, full, template, tools):
         labels[start:end] = full[start:end]
     return {"input_ids": full, "labels": labels}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass
@@ -19,6 +19,10 @@ class GenParams:
     # Which deployed model answers: an adapter or merged-model folder (local engine) or an upstream model name.
     # None means the engine's base model. The gateway fills it from the routed model version.
     model: str | None = None
+    # Functions the model may call (OpenAI tool definitions), rendered by the chat template (kefu.answer.toolcalls).
+    tools: list[dict[str, Any]] | None = None
+    # Text the answer starts with: appended to the rendered prompt and continued (forces a tool call's start).
+    prefix: str = ""
 
 
 @dataclass
@@ -36,8 +40,9 @@ class Engine(Protocol):
 
     name: str
 
-    def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
-        """Yield chunks of the assistant's answer to `messages` (OpenAI role/content dicts)."""
+    def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
+        """Yield chunks of the assistant's answer to `messages` (OpenAI role/content dicts; tool_calls and tool
+        messages when the conversation uses tools)."""
         ...
 
 

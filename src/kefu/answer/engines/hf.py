@@ -22,6 +22,7 @@ from typing import Any
 
 from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
 from kefu.answer.engines.queued import Request, relay
+from kefu.answer.toolcalls import ToolFormat, render, tool_format
 from kefu.config import KefuConfig
 
 log = logging.getLogger("kefu.answer.hf")
@@ -108,15 +109,27 @@ class HFEngine:
             self.model.set_adapter(adapter)
 
     # ------------------------------------------------------------------ requests
-    async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
         if params.model is not None and params.model not in self._adapters and params.model not in self._merged:
             await asyncio.to_thread(self._ensure, params.model)
-        tok = self._merged[params.model][1] if params.model in self._merged else self.tok
-        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tok.encode(prompt, add_special_tokens=False)
+        ids = self.prompt_ids(messages, params)
         req = Request(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
         async for chunk in relay(req, self._pending):
             yield chunk
+
+    def prompt_ids(self, messages: list[dict[str, Any]], params: GenParams) -> list[int]:
+        """The prompt's token ids, rendered by kefu.answer.toolcalls.render as in training (the parity tests)."""
+        tok = self._tokenizer(params.model)
+        text = render(tok, messages, params.tools, add_generation_prompt=True) + params.prefix
+        return list(tok.encode(text, add_special_tokens=False))
+
+    def _tokenizer(self, target: str | None) -> Any:
+        return self._merged[target][1] if target in self._merged else self.tok
+
+    async def tool_format(self, target: str | None) -> ToolFormat:
+        """How the model version's chat template writes tool calls (ToolsUnsupported when it does not)."""
+        await self.prepare_model(target)
+        return tool_format(self._tokenizer(target))
 
     async def close(self) -> None:
         self._pending.put(None)

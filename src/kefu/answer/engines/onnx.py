@@ -27,6 +27,7 @@ from typing import Any
 
 from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
 from kefu.answer.engines.queued import Request, relay
+from kefu.answer.toolcalls import ToolFormat, render, tool_format
 from kefu.config import KefuConfig
 
 log = logging.getLogger("kefu.answer.onnx")
@@ -146,18 +147,23 @@ class OnnxEngine:
         return _Version(og.Model(str(folder)), tok, eos, int(context))
 
     # ------------------------------------------------------------------ requests
-    async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
         version = self._versions.get(params.model)
         if version is None:
             try:
                 version = await asyncio.to_thread(self._ensure, params.model)
             except Exception as e:  # a version that cannot be exported or loaded: the gateway answers 503
                 raise EngineUnavailable(f"model version {params.model}: {e}") from e
-        prompt = version.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt = render(version.tok, messages, params.tools, add_generation_prompt=True) + params.prefix
         ids = version.tok.encode(prompt, add_special_tokens=False)
         req = _Req(ids=ids, params=params, target=params.model, loop=asyncio.get_running_loop(), out=asyncio.Queue())
         async for chunk in relay(req, self._pending):  # type: ignore[arg-type]
             yield chunk
+
+    async def tool_format(self, target: str | None) -> ToolFormat:
+        """How the model version's chat template writes tool calls (ToolsUnsupported when it does not)."""
+        version = await asyncio.to_thread(self._ensure, target)
+        return tool_format(version.tok)
 
     async def close(self) -> None:
         self._pending.put(None)

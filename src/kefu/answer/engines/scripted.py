@@ -6,8 +6,10 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
+from kefu.answer.toolcalls import ToolFormat, ToolsUnsupported
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Reply:
 class Call:
     """What the engine was asked: tests assert on the prompt the gateway built."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     params: GenParams
     cancelled: bool = False
     pieces_sent: int = 0
@@ -45,6 +47,12 @@ class ScriptedEngine:
     default: Reply | None = None
     name: str = "scripted"
     calls: list[Call] = field(default_factory=list)
+    tool_calls_as: ToolFormat | None = "qwen"  # the tool-call format its scripted model writes; None: no tools
+
+    async def tool_format(self, target: str | None) -> ToolFormat:
+        if self.tool_calls_as is None:
+            raise ToolsUnsupported("scripted engine: set tool_calls_as to script tool calls")
+        return self.tool_calls_as
 
     def queue(self, *replies: Reply | str) -> None:
         for r in replies:
@@ -61,7 +69,7 @@ class ScriptedEngine:
             raise EngineUnavailable("scripted engine: no reply queued")
         return self.default
 
-    async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
         call = Call(messages=[dict(m) for m in messages], params=params)
         self.calls.append(call)
         reply = self._next()
@@ -69,7 +77,7 @@ class ScriptedEngine:
             raise EngineUnavailable(reply.fail)
         if reply.crash:
             raise RuntimeError(reply.crash)
-        prompt_tokens = sum(len(m["content"]) for m in messages)
+        prompt_tokens = sum(len(m["content"] or "") for m in messages)
         pieces = list(reply.pieces)[: max(params.max_tokens, 0)]
         truncated = len(pieces) < len(reply.pieces)
         try:

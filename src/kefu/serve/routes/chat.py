@@ -20,12 +20,14 @@ from fastapi.responses import StreamingResponse
 
 from kefu.answer.engines.base import EngineUnavailable, GenParams
 from kefu.answer.pipeline import Outcome
+from kefu.data.schema import ToolCall
 from kefu.guard.lang import detect_lang
 from kefu.guard.notices import notice
 from kefu.serve import handoff
 from kefu.serve.auth import ChatKey
 from kefu.serve.errors import ApiError, error_body
 from kefu.serve.keys import KeyInfo
+from kefu.serve.messages import conversation_turns
 from kefu.serve.pipeline import Ask, Pipeline, Plan
 from kefu.serve.protocol import (
     ChatCompletion,
@@ -61,20 +63,25 @@ def resolve_version(request: Request, model: str, sticky: str) -> Version:
     raise ApiError(404, f"model {model!r} does not exist; see GET /v1/models", "model_not_found", "model")
 
 
-def _split(req: ChatCompletionRequest) -> tuple[list[dict[str, str]], list[str]]:
-    """(earlier turns, new user messages): new = user messages after the last assistant message."""
-    turns = [{"role": m.role, "content": m.text()} for m in req.messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1]["role"] != "user":
-        raise ApiError(400, "the last message must be a user message", "invalid_messages", "messages")
+def _split(req: ChatCompletionRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(earlier turns, new turns): new = what follows the last assistant answer (an assistant message without tool
+    calls): the customer's messages, and with tools the assistant's calls and their results."""
+    turns = conversation_turns(req.messages)
+    if not turns or turns[-1]["role"] not in ("user", "tool"):
+        raise ApiError(400, "the last message must be a user (or tool) message", "invalid_messages", "messages")
     cut = len(turns)
-    while cut > 0 and turns[cut - 1]["role"] == "user":
+    while cut > 0 and not (turns[cut - 1]["role"] == "assistant" and not turns[cut - 1].get("tool_calls")):
         cut -= 1
-    return turns[:cut], [t["content"] for t in turns[cut:]]
+    if not any(t["role"] == "user" for t in turns[cut:]):
+        raise ApiError(400, "no user message after the last assistant answer", "invalid_messages", "messages")
+    return turns[:cut], turns[cut:]
 
 
 def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
     cfg = request.app.state.kefu.cfg
-    earlier, new_user = _split(req)
+    earlier, new = _split(req)
+    new_user = [t["content"] for t in new if t["role"] == "user"]
+    with_tools = bool(req.tools) or any(t["role"] != "user" for t in new)
     max_tokens = req.max_tokens or req.max_completion_tokens or cfg.serve.max_new_tokens
     if max_tokens > MAX_TOKENS_LIMIT:
         raise ApiError(400, f"max_tokens {max_tokens} is over the limit of {MAX_TOKENS_LIMIT}", "invalid_value",
@@ -88,11 +95,13 @@ def to_ask(request: Request, req: ChatCompletionRequest, key: KeyInfo) -> Ask:
         max_tokens=max_tokens, temperature=req.temperature if req.temperature is not None else 0.0,
         top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed, stop=req.stops(), model=version.target,
     )  # fmt: skip
-    cacheable = params.temperature == 0.0 and req.seed is None and req.n == 1
+    cacheable = params.temperature == 0.0 and req.seed is None and req.n == 1 and not with_tools
+    stored = bool(ext and ext.conversation_id) and not with_tools  # a tool turn runs on the client's history
     return Ask(
-        conversation_id=cid, key=key, user_id=user_id, earlier=earlier if not (ext and ext.conversation_id) else [],
-        new_user=new_user, params=params, version=version, n=req.n, handoff_requested=bool(ext and ext.handoff),
-        cacheable=cacheable, fresh=not (ext and ext.conversation_id),
+        conversation_id=cid, key=key, user_id=user_id, earlier=[] if stored else earlier, new_user=new_user,
+        params=params, version=version, n=req.n, handoff_requested=bool(ext and ext.handoff), cacheable=cacheable,
+        fresh=not (ext and ext.conversation_id), new_turns=new if with_tools else None, tools=req.offered_tools(),
+        parallel_tool_calls=req.parallel_tool_calls is not False, force_tool=req.forced_tool(),
     )  # fmt: skip
 
 
@@ -114,13 +123,13 @@ async def _collect(pipeline: Pipeline, plan: Plan, index: int) -> None:
         pass
 
 
-async def merged(pipeline: Pipeline, plan: Plan) -> AsyncIterator[tuple[int, str]]:
-    """(choice index, text) from all n choices as they come; one choice needs no task machinery."""
+async def merged(pipeline: Pipeline, plan: Plan) -> AsyncIterator[tuple[int, str | ToolCall]]:
+    """(choice index, text or tool call) from all n choices as they come; one choice needs no task machinery."""
     if plan.ask.n == 1:
         async for piece in pipeline.run(plan, 0):
             yield 0, piece
         return
-    queue: asyncio.Queue[tuple[int, str | BaseException | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, str | ToolCall | BaseException | None]] = asyncio.Queue()
 
     async def pump(i: int) -> None:
         try:
@@ -143,6 +152,29 @@ async def merged(pipeline: Pipeline, plan: Plan) -> AsyncIterator[tuple[int, str
     finally:
         for t in tasks:
             t.cancel()
+
+
+def message(out: Outcome) -> dict[str, Any]:
+    """A choice's assistant message; with tool calls, content is null when the model said nothing else."""
+    if not out.tool_calls:
+        return {"role": "assistant", "content": out.text}
+    calls = [tool_call_dict(c) for c in out.tool_calls]
+    return {"role": "assistant", "content": out.text.strip() or None, "tool_calls": calls}
+
+
+def tool_call_dict(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json()}}
+
+
+def deltas(piece: str | ToolCall, calls: list[int], choice: int) -> list[dict[str, Any]]:
+    """The stream deltas of one piece: text as content; a tool call as OpenAI streams one (its id, type and name
+    first with empty arguments, then the arguments)."""
+    if isinstance(piece, str):
+        return [{"content": piece}]
+    k, calls[choice] = calls[choice], calls[choice] + 1
+    head = {"index": k, "id": piece.id, "type": "function", "function": {"name": piece.name, "arguments": ""}}
+    body = {"index": k, "function": {"arguments": piece.arguments_json()}}
+    return [{"tool_calls": [head]}, {"tool_calls": [body]}]
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
@@ -178,11 +210,13 @@ async def _stream(
                 _sse(chunk_dict(cid, model, created, i, {"role": "assistant", "content": ""}))
                 for i in range(plan.ask.n)
             )
+            calls = [0] * plan.ask.n  # tool calls sent so far, per choice: the index of the next one
             if first is not None:
-                opening += _sse(chunk_dict(cid, model, created, first[0], {"content": first[1]}))
+                i, piece = first
+                opening += b"".join(_sse(chunk_dict(cid, model, created, i, d)) for d in deltas(piece, calls, i))
             yield opening
-            async for i, text in pieces:
-                yield _sse(chunk_dict(cid, model, created, i, {"content": text}))
+            async for i, piece in pieces:
+                yield b"".join(_sse(chunk_dict(cid, model, created, i, d)) for d in deltas(piece, calls, i))
             await svc.pipeline.finish(plan)
             yield _closing(req, plan, cid, created) + b"data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
@@ -229,10 +263,7 @@ async def chat_completions(
     if isinstance(result, StreamingResponse):
         return result
     plan = result
-    choices = [
-        Choice(index=i, message={"role": "assistant", "content": o.text}, finish_reason=o.finish_reason)
-        for i, o in enumerate(plan.outcomes)
-    ]
+    choices = [Choice(index=i, message=message(o), finish_reason=o.finish_reason) for i, o in enumerate(plan.outcomes)]
     return ChatCompletion(
         id=completion_id(), created=now(), model=req.model, choices=choices, usage=usage(plan), kefu=kefu_field(plan)
     )
