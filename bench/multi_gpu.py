@@ -238,6 +238,7 @@ def main() -> None:
     print(f"\n{device_name(cuda)}: global batch {a.global_batch} x {a.seq} tokens, {a.steps} steps\n")
     print_table(results)
     if a.out:
+        sys.path.insert(0, str(ROOT / "src"))  # as the children get it: kefu need not be installed (the GPU image)
         from kefu.io import write_json
 
         meta = {"device": device_name(cuda), "global_batch": a.global_batch, "seq": a.seq, "steps": a.steps}
