@@ -12,7 +12,7 @@ import pytest
 
 from kefu.answer.engines.base import GenParams
 from kefu.answer.engines.onnx import OnnxEngine
-from kefu.answer.onnx_export import ensure_export
+from kefu.answer.onnx_export import ensure_export, export_key, folder_identity
 from kefu.errors import KefuError
 from tests.tiny import build_tiny_qwen2
 
@@ -211,7 +211,10 @@ def test_open_engine_picks_the_onnx_runtime_on_cpu_where_the_model_allows(
     engine = open_engine(cfg(tiny_model_dir))
     assert isinstance(engine, OnnxEngine) and local_runtime(cfg(tiny_model_dir)) == "onnx-int8"
     _, finish, n, _ = asyncio.run(_answer(engine, "你好", max_tokens=4))
-    assert (finish, n) == ("length", 4) and list((tmp_path / "onnx").iterdir())
+    assert (finish, n) == ("length", 4)
+    # 'auto' exported the int8 model it names, not int4
+    int8 = export_key(folder_identity(tiny_model_dir), None, "int8")
+    assert [p.name for p in (tmp_path / "onnx").iterdir() if not p.name.startswith(".")] == [int8]
     assert local_runtime(cfg(tiny_model_dir, "model.runtime=transformers")) == "transformers"
     narrow = build_tiny_qwen2(tmp_path / "narrow")  # head size 8: onnxruntime's CPU attention refuses it
     assert local_runtime(cfg(narrow)) == "transformers"

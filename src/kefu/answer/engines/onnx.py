@@ -86,11 +86,13 @@ class OnnxEngine:
     @classmethod
     def from_config(cls, cfg: KefuConfig) -> OnnxEngine:
         from kefu.answer.default_model import cache_root
+        from kefu.answer.engines import local_runtime
         from kefu.answer.model import _local, load_tokenizer, resolve_source
         from kefu.answer.onnx_export import ensure_export
 
         mcfg = cfg.model
-        precision = "int8" if mcfg.runtime == "onnx-int8" else "int4"
+        # the runtime 'auto' resolves to (int8), not the raw field: reading that made every 'auto' run int4
+        precision = "int8" if local_runtime(cfg) == "onnx-int8" else "int4"
         source = resolve_source(mcfg, cfg.root)
         if source.hub:
             raise EngineUnavailable(f"model.runtime {mcfg.runtime}: model.path must be a local model (not a hub id)")
