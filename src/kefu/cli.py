@@ -144,6 +144,13 @@ def cycle(
     since: Annotated[str | None, typer.Option(help="Export conversations active since this date.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps and stop.")] = False,
     resume: Annotated[Path | None, typer.Option(help="Cycle folder to resume; default the newest unfinished.")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this step (export, prepare, sft, dpo, eval_live, eval_new, gate); "
+            "the next `kefu cycle` resumes after it."
+        ),
+    ] = None,
 ) -> None:
     """Logs -> data -> incremental training -> eval -> gate -> canary (see flywheel.*)."""
     from kefu.flywheel.cycle import GateRefused, describe_plan, run_cycle
@@ -156,11 +163,17 @@ def cycle(
             print(line)
         return
     try:
-        c = run_cycle(cfg, store, parse_since(since), resume, say=console.print)
+        c = run_cycle(cfg, store, parse_since(since), resume, say=console.print, until=until)
     except GateRefused as e:
         console.print(f"[red]gate refused[/]: {e}")
         raise typer.Exit(2) from None
-    console.print(f"[green]cycle done[/]: {c.run_dir}")
+    if not c.state["finished"]:
+        return
+    canary = c.state["steps"]["canary"]
+    console.print(
+        f"[green]cycle done[/]: {canary['version']} is on canary at {canary['percent']}% of traffic "
+        f"({c.run_dir}); watch it with `kefu models watch`, `kefu models promote` when it holds up"
+    )
 
 
 @data_app.command("synth")
