@@ -189,7 +189,8 @@ def setup(work: Path) -> dict[str, str]:
     kefu(work, "init", str(work / "shop"))
     kefu(work, "kb", "ingest")
     cfg = load_config(work / "shop" / "kefu.yaml")
-    return {role: run_keys_create(cfg, role, f"flywheel-bench-{role}") for role in ("client", "agent", "admin")}
+    # one key stands for a whole app here (every customer of the shop): past the default per-key rate limit
+    return {r: run_keys_create(cfg, r, f"flywheel-bench-{r}", rate_limit=100_000) for r in ("client", "agent", "admin")}
 
 
 def traffic(work: Path, keys: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def cycle(work: Path, a: argparse.Namespace, times: dict[str, float]) -> dict[st
     for step in STEPS:
         with heavy(a.lock, f"cycle {step}", times):
             r = kefu(work, "cycle", "--until", step, *sets, check=False)
-        print("  " + "\n  ".join(line for line in r.stdout.splitlines() if line.strip()), flush=True)
+        print("  " + "\n  ".join(line for line in both(r).splitlines() if line.strip()), flush=True)
         if r.returncode != 0:
             rc = r.returncode
             break
@@ -252,11 +253,15 @@ def canary(work: Path, keys: dict[str, str], a: argparse.Namespace) -> dict[str,
     for r in shop.log:
         split[r["version"]] = split.get(r["version"], 0) + 1
     listed = kefu(work, "models", "list").stdout
-    watch = kefu(work, "models", "watch").stdout
-    watch_small = kefu(work, "models", "watch", "--set", "flywheel.min_conversations=3").stdout
+    watch = both(kefu(work, "models", "watch"))  # the verdict line goes to stderr, the metrics to stdout
+    watch_small = both(kefu(work, "models", "watch", "--set", "flywheel.min_conversations=3"))
     print(listed, watch, watch_small, sep="\n", flush=True)
     return {"conversations": shop.log, "split": split, "models_list": listed, "watch": watch,
             "watch_min3": watch_small, **counts(shop.log)}  # fmt: skip
+
+
+def both(r: subprocess.CompletedProcess[str]) -> str:
+    return r.stderr + r.stdout
 
 
 def table(result: dict[str, Any]) -> None:
