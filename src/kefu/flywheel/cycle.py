@@ -105,17 +105,22 @@ def unfinished(cfg: KefuConfig) -> Path | None:
 
 
 def describe_plan(cfg: KefuConfig, store: Store) -> list[str]:
+    """What `kefu cycle` would do now, one line per step (the names `--until` takes)."""
     live = live_version(store)
     fw, t = cfg.flywheel, cfg.train
     start = live.path if live is not None and live.kind == "adapter" else (t.init_adapter or "the base model")
+    cases = f"the first {cfg.eval.limit} cases of" if cfg.eval.limit else "all of"
+    folder = cfg.resolve(fw.runs_dir) / "cycle-<time>"
     return [
-        f"1 export   store {cfg.serve.db_url} -> run folder export/ (SFT, DPO, review queue)",
-        f"2 prepare  data.sources ({len(cfg.data.sources)}) + exported logs at weight {fw.logs_weight}",
-        f"3 sft      incremental LoRA from {start}, {fw.sft_steps or t.max_steps} steps",
-        f"4 dpo      when the prepared data holds preference pairs, {_dpo_steps(cfg)}",
-        f"5 eval     the live version ({live.name if live else 'none'}) and the new one, through the answer path",
-        "6 gate     eval compare with eval.gate; stop here when it fails",
-        f"7 canary   register cycle-<time> and send it {fw.canary_percent}% of traffic",
+        f"run folder {folder}" + (f" (resumes {r.name} instead)" if (r := unfinished(cfg)) else ""),
+        f"1 export     store {cfg.serve.db_url} -> export/ (SFT, DPO, review queue)",
+        f"2 prepare    data.sources ({len(cfg.data.sources)}) + exported logs at weight {fw.logs_weight}",
+        f"3 sft        incremental LoRA from {start}, {_steps(cfg, fw.sft_steps)}",
+        f"4 dpo        when the prepared data holds preference pairs, {_dpo_steps(cfg)}",
+        f"5 eval_live  the live version ({live.name if live else 'none'}) on {cases} {cfg.eval.cases}, answer path",
+        "6 eval_new   the new version, the same cases",
+        "7 gate       eval compare with eval.gate; stop here when it fails",
+        f"8 canary     register cycle-<time> and send it {fw.canary_percent}% of traffic",
     ]
 
 
@@ -123,7 +128,12 @@ def _dpo_steps(cfg: KefuConfig) -> str:
     steps = cfg.flywheel.dpo_steps
     if steps == 0:
         return "skipped (flywheel.dpo_steps: 0)"
-    return f"{steps if steps is not None else cfg.flywheel.sft_steps or cfg.train.max_steps} steps"
+    return _steps(cfg, steps if steps is not None else cfg.flywheel.sft_steps)
+
+
+def _steps(cfg: KefuConfig, steps: int | None) -> str:
+    n = steps if steps is not None else cfg.train.max_steps
+    return f"{n} steps" if n > 0 else f"{cfg.train.epochs:g} epoch(s) of the prepared data"
 
 
 # ----------------------------------------------------------------------------- steps
