@@ -9,7 +9,8 @@ Phases (each heavy one under the shared lock, one phase or cycle step per hold, 
    rates an answer up when it states the fact the question asks for, down with a comment otherwise; an agent
    corrects the first few answers rated down (POST /v1/feedback), and claims and answers every escalated
    conversation through /v1/agent. The server stops.
-3. `kefu cycle --dry-run`, then `kefu cycle --until STEP` once per step (the run folder resumes between them).
+3. `kefu cycle --dry-run`, then `kefu cycle --until STEP` once per step (the run folder resumes between them);
+   --one-hold runs the (rest of the) cycle in one hold; --resume goes on with an unfinished cycle of --work.
 4. When the gate passed: `kefu serve` again, --canary-conversations more conversations (sticky by conversation
    id, so about canary_percent of them reach the new version), `kefu models list`, `kefu models watch` with the
    configured thresholds and once more with flywheel.min_conversations=3 to show what it would decide.
@@ -183,11 +184,15 @@ def drive(shop: Shop, convs: list[tuple[dict[str, Any], str]], workers: int) -> 
 
 # ----------------------------------------------------------------------------- phases
 def setup(work: Path) -> dict[str, str]:
+    kefu(work, "init", str(work / "shop"))
+    kefu(work, "kb", "ingest")
+    return new_keys(work)
+
+
+def new_keys(work: Path) -> dict[str, str]:
     from kefu.config import load_config
     from kefu.serve.ops import run_keys_create
 
-    kefu(work, "init", str(work / "shop"))
-    kefu(work, "kb", "ingest")
     cfg = load_config(work / "shop" / "kefu.yaml")
     # one key stands for a whole app here (every customer of the shop): past the default per-key rate limit
     return {r: run_keys_create(cfg, r, f"flywheel-bench-{r}", rate_limit=100_000) for r in ("client", "agent", "admin")}
@@ -218,8 +223,9 @@ def cycle(work: Path, a: argparse.Namespace, times: dict[str, float]) -> dict[st
     plan = kefu(work, "cycle", "--dry-run", *sets).stdout
     print(plan, flush=True)
     rc = 0
-    for step in STEPS:
-        with heavy(a.lock, f"cycle {step}", times):
+    # one step per lock hold, or (--one-hold, for a long queue at the lock) the rest of the cycle in one hold
+    for step in STEPS[-1:] if a.one_hold else STEPS:
+        with heavy(a.lock, "cycle" if a.one_hold else f"cycle {step}", times):
             r = kefu(work, "cycle", "--until", step, *sets, check=False)
         print("  " + "\n  ".join(line for line in both(r).splitlines() if line.strip()), flush=True)
         if r.returncode != 0:
@@ -295,14 +301,20 @@ def main() -> None:
     p.add_argument("--corrections", type=int, default=4, help="Answers rated down that an agent corrects.")
     p.add_argument("--max-tokens", type=int, default=160, help="max_tokens of each customer request.")
     p.add_argument("--canary-conversations", type=int, default=40)
+    p.add_argument("--resume", action="store_true", help="The project and its traffic exist: go on with the cycle.")
+    p.add_argument("--one-hold", action="store_true", help="The (rest of the) cycle in one lock hold, not per step.")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     result: dict[str, Any] = {"argv": sys.argv[1:], "times": times}
-    with heavy(a.lock, "init + kb ingest", times):
-        keys = setup(a.work)
-    with heavy(a.lock, "serve + traffic", times):
-        result["traffic"] = traffic(a.work, keys, a)
+    if a.resume:  # the project and its traffic are there: go on with the cycle (new keys for the canary's customers)
+        keys = new_keys(a.work)
+    else:
+        with heavy(a.lock, "init + kb ingest", times):
+            keys = setup(a.work)
+        with heavy(a.lock, "serve + traffic", times):
+            result["traffic"] = traffic(a.work, keys, a)
+        (a.work / "traffic.json").write_text(json.dumps(result["traffic"], ensure_ascii=False, indent=1), "utf-8")
     result["cycle"] = cycle(a.work, a, times)
     if result["cycle"]["state"]["steps"].get("canary"):
         with heavy(a.lock, "serve + canary traffic", times):

@@ -163,7 +163,9 @@ def cycle(
             print(line)
         return
     try:
-        c = run_cycle(cfg, store, parse_since(since), resume, say=console.print, until=until)
+        # soft_wrap: a step's result stays one line in a log (rich wraps at 80 columns when not on a terminal)
+        say = lambda m: console.print(m, soft_wrap=True)  # noqa: E731
+        c = run_cycle(cfg, store, parse_since(since), resume, say=say, until=until)
     except GateRefused as e:
         console.print(f"[red]gate refused[/]: {e}")
         raise typer.Exit(2) from None
