@@ -10,7 +10,7 @@ Phases (each heavy one under the shared lock, one phase or cycle step per hold, 
    corrects the first few answers rated down (POST /v1/feedback), and claims and answers every escalated
    conversation through /v1/agent. The server stops.
 3. `kefu cycle --dry-run`, then `kefu cycle --until STEP` once per step (the run folder resumes between them);
-   --one-hold runs the (rest of the) cycle in one hold; --resume goes on with an unfinished cycle of --work.
+   --one-hold runs the (rest of the) cycle and phase 4 in one hold; --resume goes on with an unfinished cycle of --work.
 4. When the gate passed: `kefu serve` again, --canary-conversations more conversations (sticky by conversation
    id, so about canary_percent of them reach the new version), `kefu models list`, `kefu models watch` with the
    configured thresholds and once more with flywheel.min_conversations=3 to show what it would decide.
@@ -225,7 +225,7 @@ def cycle(work: Path, a: argparse.Namespace, times: dict[str, float]) -> dict[st
     rc = 0
     # one step per lock hold, or (--one-hold, for a long queue at the lock) the rest of the cycle in one hold
     for step in STEPS[-1:] if a.one_hold else STEPS:
-        with heavy(a.lock, "cycle" if a.one_hold else f"cycle {step}", times):
+        with contextlib.nullcontext() if a.one_hold else heavy(a.lock, f"cycle {step}", times):
             r = kefu(work, "cycle", "--until", step, *sets, check=False)
         print("  " + "\n  ".join(line for line in both(r).splitlines() if line.strip()), flush=True)
         if r.returncode != 0:
@@ -302,7 +302,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=160, help="max_tokens of each customer request.")
     p.add_argument("--canary-conversations", type=int, default=40)
     p.add_argument("--resume", action="store_true", help="The project and its traffic exist: go on with the cycle.")
-    p.add_argument("--one-hold", action="store_true", help="The (rest of the) cycle in one lock hold, not per step.")
+    p.add_argument("--one-hold", action="store_true", help="The (rest of the) cycle and the canary in one lock hold.")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
@@ -315,10 +315,17 @@ def main() -> None:
         with heavy(a.lock, "serve + traffic", times):
             result["traffic"] = traffic(a.work, keys, a)
         (a.work / "traffic.json").write_text(json.dumps(result["traffic"], ensure_ascii=False, indent=1), "utf-8")
-    result["cycle"] = cycle(a.work, a, times)
-    if result["cycle"]["state"]["steps"].get("canary"):
-        with heavy(a.lock, "serve + canary traffic", times):
-            result["canary"] = canary(a.work, keys, a)
+    if a.one_hold:  # the rest of the cycle and the canary's traffic in one hold (each step's time: state.json)
+        with heavy(a.lock, "cycle + canary traffic", times):
+            result["cycle"] = cycle(a.work, a, times)
+            if result["cycle"]["state"]["steps"].get("canary"):
+                result["canary"] = canary(a.work, keys, a)
+    else:
+        result["cycle"] = cycle(a.work, a, times)
+        if result["cycle"]["state"]["steps"].get("canary"):
+            with heavy(a.lock, "serve + canary traffic", times):
+                result["canary"] = canary(a.work, keys, a)
+    times.update({f"  {k}": v["seconds"] for k, v in result["cycle"]["state"]["steps"].items() if "seconds" in v})
     (a.work / "flywheel_cycle.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), "utf-8")
     table(result)
     print(f"wrote {a.work / 'flywheel_cycle.json'}")
