@@ -124,7 +124,9 @@ def data_from_logs(
     cfg = cfg_from(config, set_)
     r = run_from_logs(cfg, open_store(cfg), parse_since(since))
     console.print(f"[green]{r.conversations} conversations[/] -> new {r.new}, total {r.total}, "
-                  f"{r.duplicates} duplicates skipped; wrote {r.out_dir}")  # fmt: skip
+                  f"{r.duplicates} duplicates skipped; wrote {r.out_dir}", soft_wrap=True)  # fmt: skip
+    for name, kinds in r.by_kind.items():
+        console.print(f"  new in {name}: " + ", ".join(f"{k} {n}" for k, n in kinds.items()), soft_wrap=True)
 
 
 def parse_since(since: str | None) -> datetime | None:

@@ -91,6 +91,8 @@ def test_from_logs_exports_sft_dpo_and_review(fcfg: KefuConfig, gw: tuple[Server
 
     assert len(list(read_records(r.out_dir / "sft.jsonl"))) == 3
     assert len(list(read_records(r.out_dir / "dpo.jsonl"))) == len(rows["dpo"])
+    assert r.by_kind == {"sft": {"positive": 1, "correction": 1, "agent_reply": 1},
+                         "dpo": {"correction": 1, "guard": 1}, "review": {"thumbs_down": 1}}  # fmt: skip
     again = run_from_logs(fcfg, srv.svc.store, None)  # the same logs again: nothing new, nothing lost
     assert again.new == {"sft": 0, "dpo": 0, "review": 0} and again.total == r.total
 

@@ -58,7 +58,8 @@ class ExportReport:
     new: dict[str, int] = field(default_factory=lambda: {"sft": 0, "dpo": 0, "review": 0})
     total: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> kind -> new records (a correction
+    # is one SFT record and one DPO pair: counted in each file)
 
 
 # ----------------------------------------------------------------------------- reading the store
@@ -274,7 +275,8 @@ def run_from_logs(
             seen.add(k)
             rows.append(rec)
             report.new[name] += 1
-            report.by_kind[rec["meta"]["kind"]] = report.by_kind.get(rec["meta"]["kind"], 0) + 1
+            kinds = report.by_kind.setdefault(name, {})
+            kinds[rec["meta"]["kind"]] = kinds.get(rec["meta"]["kind"], 0) + 1
         report.total[name] = write_jsonl(out_dir / FILES[name], rows)
     write_json(out_dir / "export.json", _summary(report, since))
     return report
