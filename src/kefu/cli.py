@@ -124,7 +124,9 @@ def data_from_logs(
     cfg = cfg_from(config, set_)
     r = run_from_logs(cfg, open_store(cfg), parse_since(since))
     console.print(f"[green]{r.conversations} conversations[/] -> new {r.new}, total {r.total}, "
-                  f"{r.duplicates} duplicates skipped; wrote {r.out_dir}")  # fmt: skip
+                  f"{r.duplicates} duplicates skipped; wrote {r.out_dir}", soft_wrap=True)  # fmt: skip
+    for name, kinds in r.by_kind.items():
+        console.print(f"  new in {name}: " + ", ".join(f"{k} {n}" for k, n in kinds.items()), soft_wrap=True)
 
 
 def parse_since(since: str | None) -> datetime | None:
@@ -144,6 +146,13 @@ def cycle(
     since: Annotated[str | None, typer.Option(help="Export conversations active since this date.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps and stop.")] = False,
     resume: Annotated[Path | None, typer.Option(help="Cycle folder to resume; default the newest unfinished.")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this step (export, prepare, sft, dpo, eval_live, eval_new, gate); "
+            "the next `kefu cycle` resumes after it."
+        ),
+    ] = None,
 ) -> None:
     """Logs -> data -> incremental training -> eval -> gate -> canary (see flywheel.*)."""
     from kefu.flywheel.cycle import GateRefused, describe_plan, run_cycle
@@ -156,11 +165,19 @@ def cycle(
             print(line)
         return
     try:
-        c = run_cycle(cfg, store, parse_since(since), resume, say=console.print)
+        # soft_wrap: a step's result stays one line in a log (rich wraps at 80 columns when not on a terminal)
+        say = lambda m: console.print(m, soft_wrap=True)  # noqa: E731
+        c = run_cycle(cfg, store, parse_since(since), resume, say=say, until=until)
     except GateRefused as e:
         console.print(f"[red]gate refused[/]: {e}")
         raise typer.Exit(2) from None
-    console.print(f"[green]cycle done[/]: {c.run_dir}")
+    if not c.state["finished"]:
+        return
+    canary = c.state["steps"]["canary"]
+    console.print(
+        f"[green]cycle done[/]: {canary['version']} is on canary at {canary['percent']}% of traffic "
+        f"({c.run_dir}); watch it with `kefu models watch`, `kefu models promote` when it holds up"
+    )
 
 
 @data_app.command("synth")

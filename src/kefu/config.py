@@ -427,6 +427,12 @@ class FlywheelConfig(_Section):
     sft_steps: int | None = Field(
         default=None, description="`kefu cycle`: train.max_steps of the incremental SFT; train's own when null."
     )
+    dpo_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="`kefu cycle`: train.max_steps of the DPO stage after the SFT (run when preference pairs exist); "
+        "sft_steps when null; 0 skips DPO.",
+    )
     canary_percent: int = Field(
         default=10, ge=1, le=99, description="`kefu cycle`: traffic share a version that passed the gate starts with."
     )

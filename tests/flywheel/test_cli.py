@@ -24,7 +24,8 @@ def test_flywheel_commands(tmp_path: Path) -> None:
     code, out = _run(tmp_path, "data", "from-logs", "--since", "last tuesday")
     assert code != 0 and "expected a date" in out
     code, out = _run(tmp_path, "cycle", "--dry-run")
-    assert code == 0 and "7 canary" in out and "10% of traffic" in out and not list(tmp_path.glob("runs/cycle-*"))
+    assert code == 0 and "8 canary" in out and "10% of traffic" in out and "5 eval_live" in out
+    assert "1 epoch(s)" in out and not list(tmp_path.glob("runs/cycle-*"))
     code, out = _run(tmp_path, "models", "watch")
     assert code == 0 and "no canary is running" in out
     assert _run(tmp_path, "models", "register", "v2", "--kind", "upstream", "--path", "m2")[0] == 0

@@ -78,7 +78,8 @@ def test_from_logs_exports_sft_dpo_and_review(fcfg: KefuConfig, gw: tuple[Server
     kinds = {n: sorted(x["meta"]["kind"] for x in rows[n]) for n in rows}
     assert kinds["sft"] == ["agent_reply", "correction", "positive"]
     assert kinds["review"] == ["thumbs_down"] and rows["review"][0]["meta"]["conversation_id"] == "c-bad"
-    assert "correction" in kinds["dpo"] and "guard" in kinds["dpo"]
+    # c-esc's agent reply is SFT only: the bot's last message there was the handoff notice, which was right
+    assert kinds["dpo"] == ["correction", "guard"]
     fix = next(x for x in rows["dpo"] if x["meta"]["kind"] == "correction")
     assert fix["chosen"] == "质量问题的退货运费由我们承担。" and fix["rejected"] == "这个问题我不清楚。"
     assert "13812345678" not in json.dumps(rows, ensure_ascii=False)  # masked
@@ -90,6 +91,8 @@ def test_from_logs_exports_sft_dpo_and_review(fcfg: KefuConfig, gw: tuple[Server
 
     assert len(list(read_records(r.out_dir / "sft.jsonl"))) == 3
     assert len(list(read_records(r.out_dir / "dpo.jsonl"))) == len(rows["dpo"])
+    assert r.by_kind == {"sft": {"positive": 1, "correction": 1, "agent_reply": 1},
+                         "dpo": {"correction": 1, "guard": 1}, "review": {"thumbs_down": 1}}  # fmt: skip
     again = run_from_logs(fcfg, srv.svc.store, None)  # the same logs again: nothing new, nothing lost
     assert again.new == {"sft": 0, "dpo": 0, "review": 0} and again.total == r.total
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,18 +105,35 @@ def unfinished(cfg: KefuConfig) -> Path | None:
 
 
 def describe_plan(cfg: KefuConfig, store: Store) -> list[str]:
+    """What `kefu cycle` would do now, one line per step (the names `--until` takes)."""
     live = live_version(store)
     fw, t = cfg.flywheel, cfg.train
     start = live.path if live is not None and live.kind == "adapter" else (t.init_adapter or "the base model")
+    cases = f"the first {cfg.eval.limit} cases of" if cfg.eval.limit else "all of"
+    folder = cfg.resolve(fw.runs_dir) / "cycle-<time>"
     return [
-        f"1 export   store {cfg.serve.db_url} -> run folder export/ (SFT, DPO, review queue)",
-        f"2 prepare  data.sources ({len(cfg.data.sources)}) + exported logs at weight {fw.logs_weight}",
-        f"3 sft      incremental LoRA from {start}, {fw.sft_steps or t.max_steps} steps",
-        "4 dpo      only when the export produced preference pairs",
-        f"5 eval     the live version ({live.name if live else 'none'}) and the new one, through the answer path",
-        "6 gate     eval compare with eval.gate; stop here when it fails",
-        f"7 canary   register cycle-<time> and send it {fw.canary_percent}% of traffic",
+        f"run folder {folder}" + (f" (resumes {r.name} instead)" if (r := unfinished(cfg)) else ""),
+        f"1 export     store {cfg.serve.db_url} -> export/ (SFT, DPO, review queue)",
+        f"2 prepare    data.sources ({len(cfg.data.sources)}) + exported logs at weight {fw.logs_weight}",
+        f"3 sft        incremental LoRA from {start}, {_steps(cfg, fw.sft_steps)}",
+        f"4 dpo        when the prepared data holds preference pairs, {_dpo_steps(cfg)}",
+        f"5 eval_live  the live version ({live.name if live else 'none'}) on {cases} {cfg.eval.cases}, answer path",
+        "6 eval_new   the new version, the same cases",
+        "7 gate       eval compare with eval.gate; stop here when it fails",
+        f"8 canary     register cycle-<time> and send it {fw.canary_percent}% of traffic",
     ]
+
+
+def _dpo_steps(cfg: KefuConfig) -> str:
+    steps = cfg.flywheel.dpo_steps
+    if steps == 0:
+        return "skipped (flywheel.dpo_steps: 0)"
+    return _steps(cfg, steps if steps is not None else cfg.flywheel.sft_steps)
+
+
+def _steps(cfg: KefuConfig, steps: int | None) -> str:
+    n = steps if steps is not None else cfg.train.max_steps
+    return f"{n} steps" if n > 0 else f"{cfg.train.epochs:g} epoch(s) of the prepared data"
 
 
 # ----------------------------------------------------------------------------- steps
@@ -154,9 +172,13 @@ def step_sft(c: Cycle, store: Store) -> dict[str, Any]:
 def step_dpo(c: Cycle, store: Store) -> dict[str, Any]:
     if not _lines(c.path("prepared") / "dpo.jsonl"):
         return {"skipped": "no preference pairs"}
+    if c.cfg.flywheel.dpo_steps == 0:
+        return {"skipped": "flywheel.dpo_steps is 0"}
     from kefu.train.dpo import run_dpo
 
-    r = run_dpo(c.cfg)
+    steps = c.cfg.flywheel.dpo_steps
+    r = run_dpo(c.cfg if steps is None else c.cfg.model_copy(update={"train": c.cfg.train.model_copy(
+        update={"max_steps": steps})}))  # fmt: skip
     c.state["adapter"] = str(r.output)
     return {"adapter": str(r.output), "train_loss": r.train_loss, "steps": r.global_step}
 
@@ -181,12 +203,7 @@ def step_gate(c: Cycle, store: Store) -> dict[str, Any]:
     from kefu.eval.compare import run_compare
 
     result = run_compare(c.path("eval-live"), c.path("eval-new"), c.cfg.eval.gate, c.path("compare"))
-    if not result.passed:
-        c.mark("gate", passed=False, failures=result.failures)
-        c.state["finished"] = True
-        write_json(c.path("state.json"), c.state)
-        raise GateRefused("the new version is not deployed: " + "; ".join(result.failures))
-    return {"passed": True}
+    return {"passed": result.passed, "failures": result.failures}
 
 
 def step_canary(c: Cycle, store: Store) -> dict[str, Any]:
@@ -205,19 +222,45 @@ RUNNERS: dict[str, Callable[[Cycle, Store], dict[str, Any]]] = {
 
 def run_cycle(
     cfg: KefuConfig, store: Store, since: dt.datetime | None = None, resume: Path | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, until: str | None = None,
 ) -> Cycle:  # fmt: skip
-    """Run (or resume) a cycle to its end; raises GateRefused when the gate says no."""
+    """Run (or resume) a cycle to its end, or only up to and including step `until` (the next call resumes after
+    it); raises GateRefused when the gate says no."""
+    if until is not None and until not in STEPS:
+        raise KefuError(f"--until {until!r}: not a step; one of {', '.join(STEPS)}")
     run_dir = resume or unfinished(cfg)
     c = load_cycle(run_dir) if run_dir is not None else new_cycle(cfg, store, since)
     if run_dir is not None:
-        say(f"resuming {run_dir} after: {', '.join(c.state['steps']) or 'nothing'}")
-    for step in STEPS:
+        say(f"resuming {run_dir} after: {', '.join(c.state['steps']) or 'nothing'} (with the config in its plan.json)")
+    else:
+        say(f"cycle {c.plan['version']}: run folder {c.run_dir}")
+    for n, step in enumerate(STEPS, 1):
         if step in c.state["steps"]:
             continue
-        say(f"{step} ...")
-        c.mark(step, **RUNNERS[step](c, store))
-        say(f"{step}: {json.dumps(c.state['steps'][step], ensure_ascii=False, default=str)}")
+        say(f"[{n}/{len(STEPS)}] {step} ...")
+        t0 = time.perf_counter()
+        result = RUNNERS[step](c, store)
+        c.mark(step, **result, seconds=round(time.perf_counter() - t0, 1))
+        say(f"[{n}/{len(STEPS)}] {step} done in {_took(t0)}: {_shown(c.state['steps'][step])}")
+        if step == "gate" and not result["passed"]:
+            _finish(c)
+            raise GateRefused("the new version is not deployed: " + "; ".join(result["failures"]))
+        if step == until and step != STEPS[-1]:
+            say(f"stopped after {step} (--until); `kefu cycle` resumes at {STEPS[n]}")
+            return c
+    _finish(c)
+    return c
+
+
+def _finish(c: Cycle) -> None:
     c.state["finished"] = True
     write_json(c.path("state.json"), c.state)
-    return c
+
+
+def _took(t0: float) -> str:
+    s = round(time.perf_counter() - t0)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _shown(result: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in result.items() if k != "seconds"}, ensure_ascii=False, default=str)

@@ -4,7 +4,7 @@ What becomes what:
 - resolved by the bot (no ticket), rated up, never down                     -> SFT (the whole conversation)
 - an agent's correction of a bot answer (feedback.correction)             -> SFT + DPO (chosen = correction)
 - an agent's reply in an escalated conversation                            -> SFT + DPO (rejected = the bot's answer
-  to the same question, when it gave one)
+  to the same question, when it gave one; not its handoff notice)
 - an answer a guard replaced (the audit event keeps the model's masked original) -> DPO (chosen = what was sent)
 - rated down without a correction                                          -> review.jsonl (never training data)
 
@@ -58,7 +58,8 @@ class ExportReport:
     new: dict[str, int] = field(default_factory=lambda: {"sft": 0, "dpo": 0, "review": 0})
     total: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> kind -> new records (a correction
+    # is one SFT record and one DPO pair: counted in each file)
 
 
 # ----------------------------------------------------------------------------- reading the store
@@ -154,7 +155,11 @@ class Builder:
     def _agent_reply(self, c: Logged, i: int) -> None:
         j = _last_user(c.messages, i)
         bot = next((m for m in c.messages[j + 1 : i] if m.author == "bot"), None) if j is not None else None
-        rejected = bot.content if bot is not None else None
+        # the bot's handoff notice (or its answer that handed off) is no worse answer than the agent's: handing off
+        # was right, and a pair against it would teach the model not to escalate
+        event = c.answers.get(bot.id, {}) if bot is not None else {}
+        handed_off = event.get("action") == "handoff" or bool(event.get("handoff"))
+        rejected = bot.content if bot is not None and not handed_off else None
         self._pair(c, i, chosen=c.messages[i].content, rejected=rejected, kind="agent_reply", sft=True, at=bot)
 
     def _pair(
@@ -270,7 +275,8 @@ def run_from_logs(
             seen.add(k)
             rows.append(rec)
             report.new[name] += 1
-            report.by_kind[rec["meta"]["kind"]] = report.by_kind.get(rec["meta"]["kind"], 0) + 1
+            kinds = report.by_kind.setdefault(name, {})
+            kinds[rec["meta"]["kind"]] = kinds.get(rec["meta"]["kind"], 0) + 1
         report.total[name] = write_jsonl(out_dir / FILES[name], rows)
     write_json(out_dir / "export.json", _summary(report, since))
     return report
