@@ -13,6 +13,7 @@ import pytest
 
 from kefu.config import KefuConfig, load_config
 from kefu.data.formats import read_records
+from kefu.data.persona import no_match_note
 from kefu.rag.chunk import Chunk
 from kefu.rag.context import HEADER
 from kefu.rag.facts import Fact, extract_facts, fact_questions, ungrounded
@@ -53,6 +54,8 @@ def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> N
     for c in convs:
         q, a = c.turns[0].content, c.turns[1].content
         assert (c.system is not None and HEADER in c.system) or not c.meta["excerpts"]
+        if not c.meta["excerpts"]:  # the relevance gate closed: the prompt says what serving says then
+            assert c.system is not None and c.system.endswith(no_match_note(shop2.persona))
         n = c.meta["right_excerpt"]
         if c.meta["kind"] in ("unanswerable", "no_excerpt"):
             assert "参考资料里没有找到" in a or "don't answer this" in a, (q, a)
@@ -86,7 +89,11 @@ def test_kefu_data_prepare_adds_synthesised_records(shop2: KefuConfig, tmp_path:
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
     assert report["synth"] > 60 and sum(r["meta"]["source"] == "synth" for r in sft) >= report["synth"] - 10
-    assert sum(r["meta"]["source"] == "persona" for r in sft) == report["identity"]
+    identity = [r for r in sft if r["meta"]["source"] == "persona"]
+    assert len(identity) == report["identity"]
+    # identity answers are learnt under the prompt serving builds for them: excerpts, or the no-match note
+    notes = [r for r in identity if r["system"].endswith(no_match_note(shop2.persona))]
+    assert notes and all(HEADER in r["system"] for r in identity if r not in notes)
 
 
 class _Teacher(BaseHTTPRequestHandler):
