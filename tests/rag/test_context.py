@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from kefu.config import KefuConfig
-from kefu.data.schema import Conversation, Turn
 from kefu.data.persona import no_match_note
+from kefu.data.schema import Conversation, Turn
 from kefu.rag.context import FOOTER, HEADER, build_rag_sft, citations, defuse, format_context
 from kefu.rag.index import ingest
 from kefu.rag.retrieve import Hit, Retriever, query_with_history, rrf, top
