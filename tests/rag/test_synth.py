@@ -16,7 +16,7 @@ from kefu.data.formats import read_records
 from kefu.data.persona import no_match_note
 from kefu.rag.chunk import Chunk
 from kefu.rag.context import HEADER
-from kefu.rag.facts import Fact, extract_facts, fact_questions, ungrounded
+from kefu.rag.facts import Fact, extract_facts, fact_questions, rule_questions, ungrounded
 from kefu.rag.index import ingest
 from kefu.rag.synth import parse_pairs, run_synth, synthesize
 
@@ -44,6 +44,18 @@ def test_facts_and_their_hard_questions() -> None:
     bait = fact_questions(facts[1])[1]
     assert bait.kind == "bait" and "216小时" in bait.text
     assert ungrounded("72 小时内，上限 20 元[1]", chunk.text, "[1]") == {"20"}
+
+
+def test_rule_questions_ask_what_the_rule_decides_and_about_each_listed_thing() -> None:
+    chunk = Chunk("kb/s.md", ("政策", "售后"), 0, "x")
+    pays = Fact("寄回运费由本店承担，最高 15 元。", chunk, "zh")
+    assert [q.kind for q in rule_questions(pays)] == ["who_pays", "how_much"]
+    listed = Fact("以下商品不支持退货：拆封的电池、定制商品、12 号特价品。", chunk, "zh")
+    assert [q.text for q in rule_questions(listed)] == ["拆封的电池，售后可以吗？", "定制商品，售后可以吗？"]
+    per_thing = Fact("杯子、水壶：保修 1 年。", chunk, "zh")
+    items = [q.text for q in rule_questions(per_thing) if q.kind == "item"]
+    assert items == ["杯子的售后是怎样的？", "水壶的售后是怎样的？"]
+    assert [q.kind for q in rule_questions(Fact("Refunds arrive within 5 days.", chunk, "en"))] == ["how_long"]
 
 
 def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> None:

@@ -29,7 +29,15 @@ from kefu.data.persona import handoff_sentence, styled, system_prompt, system_te
 from kefu.data.schema import Conversation, Turn
 from kefu.errors import KefuError
 from kefu.rag.context import format_context
-from kefu.rag.facts import Fact, Question, extract_facts, fact_questions, topic_questions, ungrounded
+from kefu.rag.facts import (
+    Fact,
+    Question,
+    extract_facts,
+    fact_questions,
+    rule_questions,
+    topic_questions,
+    ungrounded,
+)
 from kefu.rag.index import find_sources, read_chunks
 from kefu.rag.retrieve import Hit, Retriever
 
@@ -141,7 +149,7 @@ class Synthesizer:
         asked = topic_questions(section.topic, section.lang)
         self.rng.shuffle(asked)
         pairs = [(section, q) for q in asked[: self.opts.questions_per_fact]]
-        pairs += [(f, q) for f in facts for q in fact_questions(f)]
+        pairs += [(f, q) for f in facts for q in fact_questions(f) + rule_questions(f)]
         for fact, q in pairs:
             if q.text not in self.asked:
                 self.asked.add(q.text)
