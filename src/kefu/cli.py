@@ -5,6 +5,7 @@ Each command group lives in its own block; the work itself lives in the layers (
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,14 +101,17 @@ def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from kefu.data.prepare import check_shop, run_prepare, summary_table
 
     cfg = cfg_from(config, set_)
-    synthesized = []
+    synthesized, ground = [], None
     if cfg.data.synth.enabled:  # grounded conversations from the knowledge base
+        from kefu.rag.context import build_rag_sft
         from kefu.rag.synth import synthesize
 
         check_shop(cfg)  # say what is missing before the slower synthesis
         synthesized = synthesize(cfg)[0]
+        if cfg.data.synth.raft:  # identity answers learnt under the prompt serving builds (the no-match note)
+            ground = functools.partial(build_rag_sft, cfg)
     with Progress(console=console, transient=True) as progress:
-        report = run_prepare(cfg, progress, synthesized)
+        report = run_prepare(cfg, progress, synthesized, ground)
     Console().print(summary_table(report))
 
 

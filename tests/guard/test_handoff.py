@@ -66,6 +66,7 @@ def test_messages_that_need_a_human(text: str, reason: str) -> None:
         "不用转人工了，谢谢",
         "人工客服晚上几点下班？",  # a question about the service, answered by the bot
         "Are you a real person or a bot?",
+        "你是真人吗",  # asks who answers (an identity question), not for a person
         "What time can I chat with a human agent?",
         "How do I return this?",
         "质量太差了",  # one anger word alone is not enough

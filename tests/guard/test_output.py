@@ -140,6 +140,17 @@ def test_pii_in_answer_is_masked(shop_policy: Policy) -> None:
     assert hits == ["pii"] and "13812345678" not in text and text.startswith("您好！已记录您的手机号")
 
 
+def test_shop_own_contacts_are_not_masked(shop_policy: Policy) -> None:
+    """The hotline of the persona, or a number the retrieved excerpts give, is the answer, not personal data;
+    a customer's number in the same answer is still masked."""
+    text, hits = guard_answer("客服热线是 400 820 6688，工作日可以打。", shop_policy, "zh")
+    assert hits == [] and "400 820 6688" in text
+    guard = AnswerGuard(shop_policy, "zh", ["售后邮箱 after-sales@qinghe.example，电话 021-5555-1234"])
+    shown = guard.feed("可以打 021-5555-1234 或写信到 After-Sales@qinghe.example，您的 13812345678 已登记。")
+    shown += guard.finish()
+    assert "021-5555-1234" in shown and "After-Sales@qinghe.example" in shown and "13812345678" not in shown
+
+
 @pytest.mark.parametrize(
     "answer",
     [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from kefu.config import KefuConfig
+from kefu.data.persona import no_match_note
 from kefu.data.schema import Conversation, Turn
 from kefu.rag.context import FOOTER, HEADER, build_rag_sft, citations, defuse, format_context
 from kefu.rag.index import ingest
@@ -86,7 +87,10 @@ def test_build_rag_sft_adds_quoted_context_to_system(ingested: KefuConfig) -> No
     assert out[0].system is not None and HEADER in out[0].system
     assert out[0].system.startswith("你是")  # the persona prompt comes first
     assert out[0].meta["kb_citations"][0]["source"] == "kb/faq.csv"
-    assert out[1] == convs[1]  # nothing relevant: unchanged
+    # nothing relevant: what serving says then, the no-match note (check or hand off), after the own system prompt
+    assert out[1].system == f"自定义\n\n{no_match_note(ingested.persona)}" and out[1].turns == convs[1].turns
+    synth = Conversation(system="composed", turns=q1, meta={"source": "synth"})
+    assert build_rag_sft(ingested, [synth]) == [synth]  # kefu data synth composed it already
     assert convs[0].system is None  # inputs are not modified
 
 

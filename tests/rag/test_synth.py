@@ -13,9 +13,10 @@ import pytest
 
 from kefu.config import KefuConfig, load_config
 from kefu.data.formats import read_records
+from kefu.data.persona import no_match_note
 from kefu.rag.chunk import Chunk
 from kefu.rag.context import HEADER
-from kefu.rag.facts import Fact, extract_facts, fact_questions, ungrounded
+from kefu.rag.facts import Fact, extract_facts, fact_questions, rule_questions, ungrounded
 from kefu.rag.index import ingest
 from kefu.rag.synth import parse_pairs, run_synth, synthesize
 
@@ -45,6 +46,18 @@ def test_facts_and_their_hard_questions() -> None:
     assert ungrounded("72 小时内，上限 20 元[1]", chunk.text, "[1]") == {"20"}
 
 
+def test_rule_questions_ask_what_the_rule_decides_and_about_each_listed_thing() -> None:
+    chunk = Chunk("kb/s.md", ("政策", "售后"), 0, "x")
+    pays = Fact("寄回运费由本店承担，最高 15 元。", chunk, "zh")
+    assert [q.kind for q in rule_questions(pays)] == ["who_pays", "how_much"]
+    listed = Fact("以下商品不支持退货：拆封的电池、定制商品、12 号特价品。", chunk, "zh")
+    assert [q.text for q in rule_questions(listed)] == ["拆封的电池，售后可以吗？", "定制商品，售后可以吗？"]
+    per_thing = Fact("杯子、水壶：保修 1 年。", chunk, "zh")
+    items = [q.text for q in rule_questions(per_thing) if q.kind == "item"]
+    assert items == ["杯子的售后是怎样的？", "水壶的售后是怎样的？"]
+    assert [q.kind for q in rule_questions(Fact("Refunds arrive within 5 days.", chunk, "en"))] == ["how_long"]
+
+
 def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> None:
     convs, report = synthesize(shop2)
     assert report.records == len(convs) > 60 and report.generator == "templates"
@@ -53,6 +66,8 @@ def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> N
     for c in convs:
         q, a = c.turns[0].content, c.turns[1].content
         assert (c.system is not None and HEADER in c.system) or not c.meta["excerpts"]
+        if not c.meta["excerpts"]:  # the relevance gate closed: the prompt says what serving says then
+            assert c.system is not None and c.system.endswith(no_match_note(shop2.persona))
         n = c.meta["right_excerpt"]
         if c.meta["kind"] in ("unanswerable", "no_excerpt"):
             assert "参考资料里没有找到" in a or "don't answer this" in a, (q, a)
@@ -86,7 +101,11 @@ def test_kefu_data_prepare_adds_synthesised_records(shop2: KefuConfig, tmp_path:
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
     assert report["synth"] > 60 and sum(r["meta"]["source"] == "synth" for r in sft) >= report["synth"] - 10
-    assert sum(r["meta"]["source"] == "persona" for r in sft) == report["identity"]
+    identity = [r for r in sft if r["meta"]["source"] == "persona"]
+    assert len(identity) == report["identity"]
+    # identity answers are learnt under the prompt serving builds for them: excerpts, or the no-match note
+    notes = [r for r in identity if r["system"].endswith(no_match_note(shop2.persona))]
+    assert notes and all(HEADER in r["system"] for r in identity if r not in notes)
 
 
 class _Teacher(BaseHTTPRequestHandler):

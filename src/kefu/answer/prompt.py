@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from kefu.config import PersonaConfig
+from kefu.data.persona import no_match_note, system_text  # the one composition, shared with training data
+
+__all__ = ["approx_tokens", "last_user", "no_match_note", "system_text", "trim"]
 
 Counter = Callable[[str], int]
 Messages = list[dict[str, Any]]  # OpenAI role/content dicts (assistant `tool_calls`, tool `tool_call_id` too)
@@ -25,22 +27,6 @@ _WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9\u3000-\u9fff\uac00-\ud7af\uff00-
 def approx_tokens(text: str) -> int:
     """Tokenizer-free estimate (one per CJK character, ~1.3 per word) used when the engine has no tokenizer."""
     return len(_CJK.findall(text)) + int(len(_WORD.findall(text)) * 1.3) + 1
-
-
-def no_match_note(persona: PersonaConfig) -> str:
-    """What the model is told when the knowledge base has nothing relevant: check or hand off, never invent."""
-    return (
-        "知识库中没有找到与这个问题相关的店铺政策。不要编造政策、时限或金额；请告诉客户您会核实后回复，"
-        f"或建议转人工客服（{persona.handoff}）。"
-        " (No shop policy matches this question: do not invent one; say you will check, or offer a human agent.)"
-    )
-
-
-def system_text(base: str, context_text: str, persona: PersonaConfig, kb_searched: bool) -> str:
-    """The system message: persona prompt, then the excerpts, or the no-match note when a search found nothing."""
-    if context_text:
-        return f"{base}\n\n{context_text}"
-    return f"{base}\n\n{no_match_note(persona)}" if kb_searched else base
 
 
 def last_user(turns: Messages) -> int:

@@ -39,6 +39,22 @@ def system_prompt(persona: PersonaConfig) -> str:
     return "\n".join(lines)
 
 
+def no_match_note(persona: PersonaConfig) -> str:
+    """What the model is told when the knowledge base has nothing relevant: check or hand off, never invent."""
+    return (
+        "知识库中没有找到与这个问题相关的店铺政策。不要编造政策、时限或金额；请告诉客户您会核实后回复，"
+        f"或建议转人工客服（{persona.handoff}）。"
+        " (No shop policy matches this question: do not invent one; say you will check, or offer a human agent.)"
+    )
+
+
+def system_text(base: str, context_text: str, persona: PersonaConfig, kb_searched: bool) -> str:
+    """The system message: persona prompt, then the excerpts, or the no-match note when a search found nothing."""
+    if context_text:
+        return f"{base}\n\n{context_text}"
+    return f"{base}\n\n{no_match_note(persona)}" if kb_searched else base
+
+
 def _style_rules(p: PersonaConfig) -> list[str]:
     rules = []
     if p.greeting:

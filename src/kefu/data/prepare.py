@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,10 +320,14 @@ def check_shop(cfg: KefuConfig) -> None:
 
 
 def run_prepare(
-    cfg: KefuConfig, progress: Progress | None = None, synthesized: Sequence[Conversation] = ()
+    cfg: KefuConfig,
+    progress: Progress | None = None,
+    synthesized: Sequence[Conversation] = (),
+    ground: Callable[[list[Conversation]], list[Conversation]] | None = None,
 ) -> PrepareReport:
     """Read, mask, clean, split, weight and write the training data; returns what was done. `synthesized` are
-    conversations from the knowledge base (kefu.rag.synth, which the caller runs: data stays below rag)."""
+    conversations from the knowledge base and `ground` gives the identity conversations the system prompt serving
+    builds for them (kefu.rag, which the caller runs: data stays below rag)."""
     start = time.perf_counter()
     check_shop(cfg)
     data = cfg.data
@@ -337,6 +341,7 @@ def run_prepare(
     for attr, items in (("train", train), ("eval", held), ("dpo", prefs)):
         _tally(stats, attr, items)
     identity = identity_conversations(cfg.persona, data.identity_samples, data.seed)
+    identity = ground(identity) if ground is not None else identity
     train += identity + list(synthesized)
     rng.shuffle(train)
     report = _new_report(cfg, stats, len(identity))

@@ -171,7 +171,7 @@ _NEG_BEFORE = re.compile(
 # A question about people, hours or where something is is answered, not handed off: "人工客服几点下班？",
 # "Are you a real person?", "投诉入口在哪里看".
 _INFO_QUESTION = re.compile(
-    r"几点|什么时候|什么时间|多久|是真人还是|还是真人|是不是真人|是机器人吗|还是机器人|是人吗|在哪|哪里|入口|什么区别"
+    r"几点|什么时候|什么时间|多久|是真人还是|还是真人|是不是真人|是真人吗|是机器人吗|还是机器人|是人吗|在哪|哪里|入口|什么区别"
     r"|是哪个|什么意思|是谁|有过投诉|投诉过吗|\b(?:what\s+time|when|what\s+hours|are\s+you|is\s+this|is\s+it"
     r"|where\s+(?:can|do|is)|who\s+is|difference\s+between)\b",
     re.I,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kefu.config import KefuConfig, PersonaConfig, PIIConfig
-from kefu.data.pii import mask
+from kefu.data.pii import DEFAULT_PLACEHOLDERS, find_pii
 from kefu.guard import repeat
 from kefu.guard.credentials import find_secret_requests
 from kefu.guard.findings import Finding, normalise_with_map
@@ -45,6 +45,7 @@ class Policy:
     pii: PIIConfig | None
     own_names: tuple[str, ...]
     prompt_ngrams: frozenset[str]
+    own_contacts: frozenset[str] = frozenset()  # the shop's own phone numbers and e-mails (digits / casefolded)
     think_open: bool = False  # the prompt itself opened a <think> block: the answer starts inside reasoning
 
     @classmethod
@@ -61,7 +62,19 @@ class Policy:
             pii=cfg.data.pii if cfg.guard.mask_pii else None,
             own_names=own_names(p),
             prompt_ngrams=scaffold_ngrams(system_prompt, p),
+            own_contacts=contact_keys(" ".join((p.hours, p.hours_en, p.handoff, p.handoff_en, system_prompt))),
         )
+
+
+def _contact_key(text: str) -> str:
+    """A phone number by its digits ("028-6150-3377" = "02861503377"), an e-mail casefolded."""
+    digits = re.sub(r"\D", "", text)
+    return digits if "@" not in text and digits else text.strip().casefold()
+
+
+def contact_keys(text: str) -> frozenset[str]:
+    """The phone numbers and e-mails written in `text` (the shop's own: persona, system prompt, KB excerpts)."""
+    return frozenset(_contact_key(s.value) for s in find_pii(text, ("phone", "email")))
 
 
 @dataclass
@@ -81,6 +94,8 @@ class AnswerGuard:
 
     def __init__(self, policy: Policy, lang: str, excerpts: Sequence[str] = ()) -> None:
         self.policy, self.lang, self.excerpts = policy, ("en" if lang == "en" else "zh"), tuple(excerpts)
+        # The shop's hotline in an answer is what the customer asked for, not their personal data.
+        self._own_contacts = policy.own_contacts | contact_keys("\n".join(self.excerpts))
         self.stopped = False
         self.hits: list[str] = []
         self.details: list[str] = []  # one line per finding, for the audit event
@@ -189,13 +204,20 @@ class AnswerGuard:
         return sent
 
     def _mask(self, sent: str) -> str:
-        """PII masked, the persona's own names kept ("我叫小禾" is not a customer's name): they stand aside as
-        private-use characters while the masker runs."""
+        """PII masked, except the persona's own names ("我叫小禾" is not a customer's name) and the shop's own phone
+        numbers and e-mails (the persona's text and the retrieved excerpts: "热线 028-6150-3377" is the answer)."""
         assert self.policy.pii is not None
         names = [n for n in (self.policy.persona.name, self.policy.persona.name_en) if n.strip() and n in sent]
         for i, name in enumerate(names):
             sent = sent.replace(name, chr(0xE000 + i))
-        sent = mask(sent, self.policy.pii)
+        holders = {**DEFAULT_PLACEHOLDERS, **self.policy.pii.placeholders}
+        out, pos = [], 0
+        for span in find_pii(sent, self.policy.pii.kinds):
+            if span.kind in ("phone", "email") and _contact_key(span.value) in self._own_contacts:
+                continue
+            out += [sent[pos : span.start], holders[span.kind]]
+            pos = span.end
+        sent = "".join(out) + sent[pos:]
         for i, name in enumerate(names):
             sent = sent.replace(chr(0xE000 + i), name)
         return sent

@@ -75,10 +75,11 @@ def citations(hits: Sequence[Hit]) -> list[dict[str, Any]]:
 def build_rag_sft(
     cfg: KefuConfig, conversations: Sequence[Conversation], retriever: Retriever | None = None
 ) -> list[Conversation]:
-    """Retrieval-aware SFT samples (train.retrieval_context): each conversation's system prompt gets the context
-    serving would retrieve for its last user turn, when that context is relevant (kb.min_score), so the model
-    learns to answer from quoted excerpts and to ignore what is not relevant."""
-    from kefu.data.persona import system_prompt
+    """Retrieval-aware SFT samples (train.retrieval_context, and the identity data of a shop learnt from its
+    documents): each conversation's system prompt becomes what serving builds for its last user turn, the
+    excerpts when they pass the relevance gate (kb.min_score), else the no-match note, so the model learns to
+    answer from quoted excerpts and what to do when there are none."""
+    from kefu.data.persona import system_prompt, system_text
 
     own = retriever is None
     retriever = retriever or Retriever(cfg)
@@ -86,13 +87,14 @@ def build_rag_sft(
     out = []
     try:
         for conv in track(conversations, description="retrieving context", transient=True):
-            users = [t for t in conv.turns if t.role == "user"]
-            hits = retriever.retrieve(users[-1].content, history=users[:-1])
-            if not retriever.relevant(hits):
+            if conv.meta.get("source") == "synth":  # composed already, as serving composes it (kefu.rag.synth)
                 out.append(conv)
                 continue
-            system = f"{conv.system or base}\n\n{format_context(hits)}"
-            meta = {**conv.meta, "kb_citations": citations(hits)}
+            users = [t for t in conv.turns if t.role == "user"]
+            hits = retriever.retrieve(users[-1].content, history=users[:-1])
+            relevant = retriever.relevant(hits)
+            system = system_text(conv.system or base, format_context(hits) if relevant else "", cfg.persona, True)
+            meta = {**conv.meta, "kb_citations": citations(hits)} if relevant else conv.meta
             out.append(conv.model_copy(update={"system": system, "meta": meta}))
     finally:
         if own:

@@ -99,6 +99,38 @@ def fact_questions(f: Fact) -> list[Question]:
     return out
 
 
+_PAYS = re.compile(r"承担|包邮|免费|运费|\b(?:pays?|free|shipping)\b", re.IGNORECASE)
+_AMOUNT = re.compile(r"\d+\s*(?:元|块|yuan)", re.IGNORECASE)
+_LIST = re.compile(r"^(?P<intro>[^：:]{4,30})[：:](?P<items>[^。；;]+)")
+_ITEM_MAX = 14
+_LIST_RULE = re.compile(r"不支持|不能|不可|不接受|不包括|可以|支持|包括|适用")
+
+
+def _is_item(text: str) -> bool:
+    return 2 <= len(text) <= _ITEM_MAX and not re.search(r"\d", text)
+
+
+def rule_questions(f: Fact) -> list[Question]:
+    """Questions that ask for what kind of rule this is (who pays, how long, how much) and, for a rule that lists
+    things ("以下商品不支持…：A、B、C"), one question per listed thing: customers ask about their own item."""
+    t, zh = f.topic.rstrip("？?"), f.lang == "zh"
+    out = []
+    if _PAYS.search(f.text):
+        out.append(Question(f"{t}的钱是谁出？" if zh else f"who pays for {t.lower()}?", "who_pays"))
+    if _DURATION.search(f.text):
+        out.append(Question(f"{t}一般要多长时间？" if zh else f"how long does {t.lower()} take?", "how_long"))
+    if _AMOUNT.search(f.text):
+        out.append(Question(f"{t}要多少钱？" if zh else f"how much is {t.lower()}?", "how_much"))
+    if zh and (m := _LIST.match(f.text)):
+        intro, rest = m.group("intro"), m.group("items")
+        if "、" in intro and not re.search(r"\d", intro):  # "帐篷、背包：保修 2 年": the rule of each thing
+            out += [Question(f"{i}的{t}是怎样的？", "item") for i in intro.split("、") if 1 <= len(i) <= _ITEM_MAX]
+        elif "、" in rest and _LIST_RULE.search(intro):  # "以下商品不支持无理由退货：A、B": one thing asked
+            items = [i.strip() for i in re.split(r"[、,，]", rest)]
+            out += [Question(f"{i}，{t}可以吗？", "item") for i in items if _is_item(i)]
+    return out
+
+
 def _typo(text: str) -> str | None:
     for i, ch in enumerate(text):
         if ch in _TYPOS:

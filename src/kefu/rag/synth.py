@@ -25,11 +25,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kefu.config import KefuConfig
-from kefu.data.persona import handoff_sentence, styled, system_prompt
+from kefu.data.persona import handoff_sentence, styled, system_prompt, system_text
 from kefu.data.schema import Conversation, Turn
 from kefu.errors import KefuError
 from kefu.rag.context import format_context
-from kefu.rag.facts import Fact, Question, extract_facts, fact_questions, topic_questions, ungrounded
+from kefu.rag.facts import (
+    Fact,
+    Question,
+    extract_facts,
+    fact_questions,
+    rule_questions,
+    topic_questions,
+    ungrounded,
+)
 from kefu.rag.index import find_sources, read_chunks
 from kefu.rag.retrieve import Hit, Retriever
 
@@ -101,14 +109,17 @@ class Synthesizer:
                                  persona.handoff, persona.handoff_en])  # fmt: skip
 
     def _context(self, question: str, right: str | None) -> tuple[str | None, int | None, list[Hit]]:
-        """(system prompt, number of the right excerpt or None, hits shown)."""
+        """(system prompt, number of the right excerpt or None, hits shown), composed as serving composes it: the
+        excerpts when the relevance gate (kb.min_score) lets them through, else none and the no-match note."""
         if self.retriever is None:
             return None, None, []
         hits = self.retriever.retrieve(question)
         if right is not None and self.rng.random() < self.opts.drop_right_excerpt:
             hits = [h for h in hits if h.chunk_id != right]
+        if not self.retriever.relevant(hits):
+            hits = []
         n = next((i for i, h in enumerate(hits, 1) if h.chunk_id == right), None)
-        return f"{self.base}\n\n{format_context(hits)}" if hits else self.base, n, hits
+        return system_text(self.base, format_context(hits), self.cfg.persona, kb_searched=True), n, hits
 
     def record(self, fact: Fact | None, question: str, body: str | None, kind: str, lang: str) -> Conversation | None:
         """One conversation; body None means "the excerpts do not answer it" (handoff)."""
@@ -138,7 +149,7 @@ class Synthesizer:
         asked = topic_questions(section.topic, section.lang)
         self.rng.shuffle(asked)
         pairs = [(section, q) for q in asked[: self.opts.questions_per_fact]]
-        pairs += [(f, q) for f in facts for q in fact_questions(f)]
+        pairs += [(f, q) for f in facts for q in fact_questions(f) + rule_questions(f)]
         for fact, q in pairs:
             if q.text not in self.asked:
                 self.asked.add(q.text)
