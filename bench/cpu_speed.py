@@ -124,7 +124,7 @@ def run_onnx(args: argparse.Namespace, runtime: str) -> dict[str, Any]:
 
     cfg = load_config(None, [f"model.runtime={runtime}", "model.device=cpu"])
     t0 = time.perf_counter()
-    engine = OnnxEngine.from_config(cfg)
+    engine = OnnxEngine.from_config(cfg, runtime)
     ready_s = time.perf_counter() - t0
     tok = engine.tok
     *convs, warm = rag_prompts(tok, args.questions + 1, args.prompt_tokens)

@@ -31,10 +31,11 @@ def open_engine(cfg: KefuConfig, max_batch: int | None = None) -> Engine:
         raise KefuError("serve.engine: 'scripted' is for tests: pass a ScriptedEngine to create_app or run_eval")
     if max_batch is not None:
         cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"max_batch_size": max_batch})})
-    if local_runtime(cfg) != "transformers":
+    runtime = local_runtime(cfg)
+    if runtime != "transformers":
         from kefu.answer.engines.onnx import OnnxEngine
 
-        return OnnxEngine.from_config(cfg)
+        return OnnxEngine.from_config(cfg, runtime)
     from kefu.answer.engines.hf import HFEngine
 
     return HFEngine.from_config(cfg)

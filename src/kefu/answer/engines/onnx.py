@@ -29,6 +29,7 @@ from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
 from kefu.answer.engines.queued import Request, relay
 from kefu.answer.toolcalls import ToolFormat, render, tool_format
 from kefu.config import KefuConfig
+from kefu.errors import KefuError
 
 log = logging.getLogger("kefu.answer.onnx")
 
@@ -84,15 +85,17 @@ class OnnxEngine:
         self._thread.start()
 
     @classmethod
-    def from_config(cls, cfg: KefuConfig) -> OnnxEngine:
+    def from_config(cls, cfg: KefuConfig, runtime: str) -> OnnxEngine:
+        """The engine for cfg.model at `runtime` ('onnx-int8' or 'onnx-int4': open_engine's resolved choice, never
+        'auto': reading the raw field once made every 'auto' run int4)."""
         from kefu.answer.default_model import cache_root
-        from kefu.answer.engines import local_runtime
         from kefu.answer.model import _local, load_tokenizer, resolve_source
         from kefu.answer.onnx_export import ensure_export
 
         mcfg = cfg.model
-        # the runtime 'auto' resolves to (int8), not the raw field: reading that made every 'auto' run int4
-        precision = "int8" if local_runtime(cfg) == "onnx-int8" else "int4"
+        if runtime not in ("onnx-int8", "onnx-int4"):
+            raise KefuError(f"OnnxEngine: runtime must be onnx-int8 or onnx-int4, not {runtime!r}")
+        precision = runtime.removeprefix("onnx-")
         source = resolve_source(mcfg, cfg.root)
         if source.hub:
             raise EngineUnavailable(f"model.runtime {mcfg.runtime}: model.path must be a local model (not a hub id)")
