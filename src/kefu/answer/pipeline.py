@@ -27,7 +27,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kefu.answer.actions import ActionCall, Actions, divert_tool_call
+from kefu.answer.actions import ActionCall, ActionResult, Actions, divert_tool_call
+from kefu.answer.confirm import Pending, is_confirmation, owner_of
 from kefu.answer.engines.base import Engine, GenParams
 from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, system_text, trim
@@ -38,7 +39,7 @@ from kefu.data.pii import mask as pii_mask
 from kefu.guard.handoff import is_handoff_answer
 from kefu.guard.input import InputVerdict, check_input
 from kefu.guard.lang import detect_lang
-from kefu.guard.notices import notice
+from kefu.guard.notices import confirm_question, declined, notice
 from kefu.guard.output import AnswerGuard, Policy
 
 # A rule hook looks at the (PII-masked) conversation, newest last, and returns a reason to hand it to a human
@@ -63,6 +64,9 @@ class Prepared:
     customer_id: str | None = None  # the customer the shop's front end authenticated (shop actions only)
     call: ActionCall | None = None  # a shop action this turn runs instead of generating
     actions: list[dict[str, Any]] = field(default_factory=list)  # audit records of the actions run
+    pending: Pending | None = None  # a write waiting for the customer's yes: the caller keeps it for the next turn
+    declined: Pending | None = None  # the write that waited and this message did not confirm (not run)
+    escalate: str | None = None  # an action's rule hands the conversation to a human after this answer
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Answer:
     completion_tokens: int
     finish_reason: str
     actions: list[dict[str, Any]] = field(default_factory=list)  # shop actions run (ActionResult.record())
+    pending: Pending | None = None  # a write asked to be confirmed: pass it to the next turn's answer()
 
 
 def _opens_think(engine: Engine) -> bool:
@@ -134,10 +139,11 @@ class AnswerPipeline:
     # ------------------------------------------------------------------ screen
     def screen(
         self, turns: Messages, handoff_requested: bool = False, started: float | None = None,
-        customer_id: str | None = None,
+        customer_id: str | None = None, pending: Pending | None = None,
     ) -> Prepared:  # fmt: skip
         """Input guards on the newest customer message; the conversation masked; the shop action it asks for (run
-        by `ground`). Cheap: no I/O. `customer_id` is whom the shop authenticated: actions look up only theirs."""
+        by `ground`). Cheap: no I/O. `customer_id` is whom the shop authenticated: actions look up only theirs.
+        `pending` is the write the previous turn asked to confirm (Prepared.pending), kept by the caller."""
         question = turns[-1]["content"]
         prep = self._prepared(turns, started)
         if self.raw:
@@ -151,8 +157,24 @@ class AnswerPipeline:
         elif prep.verdict.injection:  # the model never sees an injection attempt; the persona refuses
             self._decide(prep, "refuse", "refusal")
         else:
-            prep.call = self.actions.select(question)
+            self._choose(prep, question, said_before[-1] if said_before else "", pending)
         return prep
+
+    def _choose(self, prep: Prepared, question: str, before: str, pending: Pending | None) -> None:
+        """The action this message runs: a confirmed pending write, else what the message asks for. A pending write
+        this message does not confirm is cancelled (audited as declined), and the customer is told."""
+        waiting = pending if pending and pending.owner == owner_of(prep.customer_id) and pending.fresh() else None
+        if waiting is not None:
+            call = ActionCall(waiting.name, waiting.arguments, waiting.source, confirmed=True)  # type: ignore[arg-type]
+            if is_confirmation(question, self.cfg.actions.confirm_words):
+                prep.call = call
+                return
+            prep.declined = waiting
+            prep.actions.append(self._record(ActionResult(dataclasses.replace(call, confirmed=False), "declined")))
+        prep.call = self.actions.select(question, before)
+        if prep.call is None and waiting is not None:
+            zh, en = self.actions.what(ActionCall(waiting.name, waiting.arguments))
+            prep.action, prep.notice = "act", declined(self.cfg.persona, zh, en, prep.lang)
 
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
         """A turn of a conversation a human agent has taken over: the bot only says so."""
@@ -199,16 +221,48 @@ class AnswerPipeline:
 
     def _act(self, prep: Prepared, call: ActionCall) -> None:
         """Run one shop action (blocking HTTP) and answer with its result in the customer's language."""
+        prep.action, prep.notice = "act", self._run_action(prep, call)
+
+    def _run_action(self, prep: Prepared, call: ActionCall) -> str:
+        """The customer's answer to one action: a write not yet confirmed is only asked about (after its check
+        lookup passed); anything else runs. Blocking HTTP: call it in a thread."""
+        if self.actions.is_write(call) and not call.confirmed:
+            return self._ask_to_confirm(prep, call)
         result = self.actions.run(call, prep.customer_id)
-        prep.actions.append(result.record())
-        prep.action, prep.notice = "act", self.actions.reply(result, prep.lang)
+        prep.actions.append(self._record(result))
+        spec = self.actions.by_name.get(call.name)
+        if spec is not None and result.handoff_passed(spec):
+            prep.escalate = f"action:{call.name}"[:32]
+        text = self.actions.reply(result, prep.lang)
+        if prep.declined is not None:  # the customer moved on: say the waiting write was not done, then answer
+            zh, en = self.actions.what(ActionCall(prep.declined.name, prep.declined.arguments))
+            text = declined(self.cfg.persona, zh, en, prep.lang) + ("\n" if prep.lang == "en" else "") + text
+        return text
+
+    def _record(self, result: ActionResult) -> dict[str, Any]:
+        """The audit entry, its text arguments (a new address) PII-masked like every stored customer text."""
+        rec = result.record()
+        rec["arguments"] = {k: self.mask(v) if isinstance(v, str) else v for k, v in rec["arguments"].items()}
+        return rec
+
+    def _ask_to_confirm(self, prep: Prepared, call: ActionCall) -> str:
+        spec = self.actions.by_name[call.name]
+        checked = self.actions.precheck(call, prep.customer_id)
+        if spec.check and checked.status == "ok":  # e.g. the order lookup: is it this customer's order at all?
+            props = self.actions.by_name[spec.check].parameters.get("properties", {})
+            args = {k: v for k, v in call.arguments.items() if k in props}
+            checked = self.actions.run(ActionCall(spec.check, args, call.source), prep.customer_id)
+        if checked.status != "ok":  # not this customer's order, no customer, bad number: nothing to confirm
+            prep.actions.append(self._record(dataclasses.replace(checked, call=call)))
+            return self.actions.reply(dataclasses.replace(checked, call=call), prep.lang)
+        prep.actions.append(self._record(ActionResult(call, "awaiting_confirmation")))
+        prep.pending = Pending(call.name, call.arguments, owner_of(prep.customer_id), call.source)
+        zh, en = self.actions.what(call)
+        return confirm_question(self.cfg.persona, zh, en, prep.lang)
 
     async def _model_call(self, prep: Prepared, call: ActionCall | None) -> str:
         """The model wrote a <tool_call>: run it like a rule-chosen action; its reply replaces the model's text."""
-        call = call or ActionCall("unparseable", {}, "model")
-        result = await asyncio.to_thread(self.actions.run, call, prep.customer_id)
-        prep.actions.append(result.record())
-        return self.actions.reply(result, prep.lang)
+        return await asyncio.to_thread(self._run_action, prep, call or ActionCall("unparseable", {}, "model"))
 
     # ------------------------------------------------------------------ stream
     async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
@@ -262,19 +316,21 @@ class AnswerPipeline:
         return not self.raw and prep.action == "answer" and bool(is_handoff_answer(out.text))
 
     async def answer(
-        self, turns: Messages, params: GenParams, handoff_requested: bool = False, customer_id: str | None = None
+        self, turns: Messages, params: GenParams, handoff_requested: bool = False, customer_id: str | None = None,
+        pending: Pending | None = None,
     ) -> Answer:
-        """A whole turn: screen, ground (a shop action, or retrieval), generate (guarded), detect a model handoff."""
-        prep = self.screen(turns, handoff_requested, customer_id=customer_id)
+        """A whole turn: screen, ground (a shop action, or retrieval), generate (guarded), detect a model handoff.
+        `pending`: the previous turn's Answer.pending (a write waiting for this message to confirm it)."""
+        prep = self.screen(turns, handoff_requested, customer_id=customer_id, pending=pending)
         await asyncio.to_thread(self.ground, prep)
         out = Outcome()
         async for _ in self.stream(prep, params, out):
             pass
-        handoff = prep.reason or ("model" if self.model_handoff(prep, out) else None)
+        handoff = prep.reason or prep.escalate or ("model" if self.model_handoff(prep, out) else None)
         ctx = prep.context
         return Answer(
             text=out.text.strip(), action=prep.action, lang=prep.lang, handoff=handoff, citations=ctx.citations,
             guard={"input": prep.verdict.reasons, "output": out.guard_hits}, kb_version=ctx.kb_version,
             ttft_s=out.ttft, total_s=out.total, completion_tokens=out.completion_tokens,
-            finish_reason=out.finish_reason, actions=prep.actions,
+            finish_reason=out.finish_reason, actions=prep.actions, pending=prep.pending,
         )  # fmt: skip
