@@ -36,6 +36,8 @@ Status = Literal[
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+# Words that name a number rather than ask for anything: they are not triggers ("订单号" holds 订单).
+_NUMBER_LABELS = re.compile(r"订单号|订单编号|运单号|单号|order\s*(?:number|no\.?|id|#)", re.I)
 
 
 @dataclass
@@ -175,7 +177,7 @@ class Actions:
         customer's previous message: "我要取消订单" then "DD…" (the number the assistant asked for) runs the action
         the first message named, with the arguments of both."""
         for said, extra in ((text, ""), (before, text)):
-            low = said.lower()
+            low = _NUMBER_LABELS.sub(" ", said.lower())  # "订单号是 DD…" answers a question; it asks for nothing
             for spec in self.cfg.tools:
                 if not said or not any(t.lower() in low for t in spec.triggers):
                     continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,21 @@ def _opens_think(engine: Engine) -> bool:
     return str(prompt).rstrip().endswith("<think>")
 
 
+_CODES = re.compile(r"\b[A-Za-z]*\d[A-Za-z\d]*\b")  # order and tracking numbers (DD2026…): no language
+_WORDS = re.compile(r"[^\W\d_]")
+
+
+def _lang(turns: Messages) -> str:
+    """The newest customer message's language; one that is only a number ("DD2026…", answering "订单号是多少？")
+    keeps the language the customer wrote in before."""
+    said = [t["content"] for t in turns if t["role"] == "user"] or [turns[-1]["content"]]
+    for text in reversed(said):
+        words = _CODES.sub(" ", text)
+        if _WORDS.search(words):
+            return detect_lang(words)
+    return detect_lang(said[-1])
+
+
 class AnswerPipeline:
     def __init__(
         self, cfg: KefuConfig, engine: Engine, kb: KnowledgeBase | None = None,
@@ -185,8 +201,7 @@ class AnswerPipeline:
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
         # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
         masked = [{**t, "content": self.mask(t["content"])} for t in turns]
-        lang = detect_lang(turns[-1]["content"])
-        return Prepared(masked, lang, time.perf_counter() if started is None else started)
+        return Prepared(masked, _lang(turns), time.perf_counter() if started is None else started)
 
     def _rule(self, turns: Messages) -> str | None:
         for rule in self.rules:
