@@ -460,8 +460,9 @@ class ActionConfig(_Section):
     )
     method: Literal["GET", "POST"] = Field(
         default="GET",
-        description="HTTP method. GET: a lookup, run at once. POST: a write (cancel, change address, open a return), run "
-        "only after the customer confirms in a separate turn; its arguments outside the URL go in a JSON body.",
+        description="HTTP method. GET: a lookup, run at once. POST: a write (cancel, change address, open a "
+        "return), run only after the customer confirms in a separate turn; its arguments outside the URL go in a "
+        "JSON body.",
     )
     url: str = Field(
         description="URL template, relative to actions.base_url unless absolute: {customer_id} (the authenticated "

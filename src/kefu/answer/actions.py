@@ -69,7 +69,8 @@ class ActionResult:
         """Whether a numeric field passed its handoff_over limit (a parcel without news for longer than allowed)."""
         values = [self.visible.get(f) for f in spec.handoff_over]
         return self.status == "ok" and any(
-            isinstance(v, int | float) and v > limit for v, limit in zip(values, spec.handoff_over.values(), strict=True)
+            isinstance(v, int | float) and v > limit
+            for v, limit in zip(values, spec.handoff_over.values(), strict=True)
         )
 
 
@@ -265,7 +266,9 @@ class Actions:
             template = spec.reply_en if en else spec.reply_zh
             if result.handoff_passed(spec):
                 template = spec.handoff_en if en else spec.handoff_zh
-            return greeting(p, lang) + _PLACEHOLDER.sub(lambda m: _say(values.get(m.group(1)), en), template)
+            text = _PLACEHOLDER.sub(lambda m: _say(values.get(m.group(1)), en), template)
+            hi = greeting(p, lang)
+            return hi + (text[:1].lower() + text[1:] if en and hi else text)  # "Hello, your order …"
         if result.status == "rejected":
             why = result.visible.get("reason_en" if en else "reason") or ("not possible" if en else "暂时无法办理")
             ref = " ".join(str(v) for v in result.call.arguments.values())
@@ -286,7 +289,9 @@ def _reasons(resp: httpx.Response) -> dict[str, Any]:
         return {}
     if isinstance(detail, str):
         return {"reason": detail, "reason_en": detail}
-    return {k: detail[k] for k in ("reason", "reason_en") if isinstance(detail, dict) and isinstance(detail.get(k), str)}
+    return {
+        k: detail[k] for k in ("reason", "reason_en") if isinstance(detail, dict) and isinstance(detail.get(k), str)
+    }
 
 
 def _say(value: Any, en: bool) -> str:

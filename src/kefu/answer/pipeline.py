@@ -331,7 +331,11 @@ class AnswerPipeline:
         return not self.raw and prep.action == "answer" and bool(is_handoff_answer(out.text))
 
     async def answer(
-        self, turns: Messages, params: GenParams, handoff_requested: bool = False, customer_id: str | None = None,
+        self,
+        turns: Messages,
+        params: GenParams,
+        handoff_requested: bool = False,
+        customer_id: str | None = None,
         pending: Pending | None = None,
     ) -> Answer:
         """A whole turn: screen, ground (a shop action, or retrieval), generate (guarded), detect a model handoff.

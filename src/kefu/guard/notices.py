@@ -148,11 +148,12 @@ def confirm_question(persona: PersonaConfig, what_zh: str, what_en: str, lang: s
     if lang == "en":
         return (f"{greeting(persona, 'en')}I can {_bare(what_en)} for you. Reply \"yes\" to confirm; any other "
                 "reply cancels it and nothing is changed.")  # fmt: skip
-    return f"{greeting(persona, 'zh')}将为您{_bare(what_zh)}。确认办理请回复“确认”，回复其他内容则不办理，订单不会有任何改动。"
+    ask = "确认办理请回复“确认”，回复其他内容则不办理，订单不会有任何改动。"
+    return f"{greeting(persona, 'zh')}将为您{_bare(what_zh)}。{ask}"
 
 
 def declined(persona: PersonaConfig, what_zh: str, what_en: str, lang: str) -> str:
     """A pending write the customer did not confirm: it was not done."""
     if lang == "en":
-        return f"{greeting(persona, 'en')}OK, I did not {_bare(what_en)}; nothing was changed."
+        return f"{greeting(persona, 'en')}as you asked, I did not {_bare(what_en)}; nothing was changed."
     return f"{greeting(persona, 'zh')}好的，没有为您{_bare(what_zh)}，订单没有任何改动。"

@@ -1,9 +1,9 @@
 """The sample shop's data in SQLite, seeded deterministically: the same seed gives the same rows, byte for byte.
 
 Customers C1001..., each with orders DD<date><seq> (shipping to the customer's address); shipped orders have a
-shipment with tracking events, some delivered orders a return, and a few coupons. `changes` records every write the
-backend makes (cancel, address change, new return). Names, phones and addresses are there on purpose: the backend returns
-them like a real shop would, and kefu must keep them out of answers.
+shipment with tracking events, some delivered orders a return, and a few coupons. `changes` records every write
+the backend makes (cancel, address change, new return). Names, phones and addresses are there on purpose: the
+backend returns them like a real shop would, and kefu must keep them out of answers.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def _orders(con: sqlite3.Connection, rng: random.Random, customers: list[tuple[s
             oid = f"DD{created:%Y%m%d}{seq:05d}"
             status = rng.choice(_STATUSES)
             total = round(rng.uniform(19, 899), 2)
-            con.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?)",
-                        (oid, cid, status, total, rng.choice(_ITEMS), f"{created:%Y-%m-%d %H:%M}", address))  # fmt: skip
+            order = (oid, cid, status, total, rng.choice(_ITEMS), f"{created:%Y-%m-%d %H:%M}", address)
+            con.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?)", order)
             if status in ("shipped", "delivered"):
                 carrier, prefix = rng.choice(_CARRIERS)
                 tracking = prefix + "".join(rng.choice("0123456789") for _ in range(12))

@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from math import comb
@@ -122,6 +123,17 @@ def summarize(tasks: list[Task], trials: list[Trial], n: int, k: int) -> dict[st
     }
 
 
+def _first_of_each(tasks: list[Task], n: int | None) -> list[Task]:
+    if n is None:
+        return tasks
+    kept, seen = [], Counter[str]()
+    for t in tasks:
+        seen[t.kind] += 1
+        if seen[t.kind] <= n:
+            kept.append(t)
+    return kept
+
+
 def _shop_env(cfg: KefuConfig, token: str) -> dict[str, str | None]:
     """Point every action's credential at the eval's own backend; returns the old values to restore."""
     names = {a.auth_env for a in cfg.actions.tools if a.auth_env}
@@ -154,9 +166,10 @@ async def _run_all(
 
 def run_actions_suite(
     cfg: KefuConfig, target: Target, trials: int = 4, k: int = 4, customer: Customer | None = None,
-    limit: int | None = None, tick: Any = lambda task: None,
+    per_kind: int | None = None, tick: Any = lambda task: None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Seed the reference shop, serve it on a free port, run every task `trials` times; the report's data."""
+    """Seed the reference shop, serve it on a free port, run every task `trials` times; the report's data.
+    `per_kind`: only the first that many tasks of each type (a quick run)."""
     if not cfg.actions.tools:
         raise KefuError("actions.tools: no shop actions configured (see configs/shop-actions.yaml)")
     if trials < 1:
@@ -166,7 +179,7 @@ def run_actions_suite(
     with tempfile.TemporaryDirectory(prefix="kefu-actions-") as tmp:
         pristine, live = seed(Path(tmp) / "seed.sqlite"), Path(tmp) / "shop.sqlite"
         shutil.copyfile(pristine, live)
-        tasks = build_tasks(pristine)[:limit]
+        tasks = _first_of_each(build_tasks(pristine), per_kind)
         old = _shop_env(cfg, token)
         try:
             with running_shop(live, token) as url:
@@ -178,9 +191,16 @@ def run_actions_suite(
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
     return {
         "suite": "actions",
-        "run": {"target": target.describe(cfg), "started": started, "duration_s": wall, "trials": trials, "k": k,
-                "tasks": len(tasks), "customer": type(customer or ScriptedCustomer()).__name__,
-                "model_calls": cfg.actions.model_calls},  # fmt: skip
+        "run": {
+            "target": target.describe(cfg),
+            "started": started,
+            "duration_s": wall,
+            "trials": trials,
+            "k": k,
+            "tasks": len(tasks),
+            "customer": type(customer or ScriptedCustomer()).__name__,
+            "model_calls": cfg.actions.model_calls,
+        },
         "summary": summarize(tasks, done, trials, k),
         "tasks": [asdict(t) for t in tasks],
         "trials": [asdict(t) for t in done],

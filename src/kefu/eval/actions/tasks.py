@@ -26,45 +26,98 @@ LATE_HOURS = 72  # the shop's rule (FACTS.md): a parcel without news for longer 
 # customers do). {oid}: the order number, {addr}: a new address.
 OPEN = {
     "tracking": (
-        ("我的订单 {oid} 到哪了？", "帮我查下 {oid} 的物流", "{oid} 这个单子快递走到哪儿了", "请问订单{oid}的快递现在在哪里"),
-        ("Where is my order {oid}?", "Can you check the tracking for {oid}?", "Any delivery update on order {oid}?",
-         "Where is {oid} right now?"),
+        (
+            "我的订单 {oid} 到哪了？",
+            "帮我查下 {oid} 的物流",
+            "{oid} 这个单子快递走到哪儿了",
+            "请问订单{oid}的快递现在在哪里",
+        ),
+        (
+            "Where is my order {oid}?",
+            "Can you check the tracking for {oid}?",
+            "Any delivery update on order {oid}?",
+            "Where is {oid} right now?",
+        ),
     ),
     "status": (
-        ("订单 {oid} 现在是什么状态？", "帮我看看订单{oid}的状态", "我的订单{oid}现在怎么样了", "查一下订单 {oid} 的状态"),
-        ("What is the status of order {oid}?", "Can you check my order {oid}?", "Order {oid}: what's its status?",
-         "Please look up order {oid} for me"),
+        (
+            "订单 {oid} 现在是什么状态？",
+            "帮我看看订单{oid}的状态",
+            "我的订单{oid}现在怎么样了",
+            "查一下订单 {oid} 的状态",
+        ),
+        (
+            "What is the status of order {oid}?",
+            "Can you check my order {oid}?",
+            "Order {oid}: what's its status?",
+            "Please look up order {oid} for me",
+        ),
     ),
     "return_status": (
-        ("订单 {oid} 的退货进度怎么样了", "我那个退款到账了吗，订单号 {oid}", "{oid} 退货处理到什么状态了", "查下 {oid} 的退款"),
-        ("How is the return of order {oid} going?", "Has my refund for {oid} come through?",
-         "Status of my return for {oid}?", "Any news on the refund for order {oid}?"),
+        (
+            "订单 {oid} 的退货进度怎么样了",
+            "我那个退款到账了吗，订单号 {oid}",
+            "{oid} 退货处理到什么状态了",
+            "查下 {oid} 的退款",
+        ),
+        (
+            "How is the return of order {oid} going?",
+            "Has my refund for {oid} come through?",
+            "Status of my return for {oid}?",
+            "Any news on the refund for order {oid}?",
+        ),
     ),
     "missing": (
         ("我的快递怎么还没到", "帮我查一下物流", "我买的东西到哪了", "快递到哪了啊"),
-        ("Where is my parcel?", "Can you check my delivery?", "My package hasn't arrived, where is it?",
-         "I need a tracking update"),
+        (
+            "Where is my parcel?",
+            "Can you check my delivery?",
+            "My package hasn't arrived, where is it?",
+            "I need a tracking update",
+        ),
     ),
     "cancel": (
         ("请帮我取消订单 {oid}", "订单 {oid} 不想要了，帮我取消", "我要取消订单{oid}", "{oid} 这单帮我取消掉"),
-        ("Please cancel order {oid}", "I want to cancel my order {oid}", "Cancel {oid} please",
-         "Can you cancel order {oid} for me?"),
+        (
+            "Please cancel order {oid}",
+            "I want to cancel my order {oid}",
+            "Cancel {oid} please",
+            "Can you cancel order {oid} for me?",
+        ),
     ),
     "address": (
-        ("订单 {oid} 改地址，改成 {addr}", "帮我把 {oid} 的收货地址改为 {addr}", "{oid} 要换地址，新地址是 {addr}",
-         "麻烦修改地址：订单{oid}，改到{addr}"),
-        ("Order {oid}: please change the address to {addr}", "For order {oid}, new address is {addr}",
-         "Change address for {oid}, new address: {addr}", "I moved. Order {oid}, change the address to {addr}"),
+        (
+            "订单 {oid} 改地址，改成 {addr}",
+            "帮我把 {oid} 的收货地址改为 {addr}",
+            "{oid} 要换地址，新地址是 {addr}",
+            "麻烦修改地址：订单{oid}，改到{addr}",
+        ),
+        (
+            "Order {oid}: please change the address to {addr}",
+            "For order {oid}, new address is {addr}",
+            "Change address for {oid}, new address: {addr}",
+            "I moved. Order {oid}, change the address to {addr}",
+        ),
     ),
     "return": (
         ("订单 {oid} 我要退货", "我想退货，订单号 {oid}", "{oid} 这个要申请退货", "帮我办理退货：{oid}"),
-        ("I want to return order {oid}", "Please start a return for {oid}", "Open a return for order {oid}",
-         "I'd like to return this order: {oid}"),
+        (
+            "I want to return order {oid}",
+            "Please start a return for {oid}",
+            "Open a return for order {oid}",
+            "I'd like to return this order: {oid}",
+        ),
     ),
-}  # fmt: skip
-GIVE_NUMBER = (("订单号是 {oid}", "{oid}", "单号 {oid}", "好的，{oid}"), ("It's {oid}", "{oid}", "The order number is {oid}", "Sure: {oid}"))
+}
+GIVE_NUMBER = (
+    ("订单号是 {oid}", "{oid}", "单号 {oid}", "好的，{oid}"),
+    ("It's {oid}", "{oid}", "The order number is {oid}", "Sure: {oid}"),
+)
 CONFIRM = (("确认", "好的", "是的", "可以"), ("yes", "Yes, go ahead", "ok", "Yes please"))
-DECLINE = (("算了，先不要了", "不用了", "先别办，我再想想", "不要"), ("No, leave it", "Actually no", "No thanks", "Don't"))
+DECLINE = (
+    ("算了，先不要了", "不用了", "先别办，我再想想", "不要"),
+    ("No, leave it", "Actually no", "No thanks", "Don't"),
+)
 ADDRESSES = (("杭州市西湖区文三路88号3单元", "成都市武侯区天府大道1200号"),
              ("88 Wensan Road, Xihu District, Hangzhou", "1200 Tianfu Avenue, Wuhou District, Chengdu"))  # fmt: skip
 
@@ -129,18 +182,45 @@ def _lookups(o: dict[str, Any], lang: str, n: int) -> list[Task]:
     if o["latest"] is not None:
         late = o["hours"] is not None and o["hours"] > LATE_HOURS
         kind = "policy_late_parcel" if late else "lookup_tracking"
-        goal = f"find out where order {oid} is" + (" (no tracking news for days: expects a human to check)" if late else "")
+        goal = f"find out where order {oid} is" + (
+            " (no tracking news for days: expects a human to check)" if late else ""
+        )
         tasks.append(Task(f"{kind}-{tid}", kind, lang, cid, goal, _opening("tracking", lang, oid=oid), oid,
                           must_say=_event(o, lang), handoff=late))  # fmt: skip
-    status = {"paid": ("已付款，待发货", "Paid, waiting to ship"), "cancelled": ("已取消", "Cancelled"),
-              "shipped": ("已发货，运输中", "Shipped, in transit"), "delivered": ("已签收", "Delivered")}[o["status"]]
+    status = {
+        "paid": ("已付款，待发货", "Paid, waiting to ship"),
+        "cancelled": ("已取消", "Cancelled"),
+        "shipped": ("已发货，运输中", "Shipped, in transit"),
+        "delivered": ("已签收", "Delivered"),
+    }[o["status"]]
     if n % 2 == 0:  # every other order: status lookups would otherwise outnumber every other type
-        tasks.append(Task(f"lookup_status-{tid}", "lookup_status", lang, cid, f"learn the status of order {oid}",
-                          _opening("status", lang, oid=oid), oid, must_say=[status[lang == "en"]], handoff=False))
+        tasks.append(
+            Task(
+                f"lookup_status-{tid}",
+                "lookup_status",
+                lang,
+                cid,
+                f"learn the status of order {oid}",
+                _opening("status", lang, oid=oid),
+                oid,
+                must_say=[status[lang == "en"]],
+                handoff=False,
+            )
+        )
     if o["return"] is not None:
-        tasks.append(Task(f"lookup_return-{tid}", "lookup_return", lang, cid, f"learn how the return of {oid} is going",
-                          _opening("return_status", lang, oid=oid), oid,
-                          must_say=[o["return"]["id"], o["return"]["status"]], handoff=False))
+        tasks.append(
+            Task(
+                f"lookup_return-{tid}",
+                "lookup_return",
+                lang,
+                cid,
+                f"learn how the return of {oid} is going",
+                _opening("return_status", lang, oid=oid),
+                oid,
+                must_say=[o["return"]["id"], o["return"]["status"]],
+                handoff=False,
+            )
+        )
     return tasks
 
 
