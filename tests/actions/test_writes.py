@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import httpx
 import openai
 
 from kefu.answer.engines.scripted import ScriptedEngine
-from tests.actions.conftest import Shop
+from kefu.serve.app import create_app
+from tests.actions.conftest import Shop, actions_cfg
 from tests.actions.test_e2e import answer_events
-from tests.serve.conftest import Server
+from tests.serve.conftest import Server, start
 
 
 def say(gw: Server, conversation: str, text: str, customer: str) -> str:
@@ -120,3 +122,23 @@ def test_late_parcel_goes_to_a_human(gateway: Server, shop: Shop) -> None:
     assert "72 小时" in reply and "转接人工" in reply
     event = answer_events(gateway)[0]
     assert event["handoff"]["status"] == "escalated" and event["handoff"]["reason"] == "action:order_tracking"
+
+
+def test_models_write_call_is_asked_first_then_run(tmp_path: Path, shop: Shop) -> None:
+    order = paid_order(shop, "C1003")
+    call = json.dumps({"name": "cancel_order", "arguments": {"order_id": order}})
+    engine = ScriptedEngine()
+    engine.queue(f"<tool_call>\n{call}\n</tool_call>")
+    cfg = actions_cfg(tmp_path, shop.url)
+    cfg.actions.model_calls = True
+    gw = start(create_app(cfg, engine))
+    try:
+        asked = say(gw, "conv-m", f"{order} 这个我不要了", "C1003")  # no trigger word: the model decides
+        assert "确认" in asked and "tool_call" not in asked and order_row(shop, order)[0] == "paid"
+        done = say(gw, "conv-m", "确认", "C1003")
+        assert "已为您取消订单" in done and changes(shop) == [("C1003", order, "cancel")]
+        first, second = answer_events(gw)
+        assert first["actions"][0]["source"] == "model" and first["actions"][0]["status"] == "awaiting_confirmation"
+        assert second["actions"][0]["confirmed"] is True and len(engine.calls) == 1
+    finally:
+        gw.stop()
