@@ -142,3 +142,11 @@ def test_models_write_call_is_asked_first_then_run(tmp_path: Path, shop: Shop) -
         assert second["actions"][0]["confirmed"] is True and len(engine.calls) == 1
     finally:
         gw.stop()
+
+
+def test_moving_on_cancels_the_write_and_answers_the_new_question(gateway: Server, shop: Shop) -> None:
+    order, other = paid_order(shop, "C1003"), shop.shipped_order("C1003")
+    say(gateway, "conv-n", f"请帮我取消订单 {order}", "C1003")
+    reply = say(gateway, "conv-n", f"订单 {other} 到哪了", "C1003")
+    assert reply.startswith("您好，好的，没有为您取消订单") and reply.count("您好") == 1
+    assert shop.latest_event(other)[1] in reply and changes(shop) == []

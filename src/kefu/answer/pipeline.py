@@ -40,7 +40,7 @@ from kefu.data.pii import mask as pii_mask
 from kefu.guard.handoff import is_handoff_answer
 from kefu.guard.input import InputVerdict, check_input
 from kefu.guard.lang import detect_lang
-from kefu.guard.notices import confirm_question, declined, notice
+from kefu.guard.notices import confirm_question, declined, greeting, notice
 from kefu.guard.output import AnswerGuard, Policy
 
 # A rule hook looks at the (PII-masked) conversation, newest last, and returns a reason to hand it to a human
@@ -251,7 +251,9 @@ class AnswerPipeline:
         text = self.actions.reply(result, prep.lang)
         if prep.declined is not None:  # the customer moved on: say the waiting write was not done, then answer
             zh, en = self.actions.what(ActionCall(prep.declined.name, prep.declined.arguments))
-            text = declined(self.cfg.persona, zh, en, prep.lang) + ("\n" if prep.lang == "en" else "") + text
+            rest = text.removeprefix(greeting(self.cfg.persona, prep.lang))  # one greeting for both
+            first = declined(self.cfg.persona, zh, en, prep.lang)
+            text = f"{first}\n{rest[:1].upper()}{rest[1:]}" if prep.lang == "en" else first + rest
         return text
 
     def _record(self, result: ActionResult) -> dict[str, Any]:
