@@ -146,7 +146,7 @@ def _shop_env(cfg: KefuConfig, token: str) -> dict[str, str | None]:
 async def _run_all(
     cfg: KefuConfig, target: Target, tasks: list[Task], n: int, customer: Customer, live: Path, pristine: Path,
     tick: Any,
-) -> tuple[list[Trial], float]:  # fmt: skip
+) -> tuple[list[Trial], float, str]:  # fmt: skip
     t0 = time.perf_counter()
     engine, owned = open_engine_for(cfg, target)
     try:
@@ -157,7 +157,7 @@ async def _run_all(
             for trial in range(n):
                 trials.append(await run_trial(pipeline, task, trial, customer, live, pristine, params))
             tick(task)
-        return trials, time.perf_counter() - t0
+        return trials, time.perf_counter() - t0, engine.name
     finally:
         close = getattr(engine, "close", None)
         if owned and close is not None:
@@ -184,8 +184,8 @@ def run_actions_suite(
         try:
             with running_shop(live, token) as url:
                 run_cfg = cfg.model_copy(update={"actions": cfg.actions.model_copy(update={"base_url": url})})
-                done, wall = asyncio.run(_run_all(run_cfg, target, tasks, trials, customer or ScriptedCustomer(),
-                                                  live, pristine, tick))  # fmt: skip
+                who = customer or ScriptedCustomer()
+                done, wall, engine = asyncio.run(_run_all(run_cfg, target, tasks, trials, who, live, pristine, tick))
         finally:
             for name, value in old.items():
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
@@ -200,6 +200,7 @@ def run_actions_suite(
             "tasks": len(tasks),
             "customer": type(customer or ScriptedCustomer()).__name__,
             "model_calls": cfg.actions.model_calls,
+            "engine": engine,  # e.g. onnx-int8: what model.runtime 'auto' chose
         },
         "summary": summarize(tasks, done, trials, k),
         "tasks": [asdict(t) for t in tasks],
