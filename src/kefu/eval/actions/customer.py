@@ -17,7 +17,12 @@ from kefu.eval.actions.tasks import CONFIRM, DECLINE, GIVE_NUMBER, Task
 from kefu.eval.generate import Messages
 
 _ASKS_CONFIRM = re.compile(r"回复“确认”|请确认|确认吗|是否确认|确认办理|reply \"?yes|please confirm|confirm\?", re.I)
-_ASKS_NUMBER = re.compile(r"(?<!运)单号|订单编号|order (?:number|no\.?|id)|order #", re.I)
+# Asked for the order number (not merely told about one, e.g. "在订单里查看物流单号").
+_ASKS_NUMBER = re.compile(
+    r"(?:提供|告诉|发一下|发给|发送|输入|报一下|给我).{0,8}(?:订单号|单号|订单编号)|(?:订单号|单号)(?:是多少|呢)"
+    r"|(?:send|provide|share|tell|give|what(?:'s| is)).{0,30}order (?:number|no\.?|id)",
+    re.I,
+)
 STOP = "###STOP###"
 
 
