@@ -288,9 +288,25 @@ def eval_run(
     model_name: Annotated[str | None, typer.Option(help="Model name sent to --url.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and report.html.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Score the bare model: no knowledge base, no guards.")] = False,
+    suite: Annotated[
+        Literal["cases", "actions"],
+        typer.Option(help="cases: the eval set; actions: τ-bench-style shop-action tasks against the reference shop."),
+    ] = "cases",
+    trials: Annotated[
+        int, typer.Option(min=1, help="--suite actions: trials per task (pass^k needs k <= trials).")
+    ] = 4,
+    user_url: Annotated[
+        str | None,
+        typer.Option(
+            help="--suite actions: OpenAI-compatible URL of an LLM user simulator (default: "
+            "the deterministic scripted customer)."
+        ),
+    ] = None,
+    user_model: Annotated[str, typer.Option(help="--suite actions: model name for --user-url.")] = "gpt-4o-mini",
 ) -> None:
     """Answer the eval set (and eval.suites) as a customer would be answered (persona, knowledge base, guards),
-    score every answer, write metrics.json + report.html."""
+    score every answer, write metrics.json + report.html. `--suite actions`: run the shop-action tasks, write
+    actions.json + actions.html (pass^1, pass^k per task type)."""
     if ctx.invoked_subcommand is not None:
         return
     if out is None:
@@ -301,9 +317,38 @@ def eval_run(
     cfg = cfg_from(config, set_)
     if url is None:  # a local model answers
         say_precision(cfg)
+    if suite == "actions":
+        _eval_actions(cfg, Target(model, adapter, url, api_key, model_name, raw=raw), out, trials, user_url,
+                      user_model)  # fmt: skip
+        return
     result = run_eval(cfg, Target(model, adapter, url, api_key, model_name, raw=raw), out)
     Console().print(summary_table(result.data))
     console.print(f"[green]Wrote[/] {out / 'metrics.json'} and {out / 'report.html'}")
+
+
+def _eval_actions(
+    cfg: KefuConfig, target: object, out: Path, trials: int, user_url: str | None, user_model: str
+) -> None:  # fmt: skip
+    import os
+
+    from rich.table import Table
+
+    from kefu.eval.actions.customer import LLMCustomer, ScriptedCustomer
+    from kefu.eval.actions.report import summary_rows, write_report
+    from kefu.eval.actions.run import run_actions_suite
+    from kefu.eval.runner import Target
+
+    assert isinstance(target, Target)
+    customer = (
+        LLMCustomer(user_url, user_model, os.environ.get("KEFU_USER_SIM_KEY")) if user_url else ScriptedCustomer()
+    )
+    data = run_actions_suite(cfg, target, trials=trials, k=min(4, trials), customer=customer)
+    table = Table("task type", "tasks", "pass^1", f"pass^{data['run']['k']}", title="shop actions")
+    for row in summary_rows(data):
+        table.add_row(*row)
+    Console().print(table)
+    files = write_report(data, out)
+    console.print(f"[green]Wrote[/] {files[0]} and {files[1]}")
 
 
 @eval_app.command("compare")

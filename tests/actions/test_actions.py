@@ -62,7 +62,7 @@ def test_failure_answers_speak_the_customers_language(actions: Actions) -> None:
 def test_unknown_placeholder_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "kefu.yaml"
     path.write_text(ACTIONS_YAML.read_text(encoding="utf-8").replace("{tracking_no}。", "{phone}。"), encoding="utf-8")
-    with pytest.raises(KefuConfigError, match=r"actions\.tools\.0.*phone"):
+    with pytest.raises(KefuConfigError, match=r"actions\.tools\.3.*phone"):
         load_config(path)
 
 
@@ -105,3 +105,22 @@ def test_unfinished_tool_call_is_never_shown() -> None:
 def test_answers_that_only_look_like_tags_pass_through() -> None:
     text, seen, _ = diverted("<tool>不是调用</tool>")
     assert text == "<tool>不是调用</tool>" and seen == []
+
+
+def test_confirmation_words() -> None:
+    from kefu.answer.confirm import is_confirmation
+    from kefu.config import ActionsConfig
+
+    words = ActionsConfig().confirm_words
+    yes = ["确认", "确认取消", "好的。", "没问题", "是的", "Yes!", "yes, cancel it", "OK", "确认修改地址"]
+    no = ["不确认", "不要", "算了", "no", "Yes, but wait", "确定吗？", "我想问下物流", "先别", ""]
+    assert all(is_confirmation(t, words) for t in yes)
+    assert not any(is_confirmation(t, words) for t in no)
+
+
+def test_an_earlier_message_names_the_action_the_number_completes(actions: Actions) -> None:
+    call = actions.select("DD2026120200003", before="我要取消订单")
+    assert call == ActionCall("cancel_order", {"order_id": "DD2026120200003"})
+    assert actions.select("DD2026120200003", before="取消订单 DD2026120100006") is None  # that one was complete
+    change = actions.select("订单 DD2026120200003 改地址，改成 杭州市西湖区文三路100号")
+    assert change == ActionCall("change_address", {"order_id": "DD2026120200003", "address": "杭州市西湖区文三路100号"})

@@ -64,8 +64,8 @@ def test_no_customer_id_looks_nothing_up(gateway: Server, shop: Shop) -> None:
 
 
 def test_english_question_gets_english_tracking(gateway: Server, shop: Shop) -> None:
-    order = shop.shipped_order("C1003")
-    text = ask(gateway, f"Where is my order {order}?", "C1003")
+    order = shop.shipped_order("C1004")
+    text = ask(gateway, f"Where is my order {order}?", "C1004")
     assert text.startswith("Hello") and order in text and "Latest update" in text
 
 
@@ -146,7 +146,7 @@ def test_backend_timeout_is_a_polite_answer(tmp_path: Path, shop: Shop) -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         cfg = actions_cfg(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
-        cfg.actions.tools[0].timeout_s = 0.3
+        next(t for t in cfg.actions.tools if t.name == "order_tracking").timeout_s = 0.3
         gw = start(create_app(cfg, ScriptedEngine()))
         try:
             text = ask(gw, f"我的订单 {order} 到哪了", "C1001")

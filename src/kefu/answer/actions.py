@@ -1,4 +1,4 @@
-"""Shop actions: one read-only call to the shop's own backend, for the customer the shop authenticated.
+"""Shop actions: one call to the shop's own backend, for the customer the shop authenticated.
 
 A turn runs an action when the customer's message names it (an action's `triggers`) and holds every required
 argument (found by the argument's JSON-schema `pattern`), or when the model wrote a Qwen2.5 tool call
@@ -6,11 +6,15 @@ argument (found by the argument's JSON-schema `pattern`), or when the model wrot
 the customer id the front end authenticated, so an order number alone never opens another customer's order (the
 backend answers 404 for it, as for an unknown order). Only the configured `fields` of the response leave this
 module, PII-masked; the customer's answer is the action's reply template in their language. Timeouts, refusals and
-server errors become a polite answer with the way to a human, never an exception.
+server errors become a polite answer with the way to a human, never an exception. Write actions (POST) are asked
+to be confirmed first (kefu.answer.confirm); a backend's 409 is the shop saying no, told to the customer with its
+reason. A lookup whose numeric field passes the action's `handoff_over` limit (a parcel without news for 72 hours)
+answers with the handoff text and hands the conversation to a human.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,10 +30,14 @@ from kefu.answer.engines.base import Chunk
 from kefu.config import ActionConfig, ActionsConfig, PersonaConfig
 from kefu.guard.notices import greeting
 
-Status = Literal["ok", "not_found", "no_customer", "bad_arguments", "unavailable"]
+Status = Literal[
+    "ok", "not_found", "no_customer", "bad_arguments", "unavailable", "rejected", "awaiting_confirmation", "declined"
+]
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+# Words that name a number rather than ask for anything: they are not triggers ("订单号" holds 订单).
+_NUMBER_LABELS = re.compile(r"订单号|订单编号|运单号|单号|order\s*(?:number|no\.?|id|#)", re.I)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class ActionCall:
     name: str
     arguments: dict[str, Any]
     source: Literal["rule", "model"] = "rule"
+    confirmed: bool = False  # a write the customer said yes to in this turn
 
 
 @dataclass
@@ -53,8 +62,16 @@ class ActionResult:
         return {
             "name": self.call.name, "arguments": self.call.arguments, "source": self.call.source,
             "status": self.status, "http_status": self.http_status, "latency_ms": self.latency_ms,
-            "fields": sorted(self.visible), "error": self.error,
+            "fields": sorted(self.visible), "error": self.error, "confirmed": self.call.confirmed,
         }  # fmt: skip
+
+    def handoff_passed(self, spec: ActionConfig) -> bool:
+        """Whether a numeric field passed its handoff_over limit (a parcel without news for longer than allowed)."""
+        values = [self.visible.get(f) for f in spec.handoff_over]
+        return self.status == "ok" and any(
+            isinstance(v, int | float) and v > limit
+            for v, limit in zip(values, spec.handoff_over.values(), strict=True)
+        )
 
 
 def parse_tool_call(text: str) -> ActionCall | None:
@@ -156,58 +173,82 @@ class Actions:
             "<args-json-object>}\n</tool_call>"
         )
 
-    def select(self, text: str) -> ActionCall | None:
-        """The first action the message asks for with all its required arguments in it, or None."""
-        low = text.lower()
-        for spec in self.cfg.tools:
-            if not any(t.lower() in low for t in spec.triggers):
-                continue
-            args = self._extract(spec, text)
-            if args is not None:
-                return ActionCall(spec.name, args)
+    def select(self, text: str, before: str = "") -> ActionCall | None:
+        """The first action the message asks for with all its required arguments in it, or None. `before` is the
+        customer's previous message: "我要取消订单" then "DD…" (the number the assistant asked for) runs the action
+        the first message named, with the arguments of both."""
+        for said, extra in ((text, ""), (before, text)):
+            low = _NUMBER_LABELS.sub(" ", said.lower())  # "订单号是 DD…" answers a question; it asks for nothing
+            for spec in self.cfg.tools:
+                if not said or not any(t.lower() in low for t in spec.triggers):
+                    continue
+                args = self._extract(spec, f"{said}\n{extra}" if extra else said)
+                if args is not None and (not extra or self._extract(spec, said) is None):
+                    return ActionCall(spec.name, args)
         return None
 
     def _extract(self, spec: ActionConfig, text: str) -> dict[str, Any] | None:
         props: dict[str, Any] = spec.parameters.get("properties", {})
         args: dict[str, Any] = {}
         for name in spec.parameters.get("required", []):
-            pattern = props.get(name, {}).get("pattern")
-            m = re.search(pattern, text) if pattern else None
+            finder, pattern = spec.extract.get(name), props.get(name, {}).get("pattern")
+            m = re.search(finder or pattern, text) if finder or pattern else None
             if m is None:
                 return None
-            args[name] = m.group(0)
+            args[name] = (m.group(1) if finder and m.groups() else m.group(0)).strip()
         return args
+
+    def is_write(self, call: ActionCall) -> bool:
+        spec = self.by_name.get(call.name)
+        return spec is not None and spec.method != "GET"
+
+    def what(self, call: ActionCall) -> tuple[str, str]:
+        """(zh, en) of what a write will do, from its confirm_zh / confirm_en and the arguments."""
+        spec, args = self.by_name[call.name], {k: str(v) for k, v in call.arguments.items()}
+        fill = functools.partial(_PLACEHOLDER.sub, lambda m: args.get(m.group(1), ""))
+        return fill(spec.confirm_zh), fill(spec.confirm_en)
 
     def run(self, call: ActionCall, customer_id: str | None) -> ActionResult:
         """Call the backend (blocking: run it in a thread); every failure is a status, never an exception."""
+        checked = self.precheck(call, customer_id)
+        if checked.status != "ok" or not customer_id:
+            return checked
+        started = time.perf_counter()
+        result = self._request(self.by_name[call.name], call, customer_id)
+        result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    def precheck(self, call: ActionCall, customer_id: str | None) -> ActionResult:
+        """What can be said without the backend: a known action, arguments inside its schema, a signed-in customer."""
         spec = self.by_name.get(call.name)
         if spec is None or not _args_ok(spec, call.arguments):
             return ActionResult(call, "bad_arguments", error="unknown action or arguments outside the schema")
         if not customer_id:  # no authenticated customer: nothing is looked up
             return ActionResult(call, "no_customer")
-        started = time.perf_counter()
-        result = self._request(spec, call, customer_id)
-        result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        return result
+        return ActionResult(call, "ok")
 
     def _request(self, spec: ActionConfig, call: ActionCall, customer_id: str) -> ActionResult:
         values = {**{k: str(v) for k, v in call.arguments.items()}, "customer_id": customer_id}
         path = _PLACEHOLDER.sub(lambda m: urllib.parse.quote(values[m.group(1)], safe=""), spec.url)
         url = path if "://" in path else (self.cfg.base_url or "").rstrip("/") + path
         headers = {spec.auth_header: _env(spec.auth_env)} if spec.auth_env and _env(spec.auth_env) else {}
+        used = set(_PLACEHOLDER.findall(spec.url))
+        body = {k: v for k, v in call.arguments.items() if k not in used} if spec.method != "GET" else None
         try:
-            resp = httpx.request(spec.method, url, headers=headers, timeout=spec.timeout_s)
+            resp = httpx.request(spec.method, url, headers=headers, json=body, timeout=spec.timeout_s)
         except httpx.HTTPError as e:  # timeout, refused connection, bad URL
             return ActionResult(call, "unavailable", error=f"{type(e).__name__}: {e}"[:200])
         if resp.status_code in (403, 404):
             return ActionResult(call, "not_found", resp.status_code)
-        if resp.status_code != 200:
+        if resp.status_code == 409:  # the shop's own rule says no (already shipped, already returned)
+            return ActionResult(call, "rejected", 409, visible=_reasons(resp), error=resp.text[:200])
+        if resp.status_code not in (200, 201):
             return ActionResult(call, "unavailable", resp.status_code, error=resp.text[:200])
         try:
             body = resp.json()
         except ValueError:
             return ActionResult(call, "unavailable", 200, error="response is not JSON")
-        return ActionResult(call, "ok", 200, visible=self._visible(spec, body))
+        return ActionResult(call, "ok", resp.status_code, visible=self._visible(spec, body))
 
     def _visible(self, spec: ActionConfig, body: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -223,11 +264,34 @@ class Actions:
             spec = self.by_name[result.call.name]
             values = {**{k: str(v) for k, v in result.call.arguments.items()}, **result.visible}
             template = spec.reply_en if en else spec.reply_zh
-            return greeting(p, lang) + _PLACEHOLDER.sub(lambda m: _say(values.get(m.group(1)), en), template)
+            if result.handoff_passed(spec):
+                template = spec.handoff_en if en else spec.handoff_zh
+            text = _PLACEHOLDER.sub(lambda m: _say(values.get(m.group(1)), en), template)
+            hi = greeting(p, lang)
+            return hi + (text[:1].lower() + text[1:] if en and hi else text)  # "Hello, your order …"
+        if result.status == "rejected":
+            why = result.visible.get("reason_en" if en else "reason") or ("not possible" if en else "暂时无法办理")
+            ref = " ".join(str(v) for v in result.call.arguments.values())
+            if en:
+                return f"{greeting(p, lang)}Sorry, this cannot be done for {ref}: {why}. Nothing was changed."
+            return f"{greeting(p, lang)}抱歉，{ref} 暂时无法办理：{why}。订单没有任何改动。"
         ref = " ".join(str(v) for v in result.call.arguments.values())
         human = (p.handoff_en or 'reply "human" to reach an agent') if en else p.handoff
         text = (_FAILURES_EN if en else _FAILURES_ZH)[result.status]
         return greeting(p, lang) + text.format(ref=ref, human=human.rstrip("。."))
+
+
+def _reasons(resp: httpx.Response) -> dict[str, Any]:
+    """The shop's reason for a 409, in both languages when it gives them (the reference backend's shape)."""
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        return {}
+    if isinstance(detail, str):
+        return {"reason": detail, "reason_en": detail}
+    return {
+        k: detail[k] for k in ("reason", "reason_en") if isinstance(detail, dict) and isinstance(detail.get(k), str)
+    }
 
 
 def _say(value: Any, en: bool) -> str:

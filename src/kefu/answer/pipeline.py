@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kefu.answer.actions import ActionCall, Actions, divert_tool_call
+from kefu.answer.actions import ActionCall, ActionResult, Actions, divert_tool_call
+from kefu.answer.confirm import Pending, is_confirmation, owner_of
 from kefu.answer.engines.base import Chunk, Engine, GenParams
 from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, last_user, system_text, trim
@@ -40,7 +42,7 @@ from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
 from kefu.guard.input import InputVerdict, check_input
 from kefu.guard.lang import detect_lang
-from kefu.guard.notices import notice
+from kefu.guard.notices import confirm_question, declined, greeting, notice
 from kefu.guard.output import AnswerGuard, Policy
 
 # A rule hook looks at the (PII-masked) conversation, newest last, and returns a reason to hand it to a human
@@ -70,6 +72,9 @@ class Prepared:
     tool_format: ToolFormat | None = None  # how the engine's model writes calls (set with tools or tool turns)
     one_call: bool = False  # parallel_tool_calls false: the answer ends at its first call
     forced: str = ""  # the start of a call the answer is made to begin with (tool_choice required or named)
+    pending: Pending | None = None  # a write waiting for the customer's yes: the caller keeps it for the next turn
+    declined: Pending | None = None  # the write that waited and this message did not confirm (not run)
+    escalate: str | None = None  # an action's rule hands the conversation to a human after this answer
 
 
 @dataclass
@@ -104,6 +109,7 @@ class Answer:
     completion_tokens: int
     finish_reason: str
     actions: list[dict[str, Any]] = field(default_factory=list)  # shop actions run (ActionResult.record())
+    pending: Pending | None = None  # a write asked to be confirmed: pass it to the next turn's answer()
 
 
 def _mask_args(call: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
@@ -126,6 +132,21 @@ def _opens_think(engine: Engine) -> bool:
         return False
     prompt = tok.apply_chat_template([{"role": "user", "content": "?"}], add_generation_prompt=True, tokenize=False)
     return str(prompt).rstrip().endswith("<think>")
+
+
+_CODES = re.compile(r"\b[A-Za-z]*\d[A-Za-z\d]*\b")  # order and tracking numbers (DD2026…): no language
+_WORDS = re.compile(r"[^\W\d_]")
+
+
+def _lang(turns: Messages) -> str:
+    """The newest customer message's language; one that is only a number ("DD2026…", answering "订单号是多少？")
+    keeps the language the customer wrote in before."""
+    said = [t["content"] for t in turns if t["role"] == "user"] or [turns[-1]["content"]]
+    for text in reversed(said):
+        words = _CODES.sub(" ", text)
+        if _WORDS.search(words):
+            return detect_lang(words)
+    return detect_lang(said[-1])
 
 
 class AnswerPipeline:
@@ -155,10 +176,11 @@ class AnswerPipeline:
     # ------------------------------------------------------------------ screen
     def screen(
         self, turns: Messages, handoff_requested: bool = False, started: float | None = None,
-        customer_id: str | None = None,
+        customer_id: str | None = None, pending: Pending | None = None,
     ) -> Prepared:  # fmt: skip
         """Input guards on the newest customer message; the conversation masked; the shop action it asks for (run
-        by `ground`). Cheap: no I/O. `customer_id` is whom the shop authenticated: actions look up only theirs."""
+        by `ground`). Cheap: no I/O. `customer_id` is whom the shop authenticated: actions look up only theirs.
+        `pending` is the write the previous turn asked to confirm (Prepared.pending), kept by the caller."""
         asked = last_user(turns)
         question = turns[asked]["content"]
         prep = self._prepared(turns, started)
@@ -173,7 +195,7 @@ class AnswerPipeline:
         elif prep.verdict.injection:  # the model never sees an injection attempt; the persona refuses
             self._decide(prep, "refuse", "refusal")
         elif not tools_in(turns):  # a conversation with tools: the model decides its calls
-            prep.call = self.actions.select(question)
+            self._choose(prep, question, said_before[-1] if said_before else "", pending)
         return prep
 
     async def use_tools(
@@ -193,6 +215,22 @@ class AnswerPipeline:
             if force:
                 prep.forced = forced_prefix(prep.tool_format, force if isinstance(force, str) else None)
 
+    def _choose(self, prep: Prepared, question: str, before: str, pending: Pending | None) -> None:
+        """The action this message runs: a confirmed pending write, else what the message asks for. A pending write
+        this message does not confirm is cancelled (audited as declined), and the customer is told."""
+        waiting = pending if pending and pending.owner == owner_of(prep.customer_id) and pending.fresh() else None
+        if waiting is not None:
+            call = ActionCall(waiting.name, waiting.arguments, waiting.source, confirmed=True)  # type: ignore[arg-type]
+            if is_confirmation(question, self.cfg.actions.confirm_words):
+                prep.call = call
+                return
+            prep.declined = waiting
+            prep.actions.append(self._record(ActionResult(dataclasses.replace(call, confirmed=False), "declined")))
+        prep.call = self.actions.select(question, before)
+        if prep.call is None and waiting is not None:
+            zh, en = self.actions.what(ActionCall(waiting.name, waiting.arguments))
+            prep.action, prep.notice = "act", declined(self.cfg.persona, zh, en, prep.lang)
+
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
         """A turn of a conversation a human agent has taken over: the bot only says so."""
         prep = self._prepared(turns, started)
@@ -202,8 +240,7 @@ class AnswerPipeline:
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
         # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
         masked = [self._masked_turn(t) for t in turns]
-        lang = detect_lang(turns[last_user(turns)]["content"])
-        return Prepared(masked, lang, time.perf_counter() if started is None else started)
+        return Prepared(masked, _lang(turns), time.perf_counter() if started is None else started)
 
     def _masked_turn(self, turn: dict[str, Any]) -> dict[str, Any]:
         """The turn with its text masked, and the string arguments of its tool calls (they quote the customer)."""
@@ -246,16 +283,50 @@ class AnswerPipeline:
 
     def _act(self, prep: Prepared, call: ActionCall) -> None:
         """Run one shop action (blocking HTTP) and answer with its result in the customer's language."""
+        prep.action, prep.notice = "act", self._run_action(prep, call)
+
+    def _run_action(self, prep: Prepared, call: ActionCall) -> str:
+        """The customer's answer to one action: a write not yet confirmed is only asked about (after its check
+        lookup passed); anything else runs. Blocking HTTP: call it in a thread."""
+        if self.actions.is_write(call) and not call.confirmed:
+            return self._ask_to_confirm(prep, call)
         result = self.actions.run(call, prep.customer_id)
-        prep.actions.append(result.record())
-        prep.action, prep.notice = "act", self.actions.reply(result, prep.lang)
+        prep.actions.append(self._record(result))
+        spec = self.actions.by_name.get(call.name)
+        if spec is not None and result.handoff_passed(spec):
+            prep.escalate = f"action:{call.name}"[:32]
+        text = self.actions.reply(result, prep.lang)
+        if prep.declined is not None:  # the customer moved on: say the waiting write was not done, then answer
+            zh, en = self.actions.what(ActionCall(prep.declined.name, prep.declined.arguments))
+            rest = text.removeprefix(greeting(self.cfg.persona, prep.lang))  # one greeting for both
+            first = declined(self.cfg.persona, zh, en, prep.lang)
+            text = f"{first}\n{rest[:1].upper()}{rest[1:]}" if prep.lang == "en" else first + rest
+        return text
+
+    def _record(self, result: ActionResult) -> dict[str, Any]:
+        """The audit entry, its text arguments (a new address) PII-masked like every stored customer text."""
+        rec = result.record()
+        rec["arguments"] = {k: self.mask(v) if isinstance(v, str) else v for k, v in rec["arguments"].items()}
+        return rec
+
+    def _ask_to_confirm(self, prep: Prepared, call: ActionCall) -> str:
+        spec = self.actions.by_name[call.name]
+        checked = self.actions.precheck(call, prep.customer_id)
+        if spec.check and checked.status == "ok":  # e.g. the order lookup: is it this customer's order at all?
+            props = self.actions.by_name[spec.check].parameters.get("properties", {})
+            args = {k: v for k, v in call.arguments.items() if k in props}
+            checked = self.actions.run(ActionCall(spec.check, args, call.source), prep.customer_id)
+        if checked.status != "ok":  # not this customer's order, no customer, bad number: nothing to confirm
+            prep.actions.append(self._record(dataclasses.replace(checked, call=call)))
+            return self.actions.reply(dataclasses.replace(checked, call=call), prep.lang)
+        prep.actions.append(self._record(ActionResult(call, "awaiting_confirmation")))
+        prep.pending = Pending(call.name, call.arguments, owner_of(prep.customer_id), call.source)
+        zh, en = self.actions.what(call)
+        return confirm_question(self.cfg.persona, zh, en, prep.lang)
 
     async def _model_call(self, prep: Prepared, call: ActionCall | None) -> str:
         """The model wrote a <tool_call>: run it like a rule-chosen action; its reply replaces the model's text."""
-        call = call or ActionCall("unparseable", {}, "model")
-        result = await asyncio.to_thread(self.actions.run, call, prep.customer_id)
-        prep.actions.append(result.record())
-        return self.actions.reply(result, prep.lang)
+        return await asyncio.to_thread(self._run_action, prep, call or ActionCall("unparseable", {}, "model"))
 
     # ------------------------------------------------------------------ stream
     async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
@@ -335,19 +406,25 @@ class AnswerPipeline:
         return not self.raw and prep.action == "answer" and bool(is_handoff_answer(out.text))
 
     async def answer(
-        self, turns: Messages, params: GenParams, handoff_requested: bool = False, customer_id: str | None = None
+        self,
+        turns: Messages,
+        params: GenParams,
+        handoff_requested: bool = False,
+        customer_id: str | None = None,
+        pending: Pending | None = None,
     ) -> Answer:
-        """A whole turn: screen, ground (a shop action, or retrieval), generate (guarded), detect a model handoff."""
-        prep = self.screen(turns, handoff_requested, customer_id=customer_id)
+        """A whole turn: screen, ground (a shop action, or retrieval), generate (guarded), detect a model handoff.
+        `pending`: the previous turn's Answer.pending (a write waiting for this message to confirm it)."""
+        prep = self.screen(turns, handoff_requested, customer_id=customer_id, pending=pending)
         await asyncio.to_thread(self.ground, prep)
         out = Outcome()
         async for _ in self.stream(prep, params, out):
             pass
-        handoff = prep.reason or ("model" if self.model_handoff(prep, out) else None)
+        handoff = prep.reason or prep.escalate or ("model" if self.model_handoff(prep, out) else None)
         ctx = prep.context
         return Answer(
             text=out.text.strip(), action=prep.action, lang=prep.lang, handoff=handoff, citations=ctx.citations,
             guard={"input": prep.verdict.reasons, "output": out.guard_hits}, kb_version=ctx.kb_version,
             ttft_s=out.ttft, total_s=out.total, completion_tokens=out.completion_tokens,
-            finish_reason=out.finish_reason, actions=prep.actions,
+            finish_reason=out.finish_reason, actions=prep.actions, pending=prep.pending,
         )  # fmt: skip

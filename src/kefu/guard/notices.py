@@ -140,3 +140,20 @@ def notice(persona: PersonaConfig, kind: NoticeKind, lang: str) -> str:
         raise ValueError(f"notice kind {kind!r}: expected one of {', '.join(NOTICE_KINDS)}")
     zh, english = bodies[kind]
     return f"{english} {how}" if en else f"{hi}{zh}{how}"  # "Hello, Sorry, ..." reads badly: English opens with Sorry
+
+
+def confirm_question(persona: PersonaConfig, what_zh: str, what_en: str, lang: str) -> str:
+    """The persona asks the customer to confirm a write (`what`: e.g. 取消订单 DD… / cancel order DD…) in a
+    separate turn; nothing has been done yet."""
+    if lang == "en":
+        return (f"{greeting(persona, 'en')}I can {_bare(what_en)} for you. Reply \"yes\" to confirm; any other "
+                "reply cancels it and nothing is changed.")  # fmt: skip
+    ask = "确认办理请回复“确认”，回复其他内容则不办理，订单不会有任何改动。"
+    return f"{greeting(persona, 'zh')}将为您{_bare(what_zh)}。{ask}"
+
+
+def declined(persona: PersonaConfig, what_zh: str, what_en: str, lang: str) -> str:
+    """A pending write the customer did not confirm: it was not done."""
+    if lang == "en":
+        return f"{greeting(persona, 'en')}as you asked, I did not {_bare(what_en)}; nothing was changed."
+    return f"{greeting(persona, 'zh')}好的，没有为您{_bare(what_zh)}，订单没有任何改动。"

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from kefu.answer.confirm import Pending
 from kefu.answer.engines.base import GenParams
 from kefu.answer.pipeline import AnswerPipeline, Outcome, Prepared
 from kefu.answer.toolcalls import ToolsUnsupported
@@ -74,6 +75,7 @@ class Plan:
     handoff: dict[str, Any] | None = None  # set: a human has or gets the conversation
     outcomes: list[Outcome] = field(default_factory=list)
     message_id: int | None = None
+    had_pending: bool = False  # a write was waiting for this turn's confirmation: it runs or is dropped now
 
 
 def user_salt(store: Store) -> bytes:
@@ -128,13 +130,14 @@ class Pipeline:
             return plan
         stored = await asyncio.to_thread(sessions.history, self.store, cid) if status and not ask.new_turns else []
         history = stored or ask.earlier  # a turn with tool calls runs on the client's copy: the store has no calls
-        prep = self.answerer.screen([*history, *new], ask.handoff_requested, started, customer_id=ask.user_id)
+        pending = Pending.loads(await asyncio.to_thread(sessions.load_pending, self.store, cid)) if status else None
+        prep = self.answerer.screen([*history, *new], ask.handoff_requested, started, ask.user_id, pending)
         try:
             await self.answerer.use_tools(prep, ask.tools, ask.params.model, ask.force_tool)
         except ToolsUnsupported as e:
             raise ApiError(400, str(e), "tools_unsupported", "tools") from e
         prep.one_call = not ask.parallel_tool_calls
-        plan = Plan(ask, started, prep)
+        plan = Plan(ask, started, prep, had_pending=pending is not None)
         for hit in plan.prep.verdict.hits:
             self.metrics.guard_hits.labels(hit).inc()
         if plan.prep.action == "handoff":
@@ -185,7 +188,9 @@ class Pipeline:
     async def finish(self, plan: Plan) -> None:
         """Store (masked), escalate when the model handed off, cache, audit, count."""
         ask, prep, first = plan.ask, plan.prep, plan.outcomes[0]
-        if plan.cached is None and self.answerer.model_handoff(prep, first):
+        if prep.escalate:  # a shop action's rule (a parcel without news for too long): a human checks it
+            await self._escalate(plan, prep.escalate)
+        elif plan.cached is None and self.answerer.model_handoff(prep, first):
             await self._escalate(plan, "model")
         silent = plan.handoff is not None and plan.handoff["status"] == "with_agent"
         answer = None if silent else first.text  # notices and guarded answers: already free of PII
@@ -204,6 +209,9 @@ class Pipeline:
         await self.audit.run(audit.AnswerJob(exchange, events))  # committed before the client hears it is complete
         if plan.handoff is not None:  # a human has it: the desk shows the customer's new words now
             await self.events.publish(conversation_topic(ask.conversation_id))
+        if prep.pending is not None or plan.had_pending:  # asked now, or confirmed / dropped by this message
+            await asyncio.to_thread(sessions.save_pending, self.store, ask.conversation_id,
+                                    prep.pending.dumps() if prep.pending else None)  # fmt: skip
         if self._cache_worthy(plan):
             cached = Cached(text=first.text, citations=prep.context.citations)
             await self.cache.put(prep.turns[-1]["content"], ask.version.name, prep.context.kb_version, cached)

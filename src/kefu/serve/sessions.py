@@ -1,9 +1,11 @@
 """Server-side conversations: stored (PII-masked) history; the answer pipeline trims it to the token budget
-(kefu.answer.prompt.trim)."""
+(kefu.answer.prompt.trim). A write action waiting for the customer's confirmation is kept per conversation in
+kefu_state (kefu.answer.confirm)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -11,7 +13,7 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, select, updat
 from sqlalchemy.orm import Session
 
 from kefu.serve.db import Store
-from kefu.serve.tables import Conversation, Message, utcnow
+from kefu.serve.tables import Conversation, Message, State, utcnow
 
 
 def history(store: Store, conversation_id: str, limit: int = 200) -> list[dict[str, str]]:
@@ -102,3 +104,27 @@ def _upsert_conversations(conn: Connection, exchanges: list[Exchange], now: dt.d
     old = [{"cid": cid, "version": ex.version, "now": now} for cid, ex in latest.items() if cid in existing]
     if old:
         conn.execute(_TOUCH_CONV, old)
+
+
+def _pending_key(conversation_id: str) -> str:
+    # kefu_state keys are 64 characters at most; a conversation id may be longer
+    return "pending:" + hashlib.sha256(conversation_id.encode("utf-8")).hexdigest()[:48]
+
+
+def load_pending(store: Store, conversation_id: str) -> str | None:
+    """The write action this conversation's last answer asked the customer to confirm (JSON), or None."""
+    return store.get_state(_pending_key(conversation_id))
+
+
+def save_pending(store: Store, conversation_id: str, pending: str | None) -> None:
+    """Keep (or, with None, drop) the conversation's pending write: one row per conversation in kefu_state."""
+    key = _pending_key(conversation_id)
+    with store.session() as s:
+        row = s.get(State, key)
+        if pending is None:
+            if row is not None:
+                s.delete(row)
+        elif row is None:
+            s.add(State(key=key, value=pending))
+        else:
+            row.value = pending

@@ -8,6 +8,7 @@ environment variable when the app is made. docs/actions.md is the contract a rea
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException
 
 from kefu.errors import KefuError
+from kefu.shop.seed import NOW
+from kefu.shop.writes import add_write_routes
 
 _STATUS_TEXT = {
     "paid": ("已付款，待发货", "Paid, waiting to ship"),
@@ -27,7 +30,7 @@ _STATUS_TEXT = {
 
 
 def _rows(db: Path, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # read-only: this slice has no write actions
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # reads never write (kefu.shop.writes does)
     con.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in con.execute(sql, args)]
@@ -36,7 +39,7 @@ def _rows(db: Path, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
 
 
 def _order(db: Path, cid: str, oid: str) -> dict[str, Any]:
-    rows = _rows(db, "SELECT o.*, c.name, c.phone, c.address FROM orders o JOIN customers c ON c.id = o.customer_id "
+    rows = _rows(db, "SELECT o.*, c.name, c.phone FROM orders o JOIN customers c ON c.id = o.customer_id "
                      "WHERE o.id = ? AND o.customer_id = ?", (oid, cid))  # fmt: skip
     if not rows:
         raise HTTPException(404, "order not found")
@@ -49,16 +52,21 @@ def _order(db: Path, cid: str, oid: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _tracking(db: Path, cid: str, oid: str) -> dict[str, Any]:
+def _tracking(db: Path, now: dt.datetime, cid: str, oid: str) -> dict[str, Any]:
     order = _order(db, cid, oid)
     ship = _rows(db, "SELECT * FROM shipments WHERE order_id = ?", (oid,))
     if not ship:
         raise HTTPException(404, "order not shipped")
     events = _rows(db, "SELECT time, location, text, text_en FROM tracking_events WHERE order_id = ? ORDER BY seq",
                    (oid,))  # fmt: skip
+    # In transit: how long the parcel has gone without news (the shop's 72-hour rule reads this); null once delivered.
+    stale = None
+    if order["status"] == "shipped":
+        stale = round((now - dt.datetime.fromisoformat(events[-1]["time"])).total_seconds() / 3600, 1)
     return {
         "order_id": oid, "status": order["status"], "carrier": ship[0]["carrier"],
         "tracking_no": ship[0]["tracking_no"], "latest": events[-1], "events": events, "receiver": order["receiver"],
+        "hours_since_update": stale,
     }  # fmt: skip
 
 
@@ -70,8 +78,9 @@ def _return(db: Path, cid: str, oid: str) -> dict[str, Any]:
     return {"order_id": oid, **rows[0], "return_id": rows[0].pop("id")}
 
 
-def create_shop_app(db: Path, token: str) -> FastAPI:
-    """The backend over an existing seeded database; every route but /health needs `Bearer <token>`."""
+def create_shop_app(db: Path, token: str, now: dt.datetime = NOW) -> FastAPI:
+    """The backend over an existing seeded database; every route but /health needs `Bearer <token>`. `now` is the
+    shop's clock (default: the seed's, so the seeded parcels are late or on time the same way every day)."""
     if not db.is_file():
         raise KefuError(f"{db}: shop database not found (run `kefu shop seed --db {db}`)")
     if not token:
@@ -94,7 +103,7 @@ def create_shop_app(db: Path, token: str) -> FastAPI:
 
     @app.get("/customers/{cid}/orders/{oid}/tracking", dependencies=guarded)
     def tracking(cid: str, oid: str) -> dict[str, Any]:
-        return _tracking(db, cid, oid)
+        return _tracking(db, now, cid, oid)
 
     @app.get("/customers/{cid}/orders/{oid}/return", dependencies=guarded)
     def return_status(cid: str, oid: str) -> dict[str, Any]:
@@ -107,6 +116,7 @@ def create_shop_app(db: Path, token: str) -> FastAPI:
             raise HTTPException(404, "coupon not found")
         return rows[0]
 
+    add_write_routes(app, db, now, guarded)
     return app
 
 

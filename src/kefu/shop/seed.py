@@ -1,8 +1,9 @@
 """The sample shop's data in SQLite, seeded deterministically: the same seed gives the same rows, byte for byte.
 
-Customers C1001..., each with orders DD<date><seq>; shipped orders have a shipment with tracking events, some
-delivered orders a return, and a few coupons. Names, phones and addresses are there on purpose: the backend returns
-them like a real shop would, and kefu must keep them out of answers.
+Customers C1001..., each with orders DD<date><seq> (shipping to the customer's address); shipped orders have a
+shipment with tracking events, some delivered orders a return, and a few coupons. `changes` records every write
+the backend makes (cancel, address change, new return). Names, phones and addresses are there on purpose: the
+backend returns them like a real shop would, and kefu must keep them out of answers.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from pathlib import Path
 SCHEMA = """
 CREATE TABLE customers (id TEXT PRIMARY KEY, name TEXT, phone TEXT, address TEXT);
 CREATE TABLE orders (id TEXT PRIMARY KEY, customer_id TEXT REFERENCES customers(id), status TEXT, total REAL,
-                     item TEXT, created_at TEXT);
+                     item TEXT, created_at TEXT, address TEXT);
 CREATE TABLE shipments (order_id TEXT PRIMARY KEY REFERENCES orders(id), carrier TEXT, tracking_no TEXT);
 CREATE TABLE tracking_events (order_id TEXT REFERENCES orders(id), seq INTEGER, time TEXT, location TEXT,
                               text TEXT, text_en TEXT, PRIMARY KEY (order_id, seq));
 CREATE TABLE returns (id TEXT PRIMARY KEY, order_id TEXT REFERENCES orders(id), status TEXT, reason TEXT,
                       refund REAL, created_at TEXT);
 CREATE TABLE coupons (code TEXT PRIMARY KEY, discount REAL, min_spend REAL, valid_until TEXT);
+CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT, customer_id TEXT, order_id TEXT,
+                      kind TEXT, detail TEXT);
 """
 
 _SURNAMES = "王李张刘陈杨赵黄周吴"
@@ -41,6 +44,9 @@ _STEPS = (
     ("快件已签收，感谢使用", "Delivered", "{city}"),
 )
 EPOCH = dt.datetime(2026, 11, 20, 9, 0)
+# The reference shop's clock: "now" for the seeded data (hours since the last tracking update, write timestamps), so
+# the same seed always has the same late parcels whatever day it is run.
+NOW = dt.datetime(2026, 12, 7, 12, 0)
 
 
 def _customers(rng: random.Random, n: int) -> list[tuple[str, str, str, str]]:
@@ -73,8 +79,8 @@ def _orders(con: sqlite3.Connection, rng: random.Random, customers: list[tuple[s
             oid = f"DD{created:%Y%m%d}{seq:05d}"
             status = rng.choice(_STATUSES)
             total = round(rng.uniform(19, 899), 2)
-            con.execute("INSERT INTO orders VALUES (?,?,?,?,?,?)",
-                        (oid, cid, status, total, rng.choice(_ITEMS), f"{created:%Y-%m-%d %H:%M}"))  # fmt: skip
+            order = (oid, cid, status, total, rng.choice(_ITEMS), f"{created:%Y-%m-%d %H:%M}", address)
+            con.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?)", order)
             if status in ("shipped", "delivered"):
                 carrier, prefix = rng.choice(_CARRIERS)
                 tracking = prefix + "".join(rng.choice("0123456789") for _ in range(12))
