@@ -216,6 +216,24 @@ def build(cfg: KefuConfig, live: Path, pristine: Path) -> tuple[list[dict[str, A
     return records, kinds
 
 
+def _said(record: dict[str, Any]) -> str:
+    """What a conversation says, call ids left out (they are numbered per record)."""
+    calls = [[c["function"] for c in m.get("tool_calls") or []] for m in record["messages"]]
+    turns = [(m["role"], m.get("content"), c) for m, c in zip(record["messages"], calls, strict=True)]
+    return json.dumps(turns, ensure_ascii=False)
+
+
+def unique(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two plans can ask about the same order in the same words; prepare would drop the repeat, so it is not kept."""
+    seen: set[str] = set()
+    kept = []
+    for r in records:
+        if (said := _said(r)) not in seen:
+            seen.add(said)
+            kept.append(r)
+    return kept
+
+
 def main(argv: list[str]) -> None:
     cfg = load_config(SHOP / "kefu.yaml")
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,6 +245,7 @@ def main(argv: list[str]) -> None:
         with running_shop(live, TOKEN) as url:
             cfg.actions.base_url = url
             records, kinds = build(cfg, live, pristine)
+    records = unique(records)
     print(f"{len(records)} conversations: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     if "--check" not in argv:
         OUT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")

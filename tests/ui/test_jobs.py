@@ -52,7 +52,7 @@ def wait_for(srv: Server, key: str, job_id: str, done: Any, timeout: float = 240
 def test_a_train_job_runs_reports_and_promotes_through_the_gate(gateway: Server) -> None:
     admin = gateway.key("admin", rate_limit=1000)  # the test polls twice a second
     defaults = call(gateway, admin, "GET", "/v1/admin/jobs").json()["defaults"]
-    assert defaults["train.max_steps"] == 40 and defaults["train.lr"] == 3e-2  # the project's kefu.yaml
+    assert defaults["train.max_steps"] == 40 and defaults["train.lr"] == 1e-2  # the project's kefu.yaml
     settings = {"train.max_steps": 12, "train.logging_steps": 2, "eval.limit": 3}
     r = call(gateway, admin, "POST", "/v1/admin/jobs", json={"kind": "train", "settings": settings})
     assert r.status_code == 201, r.text

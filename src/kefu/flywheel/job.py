@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -121,11 +122,9 @@ def run_cycle_job(job: Job) -> str:
              compare=str(run_dir / "compare"))  # fmt: skip
 
     def say(text: str) -> None:
-        print(text, flush=True)  # run_cycle says "sft ..." when a step starts and "sft: {...}" when it is done
-        if text.endswith(" ...") and text[:-4] in STEPS:
-            job.emit("step", step=text[:-4], status="start")
-        elif text.split(":", 1)[0] in STEPS:
-            job.emit("step", step=text.split(":", 1)[0], status="done")
+        print(text, flush=True)  # run_cycle says "[3/8] sft ..." when a step starts, "[3/8] sft done in 0:42: {...}"
+        if (m := _STEP_LINE.match(text)) and m["step"] in STEPS:
+            job.emit("step", step=m["step"], status="start" if m["what"] == "..." else "done")
 
     try:
         c = run_cycle(cfg, store, None, run_dir, say=say)
@@ -135,6 +134,8 @@ def run_cycle_job(job: Job) -> str:
     job.state["steps"] = c.state["steps"]
     return "done"
 
+
+_STEP_LINE = re.compile(r"^\[\d+/\d+\] (?P<step>\w+) (?P<what>\.\.\.$|done in )")
 
 KINDS: dict[str, Callable[[Job], str]] = {"train": run_train_job, "cycle": run_cycle_job}
 
