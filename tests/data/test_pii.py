@@ -13,7 +13,7 @@ import pytest
 
 from kefu.config import PIIConfig, load_config
 from kefu.data.pii import find_pii, luhn_ok, mask, mask_conversation, mask_stream, valid_id18
-from kefu.data.schema import Conversation, Turn
+from kefu.data.schema import Conversation, ToolCall, Turn
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
@@ -311,6 +311,26 @@ def test_mask_conversation_masks_every_text_field_and_keeps_meta() -> None:
     assert [t.content for t in out.turns] == ["我的卡号是[BANK_CARD]", "好的，已记录"]
     assert out.turns[1].reasoning == "用户卡号 [BANK_CARD]"
     assert out.meta == {"phone": "13812345678"} and conv.turns[0].content.endswith(CARD_UP)
+
+
+def test_mask_conversation_masks_tool_call_arguments_like_the_turns() -> None:
+    conv = Conversation(
+        turns=[
+            Turn(role="user", content="地址改为 13812345678 转 x@y.cn"),
+            Turn(
+                role="assistant",
+                content="",
+                tool_calls=[
+                    ToolCall(name="change_address", arguments={"address": "x@y.cn", "n": 2, "to": ["13812345678"]})
+                ],
+            ),
+            Turn(role="tool", content="{}"),
+        ]
+    )
+    out = mask_conversation(conv)
+    assert out.turns[0].content == "地址改为 [PHONE] 转 [EMAIL]"
+    assert out.turns[1].tool_calls[0].arguments == {"address": "[EMAIL]", "n": 2, "to": ["[PHONE]"]}
+    assert conv.turns[1].tool_calls[0].arguments["address"] == "x@y.cn"
 
 
 def test_mask_stream_keeps_line_endings() -> None:

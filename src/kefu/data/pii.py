@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from kefu.config import PIIConfig
 from kefu.data.schema import Conversation
@@ -356,12 +356,31 @@ def mask(text: str, cfg: PIIConfig | None = None) -> str:
 
 
 def mask_conversation(conv: Conversation, cfg: PIIConfig | None = None) -> Conversation:
-    """A copy of `conv` with the system prompt, every turn and every reasoning masked; meta is left as it is."""
+    """A copy of `conv` with the system prompt, every turn, every reasoning and every tool call's string arguments
+    masked; meta is left as it is."""
     turns = [
-        t.model_copy(update={"content": mask(t.content, cfg), "reasoning": t.reasoning and mask(t.reasoning, cfg)})
+        t.model_copy(
+            update={
+                "content": mask(t.content, cfg),
+                "reasoning": t.reasoning and mask(t.reasoning, cfg),
+                # The same placeholder as in the customer's turn, so a call learns to copy what the customer said
+                # (an address masked in the message but kept in the call would teach the model to invent one).
+                "tool_calls": [c.model_copy(update={"arguments": _mask_value(c.arguments, cfg)}) for c in t.tool_calls],
+            }
+        )
         for t in conv.turns
     ]
     return conv.model_copy(update={"system": conv.system and mask(conv.system, cfg), "turns": turns})
+
+
+def _mask_value(value: Any, cfg: PIIConfig | None) -> Any:
+    if isinstance(value, str):
+        return mask(value, cfg)
+    if isinstance(value, dict):
+        return {k: _mask_value(v, cfg) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_value(v, cfg) for v in value]
+    return value
 
 
 def mask_stream(inp: Iterable[str], out: IO[str], cfg: PIIConfig | None = None) -> int:
