@@ -236,6 +236,16 @@ def say_precision(cfg: KefuConfig) -> None:
     console.print(model_precision(cfg.model).line())
 
 
+def say_answers(cfg: KefuConfig, model: str | None = None) -> None:
+    """What answers and at which precision, and why, first thing: the ONNX engine's int8/int4 or the weights'
+    dtype under transformers (`model` is eval's --model, which replaces model.path)."""
+    from kefu.answer.engines import answer_runtime
+
+    if model:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": model})})
+    console.print(answer_runtime(cfg).line(), soft_wrap=True, markup=False, highlight=False)
+
+
 @app.command()
 def train(
     config: ConfigOpt = None,
@@ -316,7 +326,7 @@ def eval_run(
 
     cfg = cfg_from(config, set_)
     if url is None:  # a local model answers
-        say_precision(cfg)
+        say_answers(cfg, model)
     if suite == "actions":
         _eval_actions(cfg, Target(model, adapter, url, api_key, model_name, raw=raw), out, trials, user_url,
                       user_model)  # fmt: skip
@@ -490,7 +500,7 @@ def serve(
 
     cfg = cfg_from(config, set_)
     if cfg.serve.engine == "local":
-        say_precision(cfg)
+        say_answers(cfg)
     run_serve(cfg, host, port, gate=gateway.promotion_gate(cfg))
 
 
