@@ -1,6 +1,7 @@
-"""Commands that administer the gateway's store: migrations, API keys, model versions, the audit log.
+"""`kefu serve` and the commands that administer the gateway's store: migrations, API keys, model versions, the
+audit log.
 
-Registered on the main app by `kefu.cli` (`kefu db/keys/models/audit ...`).
+Registered on the main app by `kefu.cli` (`kefu serve`, `kefu db/keys/models/audit ...`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console
+from kefu.cli_options import ConfigOpt, SetOpt, cfg_from, console, say_answers
 from kefu.config import KefuConfig
 
 
@@ -26,6 +27,21 @@ def promotion_gate(cfg: KefuConfig) -> Callable[[str, str], dict[str, Any]]:
         return {"passed": result.passed, "failures": result.failures, "a": a_dir, "b": b_dir}
 
     return gate
+
+
+def serve(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address; default serve.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default serve.port.")] = None,
+) -> None:
+    """Run the OpenAI-compatible customer-service gateway (migrates the store first)."""
+    from kefu.serve.ops import run_serve
+
+    cfg = cfg_from(config, set_)
+    if cfg.serve.engine == "local":
+        say_answers(cfg)
+    run_serve(cfg, host, port, gate=promotion_gate(cfg))
 
 
 db_app = typer.Typer(help="The gateway's store (serve.db_url).", no_args_is_help=True)

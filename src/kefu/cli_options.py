@@ -1,4 +1,5 @@
-"""Options and helpers every command group shares: --config, --set, loading the config, the error console."""
+"""Options and helpers the command groups share: --config, --set, loading the config, the error console, the
+line that says what answers."""
 
 from __future__ import annotations
 
@@ -23,3 +24,13 @@ def cfg_from(config: Path | None, overrides: list[str] | None) -> KefuConfig:
     if config is None and Path("kefu.yaml").is_file():
         config = Path("kefu.yaml")
     return load_config(config, overrides)
+
+
+def say_answers(cfg: KefuConfig, model: str | None = None) -> None:
+    """What answers and at which precision, and why, first thing: the ONNX engine's int8/int4 or the weights'
+    dtype under transformers (`model` is eval's --model, which replaces model.path)."""
+    from kefu.answer.engines import answer_runtime
+
+    if model:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": model})})
+    console.print(answer_runtime(cfg).line(), soft_wrap=True, markup=False, highlight=False)

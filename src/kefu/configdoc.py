@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -23,6 +24,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
         default = field.get_default(call_default_factory=True)
         shown = "" if isinstance(default, BaseModel) else repr(default)
         type_name = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+        # Sections live in kefu.config's submodules but are imported from kefu.config: show that name.
+        type_name = re.sub(r"\bkefu\.config\.\w+\.", "kefu.config.", type_name)
         rows.append((path, type_name, shown, field.description or ""))
     return rows
 

@@ -220,6 +220,27 @@ def test_open_engine_picks_the_onnx_runtime_on_cpu_where_the_model_allows(
     assert local_runtime(cfg(narrow)) == "transformers"
     with pytest.raises(KefuError, match="head size 8"):
         local_runtime(cfg(narrow, "model.runtime=onnx-int4"))
+    _cli_eval_says_onnx_int8(tiny_model_dir, tmp_path, [int8])
+
+
+def _cli_eval_says_onnx_int8(model_dir: Path, tmp_path: Path, exports: list[str]) -> None:
+    """`kefu eval` names the ONNX int8 engine in its first line, and answers with that export (no second one)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from kefu.cli import app
+    from kefu.data.schema import EvalCase, Turn
+
+    hello = EvalCase(id="c1", category="policy", turns=[Turn(role="user", content="你好")], reference="您好")
+    (tmp_path / "cases.jsonl").write_text(hello.model_dump_json() + "\n", encoding="utf-8")
+    tree = {"model": {"path": str(model_dir), "device": "cpu", "cache_dir": str(tmp_path)},
+            "eval": {"cases": "cases.jsonl", "max_new_tokens": 4}}  # fmt: skip
+    (tmp_path / "kefu.yaml").write_text(yaml.safe_dump(tree), encoding="utf-8")
+    r = CliRunner().invoke(app, ["eval", "-c", str(tmp_path / "kefu.yaml"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines()[0].startswith("answers: onnx int8 (auto: model.device=cpu, so the ONNX CPU engine")
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert [p.name for p in (tmp_path / "onnx").iterdir() if not p.name.startswith(".")] == exports
 
 
 def test_a_version_that_cannot_load_is_unavailable_not_a_crash(engine: OnnxEngine, tmp_path: Path) -> None:

@@ -132,6 +132,10 @@ def test_cli_eval_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> Non
     proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Policy-fact accuracy" in proc.stdout
+    # first: what answered, from --model (the config's own model.path would be the default model on ONNX int8)
+    first = proc.stderr.splitlines()[0]
+    why = "a GPU answers" if torch.cuda.is_available() else "the ONNX engine cannot run this model: head size 8"
+    assert first.startswith("answers: transformers ") and why in first, first
     data = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert set(data["metrics"]) == METRIC_KEYS
     assert data["run"]["target"] == {

@@ -7,7 +7,9 @@ answer pipeline (kefu.answer.pipeline) is the only caller that serving, eval, ch
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from kefu.answer.engines.base import Engine
 from kefu.config import KefuConfig
@@ -41,22 +43,61 @@ def open_engine(cfg: KefuConfig, max_batch: int | None = None) -> Engine:
     return HFEngine.from_config(cfg)
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """What runs the local model for answers, at which precision, and why: the line serve and eval print first
+    (int8 ONNX and bf16 transformers answer differently, so a run must say which one it measured)."""
+
+    name: Literal["transformers", "onnx-int8", "onnx-int4"]
+    precision: str  # the ONNX export's int8/int4, or the dtype transformers loads the weights in
+    reason: str
+
+    def line(self) -> str:
+        return f"answers: {self.name.partition('-')[0]} {self.precision} ({self.reason})"
+
+
 def local_runtime(cfg: KefuConfig) -> str:
+    """model.runtime with 'auto' decided (see answer_runtime)."""
+    return answer_runtime(cfg).name
+
+
+def answer_runtime(cfg: KefuConfig) -> Runtime:
     """model.runtime with 'auto' decided: the int8 ONNX engine on CPU when the model can run on it, else
     transformers (on a GPU, for a hub id, or for an architecture/head size onnxruntime cannot run; logged)."""
-    from kefu.answer.model import resolve_device, resolve_source
+    from kefu.answer.model import resolve_device
+
+    asked = cfg.model.runtime
+    if asked == "transformers":
+        return _transformers(cfg, "model.runtime=transformers")
+    if asked != "auto":  # an ONNX precision named outright: it runs on the CPU whatever model.device says
+        refused = _onnx_refusal(cfg)
+        if refused:
+            raise KefuError(f"model.runtime {asked}: {refused}; use model.runtime: transformers")
+        return Runtime(asked, asked.removeprefix("onnx-"), f"model.runtime={asked}")
+    device = resolve_device(cfg.model.device)
+    if device != "cpu":
+        return _transformers(cfg, f"auto: a GPU answers ({device})")
+    where = "no CUDA GPU" if cfg.model.device == "auto" else f"model.device={cfg.model.device}"
+    refused = _onnx_refusal(cfg)
+    if refused is None:
+        # int8, not int4, for 'auto': as fast here and 75% of greedy answers identical to fp32 against int4's 10%
+        return Runtime("onnx-int8", "int8", f"auto: {where}, so the ONNX CPU engine; int8 is as fast as int4 and "
+                       "answers nearer full precision")  # fmt: skip
+    log.info("answering with transformers: %s", refused)
+    return _transformers(cfg, f"auto: {where}, but the ONNX engine cannot run this model: {refused}")
+
+
+def _onnx_refusal(cfg: KefuConfig) -> str | None:
+    """Why the ONNX CPU engine cannot run cfg.model, or None when it can."""
+    from kefu.answer.model import resolve_source
     from kefu.answer.onnx_export import unsupported_reason
 
-    if cfg.model.runtime == "transformers" or (
-        cfg.model.runtime == "auto" and resolve_device(cfg.model.device) != "cpu"
-    ):
-        return "transformers"
     source = resolve_source(cfg.model, cfg.root)
-    reason = "a hub id is not exported" if source.hub else unsupported_reason(Path(source.location))
-    if reason is None:
-        # int8, not int4, for 'auto': as fast here and 75% of greedy answers identical to fp32 against int4's 10%
-        return "onnx-int8" if cfg.model.runtime == "auto" else cfg.model.runtime
-    if cfg.model.runtime != "auto":
-        raise KefuError(f"model.runtime {cfg.model.runtime}: {reason}; use model.runtime: transformers")
-    log.info("answering with transformers: %s", reason)
-    return "transformers"
+    return "a hub id is not exported" if source.hub else unsupported_reason(Path(source.location))
+
+
+def _transformers(cfg: KefuConfig, why: str) -> Runtime:
+    from kefu.answer.model import model_precision
+
+    precision = model_precision(cfg.model)  # what HFEngine loads the weights in (serving_dtype)
+    return Runtime("transformers", precision.dtype, f"{why}; {precision.reason}")
