@@ -136,27 +136,41 @@ class LoraGroup:
     def backward(
         self, dy: torch.Tensor, ext: torch.Tensor, a: torch.Tensor | None, mask: torch.Tensor | None, want_x: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]]:
-        """(dL/dx, dL/d stacked A, dL/dB_j) of y = [x | dropout(x) A^T] @ w_ext^T, from dL/dy and ext.
+        """(dL/dx, dL/d stacked A, dL/dB_j) of y = [x | dropout(x) A^T] @ w_ext^T, from dL/dy and ext."""
+        d_x, d_xa = self.backward_x(dy, a, mask, want_x)
+        d_a, d_b = self.backward_params(dy, ext, d_xa, mask)
+        return d_x, d_a, d_b
+
+    def backward_x(
+        self, dy: torch.Tensor, a: torch.Tensor | None, mask: torch.Tensor | None, want_x: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(dL/dx, dL/d(dropout(x) A^T)): needs neither x nor ext, so a caller may form x afterwards.
 
         dy @ w_ext gives [dx_W | d(xA^T)] in one product; the adapter's share of dx is added into the first block in
         place (a strided view: copying it out would move a [tokens, in] tensor for nothing)."""
         n = self.in_features
         if a is None:
-            return (dy @ self.w_ext if want_x else None), None, []
-        d_x = None
-        if want_x:
-            d_ext = dy @ self.w_ext
-            d_xa = d_ext[:, n:].clone()  # its columns sit beside the block updated in place below
-            d_x = d_ext[:, :n]
-            if mask is None:
-                d_x.addmm_(d_xa, a)
-            else:
-                d_x.addcmul_(d_xa @ a, mask)
+            return (dy @ self.w_ext if want_x else None), None
+        if not want_x:
+            return None, dy @ self.w_ext[:, n:]
+        d_ext = dy @ self.w_ext
+        d_xa = d_ext[:, n:].clone()  # its columns sit beside the block updated in place below
+        d_x = d_ext[:, :n]
+        if mask is None:
+            d_x.addmm_(d_xa, a)
         else:
-            d_xa = dy @ self.w_ext[:, n:]
-        x = ext[:, :n]
+            d_x.addcmul_(d_xa @ a, mask)
+        return d_x, d_xa
+
+    def backward_params(
+        self, dy: torch.Tensor, ext: torch.Tensor, d_xa: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(dL/d stacked A, dL/dB_j) given dL/dy, ext = [x | dropout(x) A^T] and `backward_x`'s dL/d(xA^T)."""
+        if d_xa is None:
+            return None, []
+        x = ext[:, : self.in_features]
         d_a = d_xa.t() @ (x if mask is None else x * mask)
-        return d_x, d_a, self.b_grads(dy, ext)
+        return d_a, self.b_grads(dy, ext)
 
     def matmul(self, ext: torch.Tensor, add: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """add + ext @ w_ext^T; `add` is the bias, a residual, or None. No autograd."""
