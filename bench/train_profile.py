@@ -2,6 +2,7 @@
 peak memory, and (with `--profile`) the CUDA kernel time per step grouped into GEMMs, attention, copies and the rest.
 
     PYTHONPATH=src python3 bench/train_profile.py 7b 4 2048 [--keep-gate-up N] [--profile]
+    PYTHONPATH=src python3 bench/train_profile.py 7b 4 2048 --gemms   # the fused products alone, K padded or not
 
 The 2026-12-04 7B profile in bench/RESULTS.md came from this (434 ms of GEMMs, 187 ms of copies each way, ...).
 """
@@ -65,6 +66,39 @@ def kernel_table(model: Any, opt: Any, batches: list[dict[str, Any]], steps: int
         print(f"  {ms:8.2f}  {name}")
 
 
+def gemm_table(size: str, tokens: int) -> None:
+    """The 7B layer's fused products alone (cuBLAS through torch.mm, random bf16): the forward [x | xA^T] @ w_ext^T,
+    the backward dy @ w_ext and the B gradients' dy^T @ xA^T, with K = in (no adapter), in + R (kefu's layout) and
+    in + R rounded up to 64 and 128, at the step's row counts (attention: all tokens; MLP: one 256 MiB chunk)."""
+    import train_speed as ts
+
+    cfg = ts._anchor().qwen25_config(size)
+    hid, inter, d = cfg.hidden_size, cfg.intermediate_size, cfg.hidden_size // cfg.num_attention_heads
+    mlp_rows = max(256, 256 * 2**20 // (4 * inter) // 256 * 256)
+    groups = [("qkv", tokens, hid, 48, hid + 2 * cfg.num_key_value_heads * d), ("o", tokens, hid, 16, hid),
+              ("gate_up", mlp_rows, hid, 32, 2 * inter), ("down", mlp_rows, inter, 16, hid)]  # fmt: skip
+    print("| group | M | K | N | forward TFLOP/s | dx TFLOP/s | dB ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, m, k_in, r, n in groups:
+        for k in sorted({k_in, k_in + r, -(-(k_in + r) // 64) * 64, -(-(k_in + r) // 128) * 128}):
+            fwd, bwd, db = _product_ms(m, k_in, k, n)
+            flop = 2 * m * k * n
+            print(f"| {name} | {m} | {k} | {n} | {flop / fwd / 1e9:.0f} | {flop / bwd / 1e9:.0f} | {db:.3f} |")
+
+
+def _product_ms(m: int, k_in: int, k: int, n: int) -> tuple[float, float, float]:
+    """Median milliseconds of ext @ w^T, dy @ w and dy^T @ ext[:, k_in:] (0 when K has no adapter columns)."""
+    import torch
+    from triton.testing import do_bench
+
+    ext, w, dy = (torch.randn(a, b, device="cuda", dtype=torch.bfloat16) for a, b in ((m, k), (n, k), (m, n)))
+    xa = ext[:, k_in:]
+    fwd = do_bench(lambda: torch.mm(ext, w.t()), warmup=25, rep=100, return_mode="median")
+    bwd = do_bench(lambda: torch.mm(dy, w), warmup=25, rep=100, return_mode="median")
+    db = do_bench(lambda: dy.t() @ xa, warmup=25, rep=100, return_mode="median") if k > k_in else 0.0
+    return fwd, bwd, db
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("size")
@@ -72,7 +106,11 @@ def main() -> None:
     ap.add_argument("seqlen", type=int)
     ap.add_argument("--keep-gate-up", type=int, default=None, help="FastOptions.keep_gate_up_layers (default: auto)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--gemms", action="store_true", help="time the fused products alone (gemm_table)")
     a = ap.parse_args()
+    if a.gemms:
+        gemm_table(a.size, a.batch * a.seqlen)
+        return
     import torch
     import train_batches as tb
     import train_speed as ts

@@ -195,23 +195,38 @@ class FastLayer:
         gu: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, Masks]]:
         """[act | act A_d^T], gate/up output (computed unless given), and (rstd, [x | x A_gu^T], dropout masks)."""
+        gu, rstd, ext, m_gu = self._gate_up_forward(h, a_gu, chunk, gu)
+        act_ext, m_d = self._act_buffer(gu, a_d, chunk)
+        swiglu(gu, act_ext[:, : self.down.in_features])
+        self._down_adapter_input(act_ext, a_d, m_d)
+        return act_ext, gu, (rstd, ext, (m_gu, m_d))
+
+    def _gate_up_forward(
+        self, h: torch.Tensor, a_gu: torch.Tensor | None, chunk: int, gu: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(gate/up output, computed unless given; rstd; [x | x A_gu^T]; its dropout mask) of norm(h)."""
         into = None  # [x | x A^T] in one buffer: the norm writes x straight into its first columns
         if a_gu is not None:
             into = torch.empty(h.shape[0], h.shape[1] + self.gate_up.rank, dtype=h.dtype, device=h.device)
         x, rstd = rmsnorm(h, self.ln2, self.eps, out=None if into is None else into[:, : h.shape[1]])
         m_gu = self.gate_up.mask(x, self.seed_for(2, chunk))
         ext = self.gate_up.extend(x, a_gu, m_gu, into)
-        if gu is None:
-            gu = self.gate_up.matmul(ext, None)
-        inter = gu.shape[1] // 2
-        act_ext = torch.empty(h.shape[0], inter + self.down.rank, dtype=h.dtype, device=h.device)
-        swiglu(gu, act_ext[:, :inter])
-        m_d = None
+        return (self.gate_up.matmul(ext, None) if gu is None else gu), rstd, ext, m_gu
+
+    def _act_buffer(
+        self, gu: torch.Tensor, a_d: torch.Tensor | None, chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """An empty [act | act A_d^T] buffer, and the down adapter's dropout mask (drawn from its shape alone)."""
+        inter = self.down.in_features
+        act_ext = torch.empty(gu.shape[0], inter + self.down.rank, dtype=gu.dtype, device=gu.device)
+        m_d = None if a_d is None else self.down.mask(act_ext[:, :inter], self.seed_for(3, chunk))
+        return act_ext, m_d
+
+    def _down_adapter_input(self, act_ext: torch.Tensor, a_d: torch.Tensor | None, m_d: torch.Tensor | None) -> None:
+        """Fill act_ext's adapter columns from its act columns: dropout(act) A_d^T."""
         if a_d is not None:
-            m_d = self.down.mask(act_ext[:, :inter], self.seed_for(3, chunk))
-            act = act_ext[:, :inter]
-            act_ext[:, inter:] = (act if m_d is None else act * m_d) @ a_d.t()
-        return act_ext, gu, (rstd, ext, (m_gu, m_d))
+            act = act_ext[:, : self.down.in_features]
+            act_ext[:, self.down.in_features :] = (act if m_d is None else act * m_d) @ a_d.t()
 
     @torch.no_grad()
     def mlp_backward(
@@ -243,11 +258,17 @@ class FastLayer:
         gu: torch.Tensor | None,
         out: torch.Tensor,
     ) -> torch.Tensor:
-        act_ext, gu, (rstd, ext, (m_gu, m_d)) = self._mlp_inner(h, a_gu, a_d, chunk, gu)
-        d_act = self._group_backward(self.down, dy, act_ext, a_d, grads, m_d)
-        del act_ext
-        d_gu = swiglu_backward_(gu, d_act)
+        """The down product's dx needs no forward output, so it runs first, and one SwiGLU pass over gate/up gives
+        both its gradient and the recomputed act that the down adapter's gradients need."""
+        gu, rstd, ext, m_gu = self._gate_up_forward(h, a_gu, chunk, gu)
+        act_ext, m_d = self._act_buffer(gu, a_d, chunk)
+        d_act, d_xa = self.down.backward_x(dy, a_d, m_d)
+        assert d_act is not None
+        d_gu = swiglu_backward_(gu, d_act, act_ext[:, : self.down.in_features])
         del d_act
+        self._down_adapter_input(act_ext, a_d, m_d)
+        _accumulate_group(grads, self.down, *self.down.backward_params(dy, act_ext, d_xa, m_d))
+        del act_ext, d_xa
         dx = self._group_backward(self.gate_up, d_gu, ext, a_gu, grads, m_gu)
         return rmsnorm_backward(dx, h, rstd, self.ln2, residual=dy, out=out)
 
@@ -263,10 +284,16 @@ class FastLayer:
         """dL/dx of y = [x | dropout(x) A^T] @ w_ext^T, accumulating the group's A and B gradients."""
         d_x, d_a, d_b = group.backward(dy, ext, a, mask, want_x=True)
         assert d_x is not None
-        if d_a is not None:
-            _accumulate(grads, group.b_params(), d_b)
-            _accumulate(grads, group.a_params(), group.split_a(d_a))
+        _accumulate_group(grads, group, d_a, d_b)
         return d_x
+
+
+def _accumulate_group(
+    grads: dict[nn.Parameter, torch.Tensor], group: LoraGroup, d_a: torch.Tensor | None, d_b: list[torch.Tensor]
+) -> None:
+    if d_a is not None:
+        _accumulate(grads, group.b_params(), d_b)
+        _accumulate(grads, group.a_params(), group.split_a(d_a))
 
 
 def _accumulate(grads: dict[nn.Parameter, torch.Tensor], params: list[Any], values: list[torch.Tensor]) -> None:
