@@ -28,7 +28,7 @@ def test_dpo_trains_from_the_sft_adapter(tmp_path: Path, tiny_model_dir: Path) -
     path = make_project(tmp_path, tiny_model_dir, sft=sft_rows(), dpo=DPO_ROWS, train={"max_steps": 5})
     cfg = load_config(path)
     sft = run_sft(cfg)
-    cfg.train.max_steps, cfg.train.lr = 20, 1e-2
+    cfg.train.max_steps, cfg.train.lr, cfg.train.dpo_lr = 20, 1e-1, 1e-2
     result = run_dpo(cfg)
     assert result.stage == "dpo" and result.run_dir == cfg.resolve("runs/dpo") and result.global_step == 20
     # Reward accuracy and margins are reported (in the result and train_report.json) and the pairs got separated.
@@ -38,6 +38,9 @@ def test_dpo_trains_from_the_sft_adapter(tmp_path: Path, tiny_model_dir: Path) -
     margins = [e["rewards/margins"] for e in report["history"] if "rewards/margins" in e]
     assert len(margins) == 20 and margins[-1] > 0.05 and margins[-1] > margins[0]
     assert result.metrics["rewards/accuracies"] == 1.0
+    # DPO runs at its own rate, not SFT's train.lr.
+    rates = [e["learning_rate"] for e in report["history"] if "learning_rate" in e]
+    assert rates and max(rates) <= 1e-2 and report["config"]["dpo_lr"] == 1e-2
     # The SFT adapter was continued (same tensors, no frozen "ref" copy saved), and its weights moved.
     before = load_file(sft.output / "adapter_model.safetensors")
     after = load_file(result.output / "adapter_model.safetensors")

@@ -133,6 +133,13 @@ class TrainConfig(_Section):
     init_adapter: str | None = Field(default=None, description="Start from this existing adapter (incremental).")
     seed: int = Field(default=42, description="Seed for weights init, shuffling and dropout.")
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta.")
+    dpo_lr: float = Field(
+        default=5e-6,
+        gt=0,
+        description="DPO's peak learning rate (train.lr is SFT's). Preference optimisation from an SFT adapter "
+        "diverges at SFT rates: at 5e-4, 10 steps taught the sample shop's model to answer every question with "
+        "the handoff notice.",
+    )
     dpo_loss: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss type.")
     sft_adapter: str | None = Field(
         default=None, description="DPO: the SFT adapter to start from; default <train.output_dir>/adapter."

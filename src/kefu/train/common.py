@@ -235,7 +235,7 @@ def config_summary(cfg: KefuConfig, stage: str) -> dict[str, Any]:
     t = cfg.train
     keys = ["method", "lora_r", "lora_alpha", "target_modules", "epochs", "max_steps", "batch_size", "grad_accum",
             "lr", "scheduler", "max_seq_len", "packing", "precision", "cot", "seed"]  # fmt: skip
-    keys += ["dpo_beta", "dpo_loss"] if stage == "dpo" else ["init_adapter"]
+    keys += ["dpo_beta", "dpo_loss", "dpo_lr"] if stage == "dpo" else ["init_adapter"]
     summary = {"model": cfg.model.path, "template": cfg.model.template, **{k: getattr(t, k) for k in keys}}
     return summary | {"processes": distributed.world().size, "global_batch": distributed.global_batch(cfg)}
 

@@ -52,7 +52,7 @@ def run_dpo(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     # 4. train
     args = common.training_args(
         cfg, run_dir, has_eval=False, cls=DPOConfig,
-        beta=t.dpo_beta, loss_type=[t.dpo_loss], max_length=t.max_seq_len,
+        beta=t.dpo_beta, loss_type=[t.dpo_loss], max_length=t.max_seq_len, learning_rate=t.dpo_lr,
     )  # fmt: skip
     trainer = DPOTrainer(
         model=model,
