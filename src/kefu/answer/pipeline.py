@@ -152,15 +152,16 @@ class AnswerPipeline:
         (True) or a call of the function named (OpenAI tool_choice "required" / a named function)."""
         if not tools and not tools_in(prep.turns):
             return
-        prep.tool_format, prep.tools = await self._tool_format(target), tools
+        prep.tool_format, prep.tools = await self.tool_format(target), tools
         if tools:
             prep.call = None  # the client's tools: the model's call goes back to the client, no rule-chosen action
             prep.force_tool = force
             if force:
                 prep.forced = forced_prefix(prep.tool_format, force if isinstance(force, str) else None)
 
-    async def _tool_format(self, target: str | None) -> ToolFormat:
-        """How the engine's model (version `target`) writes calls; ToolsUnsupported when it cannot."""
+    async def tool_format(self, target: str | None) -> ToolFormat:
+        """How the engine's model (version `target`) writes calls; ToolsUnsupported when it cannot. With
+        actions.model_calls on, call it at start-up: every answer needs it."""
         fmt = getattr(self.engine, "tool_format", None)
         if fmt is None:
             raise ToolsUnsupported(f"engine {self.engine.name!r} does not render or parse tool calls")
@@ -263,7 +264,7 @@ class AnswerPipeline:
         if prep.tool_format is not None:
             return split_calls(chunks, CallSplitter(prep.tool_format), prep.forced)
         if self.model_calls:
-            splitter = CallSplitter(await self._tool_format(params.model))
+            splitter = CallSplitter(await self.tool_format(params.model))
             return divert_calls(chunks, splitter, functools.partial(self.acting.model_call, prep))
         return chunks
 
