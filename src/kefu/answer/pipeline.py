@@ -260,13 +260,14 @@ class AnswerPipeline:
     async def _engine_stream(self, prep: Prepared, params: GenParams) -> AsyncIterator[Chunk | ToolCall]:
         """The engine's answer; a client's tools: the model's calls split out of its text; the shop's actions: the
         model's call run in place of its answer."""
-        chunks = self.engine.stream(prep.messages, self.engine_params(prep, params))
+        params = self.engine_params(prep, params)
         if prep.tool_format is not None:
-            return split_calls(chunks, CallSplitter(prep.tool_format), prep.forced)
-        if self.model_calls:
-            splitter = CallSplitter(await self.tool_format(params.model))
-            return divert_calls(chunks, splitter, functools.partial(self.acting.model_call, prep))
-        return chunks
+            return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format), prep.forced)
+        if not self.model_calls:
+            return self.engine.stream(prep.messages, params)
+        splitter = CallSplitter(await self.tool_format(params.model))  # before generating: ToolsUnsupported
+        run = functools.partial(self.acting.model_call, prep)
+        return divert_calls(self.engine.stream(prep.messages, params), splitter, run)
 
     async def _generate(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str | ToolCall]:
         # The output guard releases whole sentences that passed (PII masked); a violation stops generation and
