@@ -19,11 +19,15 @@ def chat_cmd(
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key for --url.")] = None,
     once: Annotated[str | None, typer.Option("--once", help="Ask one question, print the answer, exit.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="The bare model: no knowledge base, no guards.")] = False,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Signed in as this shop customer (shop actions look up theirs).")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Chat with the assistant in the terminal as a customer would (knowledge base, guards; streaming; /reset,
-    /exit)."""
+    """Chat with the assistant in the terminal as a customer would (knowledge base, guards, shop actions; streaming;
+    /reset, /exit)."""
     from kefu.chat import run_chat
 
-    run_chat(cfg_from(config, set_), adapter=adapter, model=model, url=url, api_key=api_key, once=once, raw=raw)
+    cfg = cfg_from(config, set_)
+    run_chat(cfg, adapter=adapter, model=model, url=url, api_key=api_key, once=once, raw=raw, customer=customer)

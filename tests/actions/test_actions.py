@@ -1,15 +1,11 @@
-"""The action step on its own: tool-call parsing, argument checks, config validation, the answer texts."""
+"""The action step on its own: argument checks, config validation, the answer texts (the model's own calls:
+tests/answer/test_model_calls.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
 
-from kefu.answer.actions import ActionCall, ActionResult, Actions, divert_tool_call, parse_tool_call
-from kefu.answer.engines.base import GenParams
-from kefu.answer.engines.scripted import ScriptedEngine
+from kefu.answer.actions import ActionCall, ActionResult, Actions
 from kefu.config import KefuConfigError, load_config
 from tests.actions.conftest import ACTIONS_YAML
 
@@ -18,23 +14,6 @@ from tests.actions.conftest import ACTIONS_YAML
 def actions() -> Actions:
     cfg = load_config(ACTIONS_YAML)
     return Actions(cfg.actions, cfg.persona, lambda s: s)
-
-
-def test_qwen_tool_call_is_parsed() -> None:
-    text = '好的<tool_call>\n{"name": "order_tracking", "arguments": {"order_id": "DD2026120200003"}}\n</tool_call>'
-    call = parse_tool_call(text)
-    assert call == ActionCall("order_tracking", {"order_id": "DD2026120200003"}, source="model")
-    args = json.dumps({"order_id": "DD2026120200003"})
-    as_string = "<tool_call>" + json.dumps({"name": "order_status", "arguments": args}) + "</tool_call>"
-    assert parse_tool_call(as_string) == ActionCall("order_status", {"order_id": "DD2026120200003"}, "model")
-
-
-MALFORMED = ["no call here", "<tool_call>{not json}</tool_call>", '<tool_call>{"name": 3}</tool_call>']
-
-
-@pytest.mark.parametrize("text", MALFORMED)
-def test_malformed_tool_calls_are_none(text: str) -> None:
-    assert parse_tool_call(text) is None
 
 
 def test_rules_pick_the_first_matching_action(actions: Actions) -> None:
@@ -72,39 +51,6 @@ def test_every_action_field_is_documented() -> None:
     doc = (ACTIONS_YAML.parents[1] / "docs" / "actions.md").read_text(encoding="utf-8")
     missing = [name for name in ActionConfig.model_fields if f"`{name}`" not in doc]
     assert not missing, f"docs/actions.md lacks {missing}"
-
-
-def diverted(reply: str) -> tuple[str, list[ActionCall | None], ScriptedEngine]:
-    return asyncio.run(_diverted(reply))
-
-
-async def _diverted(reply: str) -> tuple[str, list[ActionCall | None], ScriptedEngine]:
-    engine, seen = ScriptedEngine(), []
-    engine.queue(reply)
-
-    async def run(call: ActionCall | None) -> str:
-        seen.append(call)
-        return "REPLY"
-
-    chunks = divert_tool_call(engine.stream([{"role": "user", "content": "?"}], GenParams()), run)
-    return "".join([c.text async for c in chunks]), seen, engine
-
-
-def test_tool_call_is_held_back_and_replaced() -> None:
-    text, seen, engine = diverted('<tool_call>{"name": "order_status", "arguments": {"order_id": "DD1"}}'
-                                         "</tool_call> and more the model would have said")  # fmt: skip
-    assert text == "REPLY" and seen == [ActionCall("order_status", {"order_id": "DD1"}, "model")]
-    assert engine.calls[0].cancelled  # generation stopped at </tool_call>
-
-
-def test_unfinished_tool_call_is_never_shown() -> None:
-    text, seen, _ = diverted('<tool_call>{"name": "order_status", "argu')
-    assert text == "REPLY" and seen == [None]
-
-
-def test_answers_that_only_look_like_tags_pass_through() -> None:
-    text, seen, _ = diverted("<tool>不是调用</tool>")
-    assert text == "<tool>不是调用</tool>" and seen == []
 
 
 def test_confirmation_words() -> None:

@@ -1,21 +1,17 @@
-"""Tool-call parsing (whole and streamed, Qwen2.5 and Llama 3.x), and kefu's templates against the real ones: the
-embedded default model's own Qwen2.5 template and the shop actions' tools prompt."""
+"""Tool-call parsing (whole and streamed, Qwen2.5 and Llama 3.x), and kefu's qwen template against the real one:
+the embedded default model's own Qwen2.5 template (the shop's actions: tests/answer/test_action_parity.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kefu.answer.actions import Actions
 from kefu.answer.templates import TEMPLATES
 from kefu.answer.toolcalls import CallSplitter, ToolFormat, parse, render
-from kefu.config import load_config
 from kefu.data.schema import ToolCall
 
-ROOT = Path(__file__).resolve().parents[2]
 QWEN = '<tool_call>\n{"name": "get_order", "arguments": {"order_id": "DD1"}}\n</tool_call>'
 
 
@@ -96,20 +92,3 @@ def _qwen25_template() -> str:
 
     field = GGUFReader(str(gguf_file)).fields["tokenizer.chat_template"]
     return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-
-def test_shop_actions_prompt_is_what_the_qwen_template_renders(tmp_path: Path) -> None:
-    """The server-side actions' tools prompt and a training conversation's `tools` render to the same text, so
-    data written with `tools` (OpenAI format) trains what serving shows the model."""
-    from tests.tiny import build_tokenizer
-
-    cfg = load_config(ROOT / "configs" / "shop-actions.yaml", [])
-    actions = Actions(cfg.actions, cfg.persona, lambda s: s)
-    specs = [{"type": "function", "function": {"name": a.name, "description": a.description,
-                                               "parameters": a.parameters}} for a in cfg.actions.tools]  # fmt: skip
-    tok = build_tokenizer(tmp_path)
-    tok.chat_template = TEMPLATES["qwen"].jinja
-    user = {"role": "user", "content": "DD1 到哪了"}
-    served = render(tok, [{"role": "system", "content": "S" + actions.tools_prompt()}, user])
-    assert served == render(tok, [{"role": "system", "content": "S"}, user], specs)
-    assert json.dumps(specs[0], ensure_ascii=False) in served

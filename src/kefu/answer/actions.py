@@ -1,8 +1,8 @@
 """Shop actions: one call to the shop's own backend, for the customer the shop authenticated.
 
 A turn runs an action when the customer's message names it (an action's `triggers`) and holds every required
-argument (found by the argument's JSON-schema `pattern`), or when the model wrote a Qwen2.5 tool call
-(`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, see `parse_tool_call`). The backend URL always carries
+argument (found by the argument's JSON-schema `pattern`), or when the model called it (`tools()` are the actions
+as the model's chat template renders them; kefu.answer.acting runs its call). The backend URL always carries
 the customer id the front end authenticated, so an order number alone never opens another customer's order (the
 backend answers 404 for it, as for an unknown order). Only the configured `fields` of the response leave this
 module, PII-masked; the customer's answer is the action's reply template in their language. Timeouts, refusals and
@@ -15,26 +15,22 @@ answers with the handoff text and hands the conversation to a human.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
-from kefu.answer.engines.base import Chunk
 from kefu.config import ActionConfig, ActionsConfig, PersonaConfig
 from kefu.guard.notices import greeting
 
 Status = Literal[
     "ok", "not_found", "no_customer", "bad_arguments", "unavailable", "rejected", "awaiting_confirmation", "declined"
 ]
-TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
-_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 # Words that name a number rather than ask for anything: they are not triggers ("订单号" holds 订单).
 _NUMBER_LABELS = re.compile(r"订单号|订单编号|运单号|单号|order\s*(?:number|no\.?|id|#)", re.I)
@@ -74,60 +70,6 @@ class ActionResult:
         )
 
 
-def parse_tool_call(text: str) -> ActionCall | None:
-    """The first Qwen2.5-style tool call in a model's output, or None (also for malformed JSON)."""
-    m = _TOOL_CALL.search(text)
-    if m is None:
-        return None
-    try:
-        obj = json.loads(m.group(1))
-    except json.JSONDecodeError:
-        return None
-    args = obj.get("arguments") if isinstance(obj, dict) else None
-    if isinstance(args, str):  # some templates emit the arguments as a JSON string
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(obj.get("name"), str) or not isinstance(args, dict):
-        return None
-    return ActionCall(obj["name"], args, source="model")
-
-
-async def divert_tool_call(
-    chunks: AsyncIterator[Chunk], run: Callable[[ActionCall | None], Awaitable[str]]
-) -> AsyncIterator[Chunk]:
-    """The engine's chunks, except that an answer opening with <tool_call> is held back (never shown), generation
-    stops at </tool_call>, and `run(call)` (None: unparseable) supplies the text the customer gets instead."""
-    held: list[Chunk] | None = []
-    text = ""
-    try:
-        async for chunk in chunks:
-            if held is None:
-                yield chunk
-                continue
-            held.append(chunk)
-            text += chunk.text
-            head = text.lstrip()
-            if TOOL_OPEN.startswith(head) or (head.startswith(TOOL_OPEN) and TOOL_CLOSE not in head):
-                continue  # may still be (or is, unfinished) a tool call
-            if head.startswith(TOOL_OPEN):
-                yield Chunk(await run(parse_tool_call(head)), "stop", chunk.prompt_tokens, chunk.completion_tokens)
-                return
-            for h in held:  # an ordinary answer: release what was held, then pass through
-                yield h
-            held = None
-        if held and text.lstrip().startswith(TOOL_OPEN):  # ended inside the call (a stop string, max tokens)
-            last = held[-1]
-            reply = await run(parse_tool_call(text + TOOL_CLOSE))
-            yield Chunk(reply, "stop", last.prompt_tokens, last.completion_tokens)
-        else:
-            for h in held or []:
-                yield h
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]  # stops the engine's generation
-
-
 def _dig(obj: Any, path: str) -> Any:
     for part in path.split("."):
         if not isinstance(obj, dict) or part not in obj:
@@ -157,21 +99,14 @@ class Actions:
         self.cfg, self.persona, self.mask = cfg, persona, mask
         self.by_name = {a.name: a for a in cfg.tools}
 
-    def tools_prompt(self) -> str:
-        """The actions in Qwen2.5's tool format, as its chat template appends them to the system message."""
-        specs = [
-            json.dumps({"type": "function", "function": {"name": a.name, "description": a.description,
-                                                         "parameters": a.parameters}}, ensure_ascii=False)
+    def tools(self) -> list[dict[str, Any]]:
+        """The actions as OpenAI tool definitions, in the shape the tool-use data reader gives training
+        (kefu.data.tooluse): the model's chat template renders them (kefu.answer.toolcalls.render) the same way."""
+        return [
+            {"type": "function", "function": {"name": a.name, "description": a.description,
+                                              "parameters": a.parameters}}
             for a in self.cfg.tools
         ]  # fmt: skip
-        return (
-            "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
-            + "\n".join(specs)
-            + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-            '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
-            "<args-json-object>}\n</tool_call>"
-        )
 
     def select(self, text: str, before: str = "") -> ActionCall | None:
         """The first action the message asks for with all its required arguments in it, or None. `before` is the

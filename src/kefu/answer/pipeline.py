@@ -2,9 +2,12 @@
 
     conversation -> input guards (injection: refusal notice; handoff: handoff notice)
                  -> PII masked out of every customer text (before any engine, local or upstream)
+                 -> shop action the message asks for or confirms (kefu.answer.acting): run instead of the engine
                  -> retrieval (excerpts carrying an injection are dropped)
-                 -> prompt (the persona's system prompt + excerpts, trimmed to the token budget)
-                 -> engine -> stop sequences -> output guard (streaming; generation stops when it rules)
+                 -> prompt (the persona's system prompt + excerpts, trimmed to the token budget; the tools shown,
+                    a client's or the shop's actions, rendered by the engine with the model's own chat template)
+                 -> engine -> the model's call of a shop action run in place of its answer
+                 -> stop sequences -> output guard (streaming; generation stops when it rules)
                  -> model-initiated handoff
 
 Every notice comes from kefu.guard.notices in the customer's language. `kefu serve` (kefu.serve.pipeline adds
@@ -22,94 +25,36 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from kefu.answer.actions import ActionCall, ActionResult, Actions, divert_tool_call
-from kefu.answer.confirm import Pending, is_confirmation, owner_of
+from kefu.answer.acting import ActionStep, divert_calls
+from kefu.answer.actions import Actions
+from kefu.answer.confirm import Pending
 from kefu.answer.engines.base import Chunk, Engine, GenParams
-from kefu.answer.knowledge import Context, KBUnavailable, KnowledgeBase
+from kefu.answer.knowledge import KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, last_user, system_text, trim
 from kefu.answer.textstream import StopFilter
 from kefu.answer.toolcalls import CallSplitter, ToolFormat, ToolsUnsupported, forced_prefix, split_calls
+from kefu.answer.turn import Action, Answer, Outcome, Prepared
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
 from kefu.data.pii import mask as pii_mask
 from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
-from kefu.guard.input import InputVerdict, check_input
+from kefu.guard.input import check_input
 from kefu.guard.lang import detect_lang
-from kefu.guard.notices import confirm_question, declined, greeting, notice
+from kefu.guard.notices import notice
 from kefu.guard.output import AnswerGuard, Policy
+
+__all__ = ["Action", "Answer", "AnswerPipeline", "HandoffRule", "Messages", "Outcome", "Prepared", "tools_in"]
 
 # A rule hook looks at the (PII-masked) conversation, newest last, and returns a reason to hand it to a human
 # (e.g. "refund_over_limit"), or None.
 HandoffRule = Callable[[Messages], str | None]
-Action = Literal["answer", "handoff", "refuse", "no_match", "with_agent", "act"]  # act: a shop action answered
-
-
-@dataclass
-class Prepared:
-    """One turn as the pipeline decided it: what to do, the masked conversation and, to answer, the prompt."""
-
-    turns: Messages  # the conversation with every customer text PII-masked, newest user turn last
-    lang: str
-    started: float
-    action: Action = "answer"
-    reason: str | None = None  # why it goes to a human: "user" or "rule:NAME"
-    notice: str = ""  # the text sent instead of an answer (action != "answer")
-    verdict: InputVerdict = field(default_factory=InputVerdict)
-    context: Context = field(default_factory=Context)
-    messages: Messages = field(default_factory=list)  # what the engine is asked
-    customer_id: str | None = None  # the customer the shop's front end authenticated (shop actions only)
-    call: ActionCall | None = None  # a shop action this turn runs instead of generating
-    actions: list[dict[str, Any]] = field(default_factory=list)  # audit records of the actions run
-    # A client's own tools (OpenAI `tools`): the model sees them and its calls go back to the client, not run here.
-    tools: list[dict[str, Any]] | None = None
-    tool_format: ToolFormat | None = None  # how the engine's model writes calls (set with tools or tool turns)
-    one_call: bool = False  # parallel_tool_calls false: the answer ends at its first call
-    forced: str = ""  # the start of a call the answer is made to begin with (tool_choice required or named)
-    pending: Pending | None = None  # a write waiting for the customer's yes: the caller keeps it for the next turn
-    declined: Pending | None = None  # the write that waited and this message did not confirm (not run)
-    escalate: str | None = None  # an action's rule hands the conversation to a human after this answer
-
-
-@dataclass
-class Outcome:
-    """One generated choice: the text released to the customer and how it went."""
-
-    text: str = ""
-    finish_reason: str = "stop"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    guard_hits: list[str] = field(default_factory=list)  # names of the output guards that fired
-    guard_details: list[str] = field(default_factory=list)  # one line per finding, for the audit event
-    original: str | None = None  # what the model said when a guard replaced it (PII-masked): a DPO 'rejected'
-    ttft: float | None = None  # seconds from Prepared.started to the first released text
-    total: float = 0.0
-    tool_calls: list[ToolCall] = field(default_factory=list)  # calls of the client's tools the model made
-
-
-@dataclass
-class Answer:
-    """A whole turn's result, as eval, chat and the demo use it."""
-
-    text: str
-    action: Action
-    lang: str
-    handoff: str | None  # "user", "rule:NAME", "model", or None
-    citations: list[dict[str, Any]]
-    guard: dict[str, list[str]]  # {"input": rule reasons, "output": guard names}
-    kb_version: str
-    ttft_s: float | None
-    total_s: float
-    completion_tokens: int
-    finish_reason: str
-    actions: list[dict[str, Any]] = field(default_factory=list)  # shop actions run (ActionResult.record())
-    pending: Pending | None = None  # a write asked to be confirmed: pass it to the next turn's answer()
 
 
 def _mask_args(call: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
@@ -167,6 +112,7 @@ class AnswerPipeline:
         # A conversation's earlier turns come back with every new message: mask each text once.
         self._mask = functools.lru_cache(maxsize=4096)(functools.partial(pii_mask, cfg=cfg.data.pii))
         self.actions = Actions(cfg.actions, cfg.persona, self.mask)
+        self.acting = ActionStep(cfg, self.actions, self.mask)
         self.model_calls = cfg.actions.model_calls and bool(cfg.actions.tools) and not raw
 
     def mask(self, text: str) -> str:
@@ -195,7 +141,7 @@ class AnswerPipeline:
         elif prep.verdict.injection:  # the model never sees an injection attempt; the persona refuses
             self._decide(prep, "refuse", "refusal")
         elif not tools_in(turns):  # a conversation with tools: the model decides its calls
-            self._choose(prep, question, said_before[-1] if said_before else "", pending)
+            self.acting.choose(prep, question, said_before[-1] if said_before else "", pending)
         return prep
 
     async def use_tools(
@@ -206,30 +152,20 @@ class AnswerPipeline:
         (True) or a call of the function named (OpenAI tool_choice "required" / a named function)."""
         if not tools and not tools_in(prep.turns):
             return
-        fmt = getattr(self.engine, "tool_format", None)
-        if fmt is None:
-            raise ToolsUnsupported(f"engine {self.engine.name!r}: tools need a local engine (hf or onnx)")
-        prep.tool_format, prep.tools = await fmt(target), tools
+        prep.tool_format, prep.tools = await self.tool_format(target), tools
         if tools:
             prep.call = None  # the client's tools: the model's call goes back to the client, no rule-chosen action
+            prep.force_tool = force
             if force:
                 prep.forced = forced_prefix(prep.tool_format, force if isinstance(force, str) else None)
 
-    def _choose(self, prep: Prepared, question: str, before: str, pending: Pending | None) -> None:
-        """The action this message runs: a confirmed pending write, else what the message asks for. A pending write
-        this message does not confirm is cancelled (audited as declined), and the customer is told."""
-        waiting = pending if pending and pending.owner == owner_of(prep.customer_id) and pending.fresh() else None
-        if waiting is not None:
-            call = ActionCall(waiting.name, waiting.arguments, waiting.source, confirmed=True)  # type: ignore[arg-type]
-            if is_confirmation(question, self.cfg.actions.confirm_words):
-                prep.call = call
-                return
-            prep.declined = waiting
-            prep.actions.append(self._record(ActionResult(dataclasses.replace(call, confirmed=False), "declined")))
-        prep.call = self.actions.select(question, before)
-        if prep.call is None and waiting is not None:
-            zh, en = self.actions.what(ActionCall(waiting.name, waiting.arguments))
-            prep.action, prep.notice = "act", declined(self.cfg.persona, zh, en, prep.lang)
+    async def tool_format(self, target: str | None) -> ToolFormat:
+        """How the engine's model (version `target`) writes calls; ToolsUnsupported when it cannot. With
+        actions.model_calls on, call it at start-up: every answer needs it."""
+        fmt = getattr(self.engine, "tool_format", None)
+        if fmt is None:
+            raise ToolsUnsupported(f"engine {self.engine.name!r} does not render or parse tool calls")
+        return await fmt(target)
 
     def with_agent(self, turns: Messages, started: float | None = None) -> Prepared:
         """A turn of a conversation a human agent has taken over: the bot only says so."""
@@ -265,7 +201,7 @@ class AnswerPipeline:
         if prep.action != "answer":
             return
         if prep.call is not None:
-            self._act(prep, prep.call)
+            self.acting.act(prep, prep.call)
             return
         if not self.raw:
             try:
@@ -276,57 +212,23 @@ class AnswerPipeline:
                 return
         ctx = prep.context
         system = system_text(self.system, ctx.text, self.cfg.persona, ctx.searched)
-        if self.model_calls and prep.tool_format is None:  # the shop's own actions, unless the client brings tools
-            system += self.actions.tools_prompt()
-        budget = self.cfg.serve.session_token_budget
+        tools = self.shown_tools(prep)  # the chat template renders them into the prompt: they take tokens too
+        tools_cost = self._count(json.dumps(tools, ensure_ascii=False)) if tools else 0
+        budget = self.cfg.serve.session_token_budget - tools_cost
         prep.messages = trim({"role": "system", "content": system}, prep.turns, budget, self._count)
 
-    def _act(self, prep: Prepared, call: ActionCall) -> None:
-        """Run one shop action (blocking HTTP) and answer with its result in the customer's language."""
-        prep.action, prep.notice = "act", self._run_action(prep, call)
+    def shown_tools(self, prep: Prepared) -> list[dict[str, Any]] | None:
+        """The tools the model is shown this turn: the client's own, else the shop's actions (actions.model_calls)."""
+        if prep.tool_format is not None:
+            return prep.tools
+        return self.actions.tools() if self.model_calls else None
 
-    def _run_action(self, prep: Prepared, call: ActionCall) -> str:
-        """The customer's answer to one action: a write not yet confirmed is only asked about (after its check
-        lookup passed); anything else runs. Blocking HTTP: call it in a thread."""
-        if self.actions.is_write(call) and not call.confirmed:
-            return self._ask_to_confirm(prep, call)
-        result = self.actions.run(call, prep.customer_id)
-        prep.actions.append(self._record(result))
-        spec = self.actions.by_name.get(call.name)
-        if spec is not None and result.handoff_passed(spec):
-            prep.escalate = f"action:{call.name}"[:32]
-        text = self.actions.reply(result, prep.lang)
-        if prep.declined is not None:  # the customer moved on: say the waiting write was not done, then answer
-            zh, en = self.actions.what(ActionCall(prep.declined.name, prep.declined.arguments))
-            rest = text.removeprefix(greeting(self.cfg.persona, prep.lang))  # one greeting for both
-            first = declined(self.cfg.persona, zh, en, prep.lang)
-            text = f"{first}\n{rest[:1].upper()}{rest[1:]}" if prep.lang == "en" else first + rest
-        return text
-
-    def _record(self, result: ActionResult) -> dict[str, Any]:
-        """The audit entry, its text arguments (a new address) PII-masked like every stored customer text."""
-        rec = result.record()
-        rec["arguments"] = {k: self.mask(v) if isinstance(v, str) else v for k, v in rec["arguments"].items()}
-        return rec
-
-    def _ask_to_confirm(self, prep: Prepared, call: ActionCall) -> str:
-        spec = self.actions.by_name[call.name]
-        checked = self.actions.precheck(call, prep.customer_id)
-        if spec.check and checked.status == "ok":  # e.g. the order lookup: is it this customer's order at all?
-            props = self.actions.by_name[spec.check].parameters.get("properties", {})
-            args = {k: v for k, v in call.arguments.items() if k in props}
-            checked = self.actions.run(ActionCall(spec.check, args, call.source), prep.customer_id)
-        if checked.status != "ok":  # not this customer's order, no customer, bad number: nothing to confirm
-            prep.actions.append(self._record(dataclasses.replace(checked, call=call)))
-            return self.actions.reply(dataclasses.replace(checked, call=call), prep.lang)
-        prep.actions.append(self._record(ActionResult(call, "awaiting_confirmation")))
-        prep.pending = Pending(call.name, call.arguments, owner_of(prep.customer_id), call.source)
-        zh, en = self.actions.what(call)
-        return confirm_question(self.cfg.persona, zh, en, prep.lang)
-
-    async def _model_call(self, prep: Prepared, call: ActionCall | None) -> str:
-        """The model wrote a <tool_call>: run it like a rule-chosen action; its reply replaces the model's text."""
-        return await asyncio.to_thread(self._run_action, prep, call or ActionCall("unparseable", {}, "model"))
+    def engine_params(self, prep: Prepared, params: GenParams) -> GenParams:
+        """What the engine is asked besides `prep.messages`: the tools shown, which the engine renders with the
+        model's own chat template exactly as training renders tool conversations (kefu.answer.toolcalls.render),
+        and for a forced call, its start (local engines) or OpenAI's tool_choice (an upstream)."""
+        tools = self.shown_tools(prep)
+        return dataclasses.replace(params, tools=tools, prefix=prep.forced, force_tool=prep.force_tool)
 
     # ------------------------------------------------------------------ stream
     async def stream(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str]:
@@ -355,15 +257,17 @@ class AnswerPipeline:
             out.finish_reason = "tool_calls"
         out.total = time.perf_counter() - prep.started
 
-    def _engine_stream(self, prep: Prepared, params: GenParams) -> AsyncIterator[Chunk | ToolCall]:
-        """The engine's answer; with tools in play, the model's calls split out of its text."""
-        if prep.tool_format is None:
-            agen: AsyncIterator[Any] = self.engine.stream(prep.messages, params)
-            if self.model_calls:
-                agen = divert_tool_call(agen, functools.partial(self._model_call, prep))
-            return agen
-        params = dataclasses.replace(params, tools=prep.tools, prefix=prep.forced)
-        return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format), prep.forced)
+    async def _engine_stream(self, prep: Prepared, params: GenParams) -> AsyncIterator[Chunk | ToolCall]:
+        """The engine's answer; a client's tools: the model's calls split out of its text; the shop's actions: the
+        model's call run in place of its answer."""
+        params = self.engine_params(prep, params)
+        if prep.tool_format is not None:
+            return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format), prep.forced)
+        if not self.model_calls:
+            return self.engine.stream(prep.messages, params)
+        splitter = CallSplitter(await self.tool_format(params.model))  # before generating: ToolsUnsupported
+        run = functools.partial(self.acting.model_call, prep)
+        return divert_calls(self.engine.stream(prep.messages, params), splitter, run)
 
     async def _generate(self, prep: Prepared, params: GenParams, out: Outcome) -> AsyncIterator[str | ToolCall]:
         # The output guard releases whole sentences that passed (PII masked); a violation stops generation and
@@ -371,7 +275,7 @@ class AnswerPipeline:
         # the client's to run, not text a customer reads.
         stops = StopFilter(params.stop)
         guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
-        agen = self._engine_stream(prep, params)
+        agen = await self._engine_stream(prep, params)
         said: list[str] = []
         try:
             async for chunk in agen:

@@ -11,6 +11,9 @@ once per tokenizer, that the template renders tools in a format kefu can parse b
     llama3  Llama 3.1-3.3 JSON tool calling: calls as {"name": ..., "parameters": {...}} (several joined by "; "),
             results in `ipython` turns (kefu's `llama3` template and Meta's own)
 
+    openai  an engine that parses calls itself: an upstream vLLM/SGLang server renders the tools with the model's
+            template, runs its own tool parser and returns OpenAI `tool_calls` (Chunk.tool_calls); its text is text
+
 Any other template is refused with a clear error instead of silently dropping the tools. The parsers read a
 model's output back into calls as vLLM's `hermes` (Qwen2.5) and `llama3_json` tool parsers do; `CallSplitter`
 does it while the answer streams, releasing ordinary text at once and each call whole.
@@ -27,7 +30,7 @@ from kefu.answer.engines.base import Chunk
 from kefu.data.schema import ToolCall, Turn
 from kefu.errors import KefuError
 
-ToolFormat = Literal["qwen", "llama3"]
+ToolFormat = Literal["qwen", "llama3", "openai"]
 QWEN_OPEN, QWEN_CLOSE = "<tool_call>", "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"  # Llama 3.x may open a call with it (a special token: usually decoded away)
 
@@ -39,7 +42,7 @@ _PROBE = [
         {"id": "call_probe", "type": "function", "function": {"name": "kefu_probe", "arguments": {"q": 7}}}]},
     {"role": "tool", "tool_call_id": "call_probe", "content": "probe-result"},
 ]  # fmt: skip
-_FORMATS: dict[str, ToolFormat | KefuError] = {}  # chat template text -> its tool format
+_FORMATS: dict[str, ToolFormat | KefuError] = {}  # chat template text -> its tool format (never "openai")
 
 
 class ToolsUnsupported(KefuError):
@@ -192,16 +195,22 @@ def _llama_calls(text: str) -> list[ToolCall] | None:
 
 class CallSplitter:
     """Streaming: feed the model's text as it comes; get back ordinary text (released at once, except what may be
-    the start of a call) and each tool call once it is complete. `finish()` flushes at the end of the answer."""
+    the start of a call) and each tool call once it is complete. `finish()` flushes at the end of the answer.
 
-    def __init__(self, fmt: ToolFormat) -> None:
-        self.fmt = fmt
+    A malformed call (bad JSON, cut off) is text for a client's tools (`bad_as_text`: the client sees what the model
+    said); otherwise it is held back in `bad`, for the shop's actions to answer instead of showing the markup."""
+
+    def __init__(self, fmt: ToolFormat, bad_as_text: bool = True) -> None:
+        self.fmt, self.bad_as_text = fmt, bad_as_text
         self.buf = ""
         self.in_call = False  # qwen: inside <tool_call>...; llama3: the answer is a JSON call
-        self.decided = fmt == "qwen"  # llama3 decides on the first non-blank character
+        self.decided = fmt != "llama3"  # llama3 decides on the first non-blank character
         self.calls = 0
+        self.bad: list[str] = []  # malformed calls held back (bad_as_text off)
 
     def feed(self, text: str) -> list[str | ToolCall]:
+        if self.fmt == "openai":  # the engine parsed the calls already: its text is only text
+            return [text] if text else []
         self.buf += text
         return self._qwen() if self.fmt == "qwen" else self._llama(final=False)
 
@@ -211,7 +220,7 @@ class CallSplitter:
         out: list[str | ToolCall] = []
         if self.in_call:  # cut off inside a call (max tokens, a stop string): parse what is there
             call = _qwen_call(self.buf.removesuffix(QWEN_CLOSE))
-            out.append(call if call else QWEN_OPEN + self.buf)
+            self._call_or_bad(out, call, QWEN_OPEN + self.buf)
         elif self.buf and not (self.calls and not self.buf.strip()):
             out.append(self.buf)
         self.buf, self.in_call = "", False
@@ -227,7 +236,7 @@ class CallSplitter:
                     return out
                 block, self.buf, self.in_call = self.buf[:end], self.buf[end + len(QWEN_CLOSE) :], False
                 call = _qwen_call(block)
-                out.append(call if call else QWEN_OPEN + block + QWEN_CLOSE)  # malformed: the customer sees text
+                self._call_or_bad(out, call, QWEN_OPEN + block + QWEN_CLOSE)
                 self.calls += call is not None
                 continue
             start = self.buf.find(QWEN_OPEN)
@@ -239,6 +248,14 @@ class CallSplitter:
             self._release(out, self.buf[: len(self.buf) - keep])
             self.buf = self.buf[len(self.buf) - keep :]
             return out
+
+    def _call_or_bad(self, out: list[str | ToolCall], call: ToolCall | None, text: str) -> None:
+        if call is not None:
+            out.append(call)
+        elif self.bad_as_text:
+            out.append(text)
+        else:
+            self.bad.append(text)
 
     def _release(self, out: list[str | ToolCall], text: str) -> None:
         """Text between or after calls is whitespace the template put there: only real text is content."""
@@ -258,7 +275,11 @@ class CallSplitter:
             return []  # a call is released whole, at the end of the answer
         calls, text, self.buf = _llama_calls(self.buf), self.buf, ""
         self.calls += len(calls or [])
-        return list(calls) if calls else [text]
+        if calls:
+            return list(calls)
+        out: list[str | ToolCall] = []
+        self._call_or_bad(out, None, text)
+        return out
 
 
 def _partial_suffix(text: str, marker: str) -> int:
@@ -271,7 +292,10 @@ def _partial_suffix(text: str, marker: str) -> int:
 
 def forced_prefix(fmt: ToolFormat, name: str | None) -> str:
     """The start of a call an answer is made to begin with (the engine continues from it, so the answer is a call):
-    any function for tool_choice "required", the named one for a named tool_choice."""
+    any function for tool_choice "required", the named one for a named tool_choice. Empty for an engine that
+    parses calls itself: it gets OpenAI's tool_choice instead (GenParams.force_tool)."""
+    if fmt == "openai":
+        return ""
     if fmt == "qwen":
         return QWEN_OPEN + '\n{"name": "' + (f'{name}", "arguments": ' if name else "")
     return '{"name": "' + (f'{name}", "parameters": ' if name else "")
@@ -281,11 +305,13 @@ async def split_calls(
     chunks: AsyncIterator[Chunk], splitter: CallSplitter, prefix: str = ""
 ) -> AsyncIterator[Chunk | ToolCall]:
     """An engine's chunks with the model's tool calls taken out: text chunks (token counts kept) and, as each call
-    completes, the ToolCall itself. `prefix`: text the answer was made to start with (see `forced_prefix`)."""
+    completes, the ToolCall itself (also those the engine parsed itself). `prefix`: text the answer was made to
+    start with (see `forced_prefix`)."""
     splitter.feed(prefix)  # the start of a call: held until the call completes
     try:
         async for chunk in chunks:
-            parts = splitter.feed(chunk.text) + (splitter.finish() if chunk.finish_reason else [])
+            parts = [*splitter.feed(chunk.text), *chunk.tool_calls]
+            parts += splitter.finish() if chunk.finish_reason else []
             text = ""
             for part in parts:
                 if isinstance(part, str):

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kefu.data.schema import ToolCall
+
 
 @dataclass
 class GenParams:
@@ -23,6 +25,9 @@ class GenParams:
     tools: list[dict[str, Any]] | None = None
     # Text the answer starts with: appended to the rendered prompt and continued (forces a tool call's start).
     prefix: str = ""
+    # The answer must be a call (True) or a call of the function named (OpenAI tool_choice "required" / named).
+    # Local engines get `prefix` for it; an upstream server, which writes and parses calls itself, gets tool_choice.
+    force_tool: bool | str = False
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Chunk:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Calls an engine parsed itself (an upstream server's OpenAI tool_calls); local engines write calls as text.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class Engine(Protocol):

@@ -8,6 +8,11 @@ failure, or a gap longer than serve.upstream_chunk_timeout_s between chunks, end
 gateway sends a clean error event): never a hang. A background check (GET {base}/models every
 serve.upstream_health_s) brings replicas back. Per-replica counters go to /metrics, their state to /health.
 The upstream's API key, if it needs one, comes from the environment variable KEFU_UPSTREAM_API_KEY.
+
+Tools go to the upstream as OpenAI `tools` and `tool_choice`: the server renders them with the model's chat
+template and parses the model's calls with its own tool parser (vLLM `--enable-auto-tool-choice
+--tool-call-parser hermes`, SGLang `--tool-call-parser qwen25`), and its streamed `tool_calls` come back whole on
+the last Chunk. Started without a tool parser, the server answers in plain text (or refuses the request).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from kefu.answer.engines.base import Chunk, EngineUnavailable, GenParams
+from kefu.answer.toolcalls import ToolFormat, new_call_id
 from kefu.config import KefuConfig
+from kefu.data.schema import ToolCall
 from kefu.errors import KefuError
 
 log = logging.getLogger("kefu.answer.upstream")
@@ -97,10 +104,14 @@ class UpstreamEngine:
         healthy = sorted((r for r in rotated if r.healthy), key=lambda r: r.in_flight)  # stable: keeps the rotation
         return healthy + [r for r in rotated if not r.healthy]
 
-    def _body(self, messages: list[dict[str, str]], params: GenParams) -> dict[str, Any]:
+    async def tool_format(self, target: str | None) -> ToolFormat:
+        """The upstream parses the model's calls itself and returns them as OpenAI tool_calls."""
+        return "openai"
+
+    def _body(self, messages: list[dict[str, Any]], params: GenParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": params.model or self.model or "default",
-            "messages": messages,
+            "messages": [_wire(m) for m in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": params.max_tokens,
@@ -111,9 +122,14 @@ class UpstreamEngine:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = params.stop
+        if params.tools:
+            body["tools"] = params.tools
+            if params.force_tool:
+                named = {"type": "function", "function": {"name": params.force_tool}}
+                body["tool_choice"] = named if isinstance(params.force_tool, str) else "required"
         return body
 
-    async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
         self._ensure_health_task()
         errors = []
         for replica in self._order():
@@ -136,7 +152,7 @@ class UpstreamEngine:
             async with self.client.stream("POST", f"{replica.base}/chat/completions", json=body) as resp:
                 await self._check_status(replica, resp)
                 async for chunk in _parse_sse(resp, self.chunk_timeout_s):
-                    if not sent and not (chunk.text or chunk.finish_reason):
+                    if not sent and not (chunk.text or chunk.finish_reason or chunk.tool_calls):
                         continue  # a role-only opening chunk: nothing the customer sees, failover still possible
                     if not sent:
                         sent = True
@@ -224,12 +240,59 @@ def _why(e: BaseException) -> str:
     return str(e) if isinstance(e, _Truncated | _ErrorEvent) else repr(e)
 
 
+def _wire(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as the OpenAI API carries it: call arguments as JSON strings (the pipeline keeps objects)."""
+    if not message.get("tool_calls"):
+        return message
+    calls = [
+        {**c, "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
+        if not isinstance(c["function"].get("arguments"), str) else c
+        for c in message["tool_calls"]
+    ]  # fmt: skip
+    return {**message, "tool_calls": calls}
+
+
+class _CallDeltas:
+    """A streamed answer's tool_calls, put together from their deltas (vLLM sends the id and name first, then the
+    arguments in pieces), keyed by the call's index."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: list[dict[str, Any]] | None) -> bool:
+        for d in deltas or []:
+            part = self.parts.setdefault(int(d.get("index", len(self.parts))), {"id": "", "name": "", "arguments": ""})
+            fn = d.get("function") or {}
+            part["id"] = d.get("id") or part["id"]
+            part["name"] += fn.get("name") or ""
+            part["arguments"] += fn.get("arguments") or ""
+        return bool(deltas)
+
+    def take(self) -> list[ToolCall]:
+        calls = [self._call(self.parts[i]) for i in sorted(self.parts)]
+        self.parts = {}
+        return calls
+
+    @staticmethod
+    def _call(part: dict[str, str]) -> ToolCall:
+        """One whole call; a malformed one is the model's output, not the replica's health: no failover."""
+        try:
+            args = json.loads(part["arguments"] or "{}")
+        except json.JSONDecodeError:
+            args = None
+        if not part["name"] or not isinstance(args, dict):
+            raise EngineUnavailable(f"upstream tool call {part['name']!r}: arguments are not a JSON object")
+        return ToolCall(id=part["id"] or new_call_id(), name=part["name"], arguments=args)
+
+
 async def _parse_sse(resp: httpx.Response, chunk_timeout_s: float) -> AsyncIterator[Chunk]:
-    """chat.completion.chunk events -> Chunks as they arrive; the usage event becomes a final empty Chunk.
+    """chat.completion.chunk events -> Chunks as they arrive; the usage event becomes a final empty Chunk. Tool
+    calls are gathered from their deltas and come whole with the finish reason.
 
     Once text has gone out, each next line must come within `chunk_timeout_s`.
     """
     finish, pieces, done = None, 0, False
+    calls = _CallDeltas()
     lines = resp.aiter_lines()
     while True:
         try:
@@ -248,15 +311,20 @@ async def _parse_sse(resp: httpx.Response, chunk_timeout_s: float) -> AsyncItera
             err = event["error"]
             raise _ErrorEvent(f"upstream error: {err.get('message', err) if isinstance(err, dict) else err}")
         for choice in event.get("choices") or []:
-            text = (choice.get("delta") or {}).get("content") or ""
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
             finish = choice.get("finish_reason") or finish
-            pieces += bool(text)
-            yield Chunk(text, choice.get("finish_reason"), completion_tokens=pieces)
+            called = calls.add(delta.get("tool_calls"))
+            pieces += bool(text) or called
+            ended = calls.take() if choice.get("finish_reason") else []
+            yield Chunk(text, choice.get("finish_reason"), completion_tokens=pieces, tool_calls=ended)
         if event.get("usage"):
             usage = event["usage"]
             yield Chunk("", finish, usage.get("prompt_tokens", 0), usage.get("completion_tokens", pieces))
     if not (done or finish):
         raise _Truncated("upstream stream ended before the answer did")
+    if calls.parts:  # [DONE] without a finish reason on the choice: the calls are complete all the same
+        yield Chunk("", finish or "tool_calls", completion_tokens=pieces, tool_calls=calls.take())
 
 
 class _ReplicaCollector(Collector):

@@ -1,0 +1,70 @@
+"""The model's own call of a shop action (actions.model_calls): read in the model's own format while the answer
+streams (Qwen2.5 <tool_call> JSON, Llama 3.x JSON), run in place of the answer, and never shown to the customer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from kefu.answer.acting import divert_calls
+from kefu.answer.actions import ActionCall
+from kefu.answer.engines.base import GenParams
+from kefu.answer.engines.scripted import ScriptedEngine
+from kefu.answer.toolcalls import CallSplitter, ToolFormat
+
+ARGS = {"order_id": "DD2026120200003"}
+QWEN_CALL = "<tool_call>\n" + json.dumps({"name": "order_status", "arguments": ARGS}) + "\n</tool_call>"
+CALLED = [ActionCall("order_status", ARGS, "model")]
+
+
+def diverted(reply: str, fmt: ToolFormat = "qwen") -> tuple[str, list[ActionCall | None], ScriptedEngine]:
+    """The text the customer gets for a scripted model's `reply` (streamed a character at a time), the calls run."""
+    engine, seen = ScriptedEngine(), []
+    engine.queue(reply)
+
+    async def run(call: ActionCall | None) -> str:
+        seen.append(call)
+        return "REPLY"
+
+    async def read() -> str:
+        chunks = engine.stream([{"role": "user", "content": "?"}], GenParams())
+        return "".join([c.text async for c in divert_calls(chunks, CallSplitter(fmt), run)])
+
+    return asyncio.run(read()), seen, engine
+
+
+def test_a_call_is_run_in_place_of_the_answer_and_generation_stops() -> None:
+    text, seen, engine = diverted(QWEN_CALL + " and more the model would have said")
+    assert (text, seen) == ("REPLY", CALLED)
+    assert engine.calls[0].cancelled  # generation stopped at </tool_call>
+
+
+def test_text_before_the_call_is_kept_the_call_is_not() -> None:
+    text, seen, _ = diverted("我查一下。" + QWEN_CALL)
+    assert (text, seen) == ("我查一下。REPLY", CALLED)
+
+
+def test_llama3_calls_are_read_in_their_own_format() -> None:
+    text, seen, _ = diverted(json.dumps({"name": "order_status", "parameters": ARGS}), "llama3")
+    assert (text, seen) == ("REPLY", CALLED)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '<tool_call>{"name": "order_status", "argu',
+        "<tool_call>{not json}</tool_call>",
+        '<tool_call>{"name": 3}</tool_call>',
+    ],
+)
+def test_a_malformed_or_unfinished_call_is_never_shown(reply: str) -> None:
+    text, seen, _ = diverted(reply)
+    assert (text, seen) == ("REPLY", [None])  # run as unparseable: the customer is asked for a valid number
+
+
+@pytest.mark.parametrize(("reply", "fmt"), [("<tool>不是调用</tool>", "qwen"), ("您好，订单已发货。", "llama3")])
+def test_answers_that_only_look_like_calls_pass_through(reply: str, fmt: ToolFormat) -> None:
+    text, seen, _ = diverted(reply, fmt)
+    assert (text, seen) == (reply, [])
