@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kefu.answer.engines.scripted import ScriptedEngine
+from kefu.answer.toolcalls import ToolsUnsupported
 from kefu.serve.app import create_app
 from kefu.serve.tables import AuditEvent
 from tests.actions.conftest import MODEL_REPLY, Shop, actions_cfg
@@ -130,6 +132,14 @@ def test_models_tool_call_runs_the_action(tmp_path: Path, shop: Shop) -> None:
         assert second["actions"][0]["status"] == "not_found"
     finally:
         gw.stop()
+
+
+def test_a_model_that_cannot_render_tools_is_refused_at_start(tmp_path: Path, shop: Shop) -> None:
+    cfg = actions_cfg(tmp_path, shop.url)
+    cfg.actions.model_calls = True
+    app = create_app(cfg, ScriptedEngine(tool_calls_as=None))
+    with pytest.raises(ToolsUnsupported, match="tool_calls_as"), TestClient(app):
+        pass  # the lifespan runs on entering: startup fails before any customer is served
 
 
 def test_ordinary_model_answers_pass_through(tmp_path: Path, shop: Shop, engine: ScriptedEngine) -> None:

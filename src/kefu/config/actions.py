@@ -112,6 +112,6 @@ class ActionsConfig(_Section):
     )  # fmt: skip
     model_calls: bool = Field(
         default=False,
-        description="Also offer the tools to the model (Qwen2.5's tool format, appended to the system prompt) and "
-        "run the <tool_call> it writes; off: only `triggers` run actions.",
+        description="Also offer the actions to the model as tools, rendered by its own chat template as in training, "
+        "and run the call it makes; off: only `triggers` run actions.",
     )

@@ -176,6 +176,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        answerer = svc.pipeline.answerer
+        if answerer.model_calls:  # the shop's actions are rendered by the model's template: refuse one that cannot
+            await answerer.tool_format(None)  # once here, not mid-answer for every customer
         await svc.refresh_versions()
         await svc.events.start()
         # What exists now (model, tables, routes, imported modules) lives as long as the process. Frozen, full
