@@ -150,3 +150,26 @@ def test_moving_on_cancels_the_write_and_answers_the_new_question(gateway: Serve
     reply = say(gateway, "conv-n", f"订单 {other} 到哪了", "C1003")
     assert reply.startswith("您好，好的，没有为您取消订单") and reply.count("您好") == 1
     assert shop.latest_event(other)[1] in reply and changes(shop) == []
+
+
+def test_models_address_change_gets_the_customers_own_address_back(tmp_path: Path, shop: Shop) -> None:
+    """The model reads the conversation PII-masked, so its call says [ADDRESS]; the shop gets what was typed."""
+    order = paid_order(shop, "C1003")
+    call = json.dumps({"name": "change_address", "arguments": {"order_id": order, "address": "[ADDRESS]"}})
+    engine = ScriptedEngine()
+    engine.queue(f"<tool_call>\n{call}\n</tool_call>")
+    cfg = actions_cfg(tmp_path, shop.url)
+    cfg.actions.model_calls = True
+    gw = start(create_app(cfg, engine))
+    try:
+        asked = say(gw, "conv-m", f"{order} 这单麻烦送到杭州市西湖区文三路100号", "C1003")  # no trigger: the model
+        seen = engine.calls[0].messages[-1]["content"]
+        assert "文三路" not in seen and "[ADDRESS]" in seen  # the model never saw the address
+        # Asked to confirm (the reply passes the output guard like any model answer: the address shows masked).
+        assert order in asked and "确认" in asked and order_row(shop, order)[0] == "paid"
+        done = say(gw, "conv-m", "确认", "C1003")
+        assert "已为您把订单" in done and order_row(shop, order)[1] == "杭州市西湖区文三路100号"
+        audited = answer_events(gw)[0]["actions"][0]
+        assert audited["source"] == "model" and "文三路" not in json.dumps(audited, ensure_ascii=False)
+    finally:
+        gw.stop()

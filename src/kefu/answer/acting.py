@@ -67,7 +67,10 @@ class ActionStep:
         return text
 
     async def model_call(self, prep: Prepared, call: ActionCall | None) -> str:
-        """The model called an action: run it like a rule-chosen one; its reply replaces the model's text."""
+        """The model called an action: run it like a rule-chosen one; its reply replaces the model's text. The
+        placeholders it copied from the masked conversation become the customer's own values again."""
+        if call is not None and prep.originals:
+            call = dataclasses.replace(call, arguments=_unmasked(call.arguments, prep.originals))
         return await asyncio.to_thread(self.run, prep, call or ActionCall(UNPARSEABLE, {}, "model"))
 
     def record(self, result: ActionResult) -> dict[str, Any]:
@@ -90,6 +93,16 @@ class ActionStep:
         prep.pending = Pending(call.name, call.arguments, owner_of(prep.customer_id), call.source)
         zh, en = self.actions.what(call)
         return confirm_question(self.cfg.persona, zh, en, prep.lang)
+
+
+def _unmasked(args: dict[str, Any], originals: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for key, value in args.items():
+        if isinstance(value, str):
+            for holder, said in originals.items():
+                value = value.replace(holder, said)
+        out[key] = value
+    return out
 
 
 async def divert_calls(

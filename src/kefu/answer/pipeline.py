@@ -43,6 +43,7 @@ from kefu.answer.turn import Action, Answer, Outcome, Prepared
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
 from kefu.data.pii import mask as pii_mask
+from kefu.data.pii import unmasking
 from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
 from kefu.guard.input import check_input
@@ -176,7 +177,11 @@ class AnswerPipeline:
     def _prepared(self, turns: Messages, started: float | None) -> Prepared:
         # Assistant turns too: a stateless client sends its own copy of the history, which may carry anything.
         masked = [self._masked_turn(t) for t in turns]
-        return Prepared(masked, _lang(turns), time.perf_counter() if started is None else started)
+        prep = Prepared(masked, _lang(turns), time.perf_counter() if started is None else started)
+        if self.model_calls and self.cfg.guard.mask_pii:
+            said = [t["content"] or "" for t in turns if t["role"] == "user"]
+            prep.originals = unmasking(said, self.cfg.data.pii)
+        return prep
 
     def _masked_turn(self, turn: dict[str, Any]) -> dict[str, Any]:
         """The turn with its text masked, and the string arguments of its tool calls (they quote the customer)."""

@@ -355,6 +355,13 @@ def mask(text: str, cfg: PIIConfig | None = None) -> str:
     return "".join(out)
 
 
+def unmasking(texts: Iterable[str], cfg: PIIConfig | None = None) -> dict[str, str]:
+    """Placeholder -> the newest value of its kind in `texts`: what a placeholder in text masked from them stood for."""
+    cfg = cfg or PIIConfig()
+    holders: dict[Kind, str] = {**DEFAULT_PLACEHOLDERS, **cfg.placeholders}
+    return {holders[s.kind]: s.value for text in texts for s in find_pii(text, cfg.kinds)}
+
+
 def mask_conversation(conv: Conversation, cfg: PIIConfig | None = None) -> Conversation:
     """A copy of `conv` with the system prompt, every turn, every reasoning and every tool call's string arguments
     masked; meta is left as it is."""
