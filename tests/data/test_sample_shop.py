@@ -107,7 +107,7 @@ def test_sample_config_loads_and_points_at_real_files() -> None:
     cfg = load_config(SHOP_CONFIG)
     assert cfg.persona.name == "小禾" and not cfg.persona.emoji
     names = {Path(s.path).name for s in cfg.data.sources}
-    assert names == set(SFT_FILES) | {"chatlog.csv", "preference.jsonl"}
+    assert names == set(SFT_FILES) | {"chatlog.csv", "preference.jsonl", "sft_tools.jsonl"}
     for s in cfg.data.sources:
         assert cfg.resolve(s.path).is_file(), s.path
         assert s.encoding == "auto"  # the GBK file must be detected, not declared
