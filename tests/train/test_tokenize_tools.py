@@ -90,7 +90,9 @@ def test_weight_0_turns_are_context_not_learned(tiny_model_dir: Path) -> None:
     after the last learned turn is encoded; a conversation with nothing of weight 1 is refused."""
     tok = _tok(tiny_model_dir, "qwen")
     turns = [*CONV.turns[:3], CONV.turns[3].model_copy(update={"weight": 0})]
-    enc = encode_conversation(tok, CONV.model_copy(update={"turns": turns}), system="你是小禾。", cot=False, max_len=2048)
+    enc = encode_conversation(
+        tok, CONV.model_copy(update={"turns": turns}), system="你是小禾。", cot=False, max_len=2048
+    )
     assert answer_texts(tok, enc) == [
         '<tool_call>\n{"name": "get_order", "arguments": {"order_id": "DD20260101"}}\n</tool_call><|im_end|>'
     ]

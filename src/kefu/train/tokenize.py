@@ -6,8 +6,8 @@ turn (everything it must *produce*). The tokens between the two are the answer, 
 excluding the role header. This works for any template as long as it renders conversations as growing prefixes,
 which we verify instead of assuming. Tool results (role `tool`) are given, never learned; the assistant's tool calls
 are learned like its answers, and an assistant turn of weight 0 is given like a tool result (what the serving
-pipeline writes itself, not the model). Rendering goes through kefu.answer.toolcalls.render, the function the local serving
-engines use too, so training and serving see the same text.
+pipeline writes itself, not the model). Rendering goes through kefu.answer.toolcalls.render, the function the local
+serving engines use too, so training and serving see the same text.
 """
 
 from __future__ import annotations
