@@ -9,7 +9,11 @@ phrasings and the "which order number?" question below are hand-written, and non
 C1001-C1010.
 
 Records are OpenAI chat messages with assistant `tool_calls` and `role: "tool"` turns, plus a `tools` field with the
-JSON schemas of the sample shop's actions.
+JSON schemas of the sample shop's actions. What the model decides is learned: the call, and asking for a missing
+order number. What the pipeline writes itself at serving (actions.model_calls) carries OpenAI's `"weight": 0`, kept
+as context but not learned: the answer after a tool result (the action's reply template replaces the model's text),
+the confirmation question, the declined notice and the confirmed write (run by the pipeline on the customer's yes).
+So a write starts like a lookup, with the model's call; its result is that it awaits the customer's confirmation.
 
     python tools/make_tool_convos.py            # rewrite the file
     python tools/make_tool_convos.py --check    # build and report counts only
@@ -45,6 +49,7 @@ OUT = SHOP / "data" / "sft_tools.jsonl"
 SEED = 20261207
 TRAIN_CUSTOMERS = tuple(f"C{n}" for n in range(1011, 1021))
 TOKEN = "make-tool-convos"
+AWAITING = "awaiting_confirmation"  # what the action step records for a write it asked the customer to confirm
 
 # Hand-written customer phrasings ({oid}: order number, {addr}: new address), Chinese then English.
 ASK = {
@@ -112,26 +117,42 @@ class Gen:
     def say(self, kind: str, en: bool, **values: str) -> str:
         return self.rng.choice(ASK[kind][en]).format(**values)
 
-    def call(self, name: str, args: dict[str, Any], cid: str, en: bool) -> list[dict[str, Any]]:
-        """The assistant's tool call, the tool's result and the answer kefu gives for it."""
+    def call(self, name: str, args: dict[str, Any], cid: str, en: bool, *, model: bool = True) -> list[dict[str, Any]]:
+        """The tool call (the model's, learned; or the pipeline's confirmed write, not), the tool's result and the
+        answer kefu gives for it (the pipeline's, not learned)."""
         shutil.copyfile(self.pristine, self.live)
-        self.calls += 1
         result = self.actions.run(ActionCall(name, args, "model", confirmed=True), cid)
-        call_id = f"call_{self.calls}"
-        fn = {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}
         return [
-            {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": fn}]},
-            {"role": "tool", "tool_call_id": call_id, "content": _tool_content(result)},
-            {"role": "assistant", "content": self.actions.reply(result, "en" if en else "zh")},
+            *self._call_turns(name, args, _tool_content(result), model),
+            _pipeline(self.actions.reply(result, _lang(en))),
         ]
 
-    def ask_confirm(self, name: str, args: dict[str, Any], en: bool) -> str:
+    def ask_confirm(self, name: str, args: dict[str, Any], en: bool) -> list[dict[str, Any]]:
+        """The model's call of a write, which serving answers by asking the customer to confirm (nothing runs)."""
         zh, english = self.actions.what(ActionCall(name, args))
-        return confirm_question(self.cfg.persona, zh, english, "en" if en else "zh")
+        asked = confirm_question(self.cfg.persona, zh, english, _lang(en))
+        return [*self._call_turns(name, args, json.dumps({"status": AWAITING}), True), _pipeline(asked)]
 
-    def turn_down(self, name: str, args: dict[str, Any], en: bool) -> str:
+    def turn_down(self, name: str, args: dict[str, Any], en: bool) -> dict[str, Any]:
         zh, english = self.actions.what(ActionCall(name, args))
-        return declined(self.cfg.persona, zh, english, "en" if en else "zh")
+        return _pipeline(declined(self.cfg.persona, zh, english, _lang(en)))
+
+    def _call_turns(self, name: str, args: dict[str, Any], result: str, model: bool) -> list[dict[str, Any]]:
+        self.calls += 1
+        call_id = f"call_{self.calls}"
+        fn = {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}
+        call: dict[str, Any] = {"role": "assistant", "content": None,
+                                "tool_calls": [{"id": call_id, "type": "function", "function": fn}]}  # fmt: skip
+        return [call if model else {**call, "weight": 0}, {"role": "tool", "tool_call_id": call_id, "content": result}]
+
+
+def _lang(en: bool) -> str:
+    return "en" if en else "zh"
+
+
+def _pipeline(text: str) -> dict[str, Any]:
+    """An assistant turn the answer pipeline writes at serving, not the model: context, not learned."""
+    return {"role": "assistant", "content": text, "weight": 0}
 
 
 def _tool_content(result: ActionResult) -> str:
@@ -168,7 +189,8 @@ def someone_elses(g: Gen, o: dict[str, Any], asker: str, en: bool) -> list[dict[
 
 
 def write(g: Gen, o: dict[str, Any], en: bool) -> list[dict[str, Any]]:
-    """Ask, confirm (or not) in a separate turn, then run: never a write in the turn that asked for it."""
+    """The model calls the write; serving asks to confirm, and runs it only on the customer's yes in a separate
+    turn (or says it was not done): never a write in the turn that asked for it."""
     oid, cid = o["id"], o["customer_id"]
     if o["status"] == "paid" and g.rng.random() < 0.5:
         kind, name, args = "address", "change_address", {"order_id": oid, "address": g.rng.choice(ADDRS[en])}
@@ -177,14 +199,14 @@ def write(g: Gen, o: dict[str, Any], en: bool) -> list[dict[str, Any]]:
     else:  # paid: it runs; shipped, delivered with a return, cancelled: the shop says no (409)
         kind, name, args = "cancel", "cancel_order", {"order_id": oid}
     said = g.say(kind, en, oid=oid, addr=str(args.get("address", "")))
-    convo = [{"role": "user", "content": said}, {"role": "assistant", "content": g.ask_confirm(name, args, en)}]
+    convo = [{"role": "user", "content": said}, *g.ask_confirm(name, args, en)]
     if g.rng.random() < 0.25:
         no = g.rng.choice(NO[en])
-        return [*convo, {"role": "user", "content": no}, {"role": "assistant", "content": g.turn_down(name, args, en)}]
+        return [*convo, {"role": "user", "content": no}, g.turn_down(name, args, en)]
     yes = g.rng.choice(YES[en])
     if not is_confirmation(yes, g.cfg.actions.confirm_words):
         raise SystemExit(f"{yes!r} is not a confirmation under actions.confirm_words")
-    return [*convo, {"role": "user", "content": yes}, *g.call(name, args, cid, en)]
+    return [*convo, {"role": "user", "content": yes}, *g.call(name, args, cid, en, model=False)]
 
 
 def build(cfg: KefuConfig, live: Path, pristine: Path) -> tuple[list[dict[str, Any]], Counter[str]]:

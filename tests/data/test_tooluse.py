@@ -133,3 +133,36 @@ def test_prepared_files_keep_the_tool_parts(tmp_path: Path) -> None:
     (conv,), _ = read_all(jsonl(tmp_path / "o.jsonl", [OPENAI]))
     line = json.dumps(conv.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
     assert Conversation.model_validate_json(line) == conv
+
+
+def _weighted(weight: Any, at: int = 4) -> dict[str, Any]:
+    msgs = [dict(m) for m in OPENAI["messages"]]  # type: ignore[union-attr]
+    msgs[at]["weight"] = weight
+    return {**OPENAI, "messages": msgs}
+
+
+def test_openai_weight_0_keeps_a_turn_as_context_through_prepare(tmp_path: Path) -> None:
+    """OpenAI fine-tuning's per-message weight: read, kept by masking and cleaning, written and read back."""
+    from kefu.config import PIIConfig
+    from kefu.data.prepare import mask_pii
+
+    (conv,), problems = read_all(jsonl(tmp_path / "o.jsonl", [_weighted(0)]))
+    assert problems == []
+    assert [t.weight for t in conv.turns] == [1, 1, 1, 0]
+    convs = [conv]
+    mask_pii(convs, [], PIIConfig())
+    kept = Cleaner(CleanConfig()).keep(convs[0])
+    assert kept is not None and [t.weight for t in kept.turns] == [1, 1, 1, 0]
+    line = json.dumps(kept.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+    assert [t.weight for t in Conversation.model_validate_json(line).turns] == [1, 1, 1, 0]
+
+
+def test_a_weight_other_than_0_or_1_or_off_the_assistant_is_named(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "w.jsonl", [_weighted(1), _weighted(0.5), _weighted(True), _weighted(0, at=1)])
+    items, problems = read_all(path)
+    assert len(items) == 1 and items[0].turns[-1].weight == 1
+    assert problems == [
+        f"{path}:2: messages[4].weight: wrong value: expected 0 (not learned) or 1 (learned), got 0.5",
+        f"{path}:3: messages[4].weight: wrong value: expected 0 (not learned) or 1 (learned), got True",
+        f"{path}:4: messages[1].weight: a weight is only meaningful on assistant messages, not on a 'user' message",
+    ]

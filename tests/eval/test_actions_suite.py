@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,9 +122,25 @@ def test_tool_conversations_cover_the_five_kinds_in_openai_format() -> None:
                 assert msgs[i + 1]["role"] == "tool" and msgs[i + 1]["tool_call_id"] == call["id"]
                 json.loads(call["function"]["arguments"])
                 if call["function"]["name"] in {"cancel_order", "change_address", "open_return"}:
-                    # confirmed in a separate turn: asked by the assistant, then the customer's yes, then the call
-                    assert msgs[i - 1]["role"] == "user" and msgs[i - 2]["role"] == "assistant"
-                    assert "确认" in msgs[i - 2]["content"] or "confirm" in msgs[i - 2]["content"]
+                    _check_write(msgs, i)
+        # learned: the model's calls and its question for the order number; the pipeline's own words are not
+        learned = [m for m in msgs if m["role"] == "assistant" and m.get("weight", 1)]
+        assert learned and all(m.get("tool_calls") or "订单号" in m["content"] or "order number" in m["content"]
+                                for m in learned)  # fmt: skip
+        assert all(m.get("weight", 1) == 0 for m in msgs[msgs.index(learned[-1]) + 1 :] if m["role"] == "assistant")
+
+
+def _check_write(msgs: list[dict[str, Any]], i: int) -> None:
+    """A write is the model's call, answered by serving's confirmation question (nothing runs); the write runs,
+    by the pipeline (not learned), only after the customer's yes in a separate turn."""
+    if i > 1 and msgs[i - 1]["role"] == "user" and msgs[i - 2]["role"] == "assistant":  # the confirmed run
+        assert msgs[i]["weight"] == 0
+        assert msgs[i - 2]["weight"] == 0 and ("确认" in msgs[i - 2]["content"] or "confirm" in msgs[i - 2]["content"])
+        return
+    assert msgs[i].get("weight", 1) == 1 and i == 1  # the model's own call, in answer to the customer's ask
+    assert json.loads(msgs[i + 1]["content"]) == {"status": "awaiting_confirmation"}
+    asked = msgs[i + 2]["content"]
+    assert msgs[i + 2]["weight"] == 0 and ("确认" in asked or "confirm" in asked)
 
 
 def test_sample_shop_declares_the_reference_actions() -> None:

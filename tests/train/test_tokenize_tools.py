@@ -83,3 +83,24 @@ def test_a_template_that_drops_tools_is_refused_not_trained_without_them(tiny_mo
         encode_conversation(tok, CONV, system=None, cot=False, max_len=2048)
     plain = Conversation(turns=[CONV.turns[0], CONV.turns[3]])  # no tools: trains as before
     assert encode_conversation(tok, plain, system=None, cot=False, max_len=2048)["input_ids"]
+
+
+def test_weight_0_turns_are_context_not_learned(tiny_model_dir: Path) -> None:
+    """The reply after a tool result is the serving pipeline's (weight 0): only the call is learned, and nothing
+    after the last learned turn is encoded; a conversation with nothing of weight 1 is refused."""
+    tok = _tok(tiny_model_dir, "qwen")
+    turns = [*CONV.turns[:3], CONV.turns[3].model_copy(update={"weight": 0})]
+    enc = encode_conversation(
+        tok, CONV.model_copy(update={"turns": turns}), system="你是小禾。", cot=False, max_len=2048
+    )
+    assert answer_texts(tok, enc) == [
+        '<tool_call>\n{"name": "get_order", "arguments": {"order_id": "DD20260101"}}\n</tool_call><|im_end|>'
+    ]
+    assert tok.decode(enc["input_ids"]).endswith("</tool_call><|im_end|>")
+    middle = [*turns[:3], turns[3].model_copy(update={"weight": 1}), Turn(role="user", content="谢谢"),
+              Turn(role="assistant", content="不客气", weight=0)]  # fmt: skip
+    enc = encode_conversation(tok, CONV.model_copy(update={"turns": middle}), system=None, cot=False, max_len=2048)
+    assert answer_texts(tok, enc)[1:] == ["您的订单已发货，顺丰承运。<|im_end|>"]
+    silent = [Turn(role="user", content="在吗"), Turn(role="assistant", content="在的", weight=0)]
+    with pytest.raises(KefuError, match="none of weight 1"):
+        encode_conversation(tok, Conversation(turns=silent), system=None, cot=False, max_len=2048)

@@ -168,8 +168,19 @@ def _messages(rec: dict[str, Any], key: str, role_key: str, text_key: str, soft:
             content = _content(msg, text_key, where)
         if not content.strip() and role == "assistant" and not extra.get("tool_calls"):
             soft.append((f"{where}.{text_key}", "empty"))
+        if "weight" in msg:
+            extra["weight"] = _weight(msg["weight"], role, f"{where}.weight")
         out.append((role, content, f"{where}.{role_key}", extra))
     return out
+
+
+def _weight(value: Any, role: str, where: str) -> int:
+    """OpenAI fine-tuning's per-message weight: 0 (context only, no loss) or 1, on assistant messages only."""
+    if isinstance(value, bool) or value not in (0, 1):
+        raise RecordError(where, f"wrong value: expected 0 (not learned) or 1 (learned), got {value!r}")
+    if role != "assistant":
+        raise RecordError(where, f"a weight is only meaningful on assistant messages, not on a '{role}' message")
+    return int(value)
 
 
 def _tool_parts(msg: dict[str, Any], raw_role: str, text_key: str, where: str) -> tuple[str | None, dict[str, Any]]:

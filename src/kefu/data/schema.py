@@ -14,7 +14,9 @@ empty), and each call's result is a `tool` turn right after it. As JSONL in the 
        {"role": "assistant", "content": "您的订单已发货……"}]}
 
 (`arguments` may be a JSON string, as the OpenAI API sends it, or an object.) Training puts the loss on the
-assistant's turns (calls and answers), never on tool results.
+assistant's turns (calls and answers), never on tool results. An assistant turn may carry `"weight": 0`, as in
+OpenAI's fine-tuning format: it stays in the conversation as context but is not learned (e.g. a reply the serving
+pipeline writes itself, not the model).
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ class Turn(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list, description="Assistant turns: the functions it calls.")
     tool_call_id: str | None = Field(default=None, description="Tool turns: the id of the call this result answers.")
     name: str | None = Field(default=None, description="Tool turns: the function that produced this result.")
+    weight: int = Field(
+        default=1,
+        description="Assistant turns: 1 to learn the turn, 0 to keep it as context only (no loss on it), as in "
+        "OpenAI's fine-tuning format.",
+    )
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _check_weight(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v not in (0, 1):
+            raise ValueError(f"weight must be 0 (not learned) or 1 (learned), got {v!r}")
+        return int(v)
+
+    @model_validator(mode="after")
+    def _weight_on_assistant(self) -> Turn:
+        if self.weight == 0 and self.role != "assistant":
+            raise ValueError(f"weight 0 is only meaningful on assistant turns, not on a '{self.role}' turn")
+        return self
 
     def said(self) -> str:
         """Everything the turn says, calls included: what dedup, length and empty-answer checks look at."""

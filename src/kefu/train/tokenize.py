@@ -5,8 +5,9 @@ conversation up to that turn with the generation prompt (everything the model is
 turn (everything it must *produce*). The tokens between the two are the answer, including the end-of-turn token and
 excluding the role header. This works for any template as long as it renders conversations as growing prefixes,
 which we verify instead of assuming. Tool results (role `tool`) are given, never learned; the assistant's tool calls
-are learned like its answers. Rendering goes through kefu.answer.toolcalls.render, the function the local serving
-engines use too, so training and serving see the same text.
+are learned like its answers, and an assistant turn of weight 0 is given like a tool result (what the serving
+pipeline writes itself, not the model). Rendering goes through kefu.answer.toolcalls.render, the function the local
+serving engines use too, so training and serving see the same text.
 """
 
 from __future__ import annotations
@@ -76,12 +77,13 @@ def _not_prefix(template: str, turn: int, what: str) -> KefuError:
 
 def _answer_spans(
     tokenizer: Any, messages: list[dict[str, Any]], full: list[int], template: str,
-    tools: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None, learned: set[int] | None = None,
 ) -> list[tuple[int, int]]:  # fmt: skip
-    """[start, end) token spans of every assistant answer (tool calls included) in `full`."""
+    """[start, end) token spans of every assistant answer (tool calls included) in `full`; only those of the
+    messages in `learned` when given."""
     spans = []
     for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
+        if msg["role"] != "assistant" or (learned is not None and i not in learned):
             continue
         given = _ids(tokenizer, _render(tokenizer, messages[:i], prompt=True, template=template, tools=tools))
         # Whitespace after the end-of-turn token is never generated (decoding stops at the end token): leave it out.
@@ -116,10 +118,11 @@ def encode_conversation(
     Raises SampleTooLong past `max_len` tokens, and KefuError when the template cannot be split into turns.
     """
     messages = to_messages(conv, system=system, cot=cot)
-    while messages and messages[-1]["role"] != "assistant":
-        messages.pop()  # a trailing user turn has no answer to learn from
-    if not messages:
-        raise KefuError("conversation has no assistant answer to train on")
+    offset = len(messages) - len(conv.turns)  # the system message, when there is one
+    learned = {i + offset for i, t in enumerate(conv.turns) if t.role == "assistant" and t.weight}
+    if not learned:
+        raise KefuError("conversation has no assistant answer to train on (none of weight 1)")
+    del messages[max(learned) + 1 :]  # what follows the last learned answer teaches nothing
     tools = conv.tools or None
     full = _ids(tokenizer, _render(tokenizer, messages, prompt=False, template=template, tools=tools).rstrip())
     if len(full) > max_len:
@@ -127,7 +130,7 @@ def encode_conversation(
     if cot:
         _check_reasoning(tokenizer, messages, full, template)
     labels = [IGNORE] * len(full)
-    for start, end in _answer_spans(tokenizer, messages, full, template, tools):
+    for start, end in _answer_spans(tokenizer, messages, full, template, tools, learned):
         labels[start:end] = full[start:end]
     return {"input_ids": full, "labels": labels}
 
