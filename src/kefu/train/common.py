@@ -6,6 +6,7 @@ Both recipes call these in the same order; only the dataset shape and the Traine
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,7 +113,8 @@ def _is_linear(module: Any) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear4bit"
 
 
-def lora_config(t: TrainConfig, model: Any | None = None) -> Any:
+def lora_config(t: TrainConfig, model: Any | None = None, token_ids: Sequence[int] = ()) -> Any:
+    """`token_ids`: tokens whose embedding (and untied output) rows train too, beside the LoRA matrices."""
     from peft import LoraConfig
 
     targets, layers = t.target_modules, None
@@ -121,18 +123,42 @@ def lora_config(t: TrainConfig, model: Any | None = None) -> Any:
         n = model.config.num_hidden_layers
         layers = list(range(max(0, n - t.lora_layers), n))
         targets = linear_names(model) if targets == "all-linear" else targets
+    rows = _token_rows(model, token_ids) if model is not None and token_ids else None
     return LoraConfig(
         r=t.lora_r,
         lora_alpha=t.lora_alpha,
         lora_dropout=t.lora_dropout,
         target_modules=targets,
         layers_to_transform=layers,
+        trainable_token_indices=rows,
         task_type="CAUSAL_LM",
     )
 
 
-def attach_lora(model: Any, t: TrainConfig) -> Any:
-    """A fresh LoRA adapter (method lora/qlora) unless the model already carries one; full fine-tuning: as is."""
+def _token_rows(model: Any, token_ids: Sequence[int]) -> dict[str, list[int]]:
+    """peft's trainable_token_indices: the rows of `token_ids` in the input embedding and, when it is a separate
+    matrix, in the output layer (an untied head would otherwise keep predicting the old rows)."""
+    names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = {names[emb]: sorted(token_ids)}
+    if head is not None and head.weight is not emb.weight:
+        rows[names[head]] = sorted(token_ids)
+    return rows
+
+
+def call_marker_ids(tokenizer: Any, learned_with_calls: set[int], learned_without: set[int]) -> list[int]:
+    """Added tokens the model learns to write only in tool-call turns (Qwen2.5: <tool_call>, </tool_call>).
+
+    Their rows must train: a chat model converted without much tool use can have rows too weak for LoRA on the
+    layers to ever win the argmax (the embedded default wrote "-offsetof" where its <tool_call> belonged)."""
+    added = set(getattr(tokenizer, "added_tokens_decoder", {}))
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return sorted((learned_with_calls & added) - learned_without - ends)
+
+
+def attach_lora(model: Any, t: TrainConfig, token_ids: Sequence[int] = ()) -> Any:
+    """A fresh LoRA adapter (method lora/qlora) unless the model already carries one; full fine-tuning: as is.
+    `token_ids`: see lora_config."""
     from peft import PeftModel, get_peft_model
 
     if t.method == "full":
@@ -142,7 +168,7 @@ def attach_lora(model: Any, t: TrainConfig) -> Any:
         return model
     if isinstance(model, PeftModel):
         return model  # incremental training: the loaded adapter is trainable and keeps its own rank and targets
-    return get_peft_model(model, lora_config(t, model))
+    return get_peft_model(model, lora_config(t, model, token_ids))
 
 
 def count_params(model: Any) -> tuple[int, int]:

@@ -36,16 +36,19 @@ def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     if t.retrieval_context:  # retrieval-aware fine-tuning: prompts carry the KB excerpts serving would retrieve
         train_rows, eval_rows = with_kb_context(cfg, train_rows), with_kb_context(cfg, eval_rows)
 
-    # 2. model (+ the adapter to continue from) and LoRA
+    # 2. model (+ the adapter to continue from); tokenize with the loss on assistant answers only
     model, tokenizer = common.load_for_training(cfg, t.init_adapter)
-    model = common.attach_lora(model, t)
-    trainable, total = common.count_params(model)
-    log.info("training %s of %s parameters (%s)", f"{trainable:,}", f"{total:,}", t.method)
-
-    # 3. tokenize with the loss on assistant answers only
     system = common.default_system(cfg)
     train_set = encode(tokenizer, train_rows, cfg, system)
     eval_set = encode(tokenizer, eval_rows, cfg, system) if eval_rows else None
+
+    # 3. LoRA, and the rows of the tokens that open and close a tool call when the data makes calls
+    markers = call_markers(tokenizer, train_rows, train_set)
+    if markers and t.method != "full":
+        log.info("tool-call tokens %s train their embedding rows too", tokenizer.convert_ids_to_tokens(markers))
+    model = common.attach_lora(model, t, markers)
+    trainable, total = common.count_params(model)
+    log.info("training %s of %s parameters (%s)", f"{trainable:,}", f"{total:,}", t.method)
 
     # 4. fit the plan to this machine's memory (CPU: smaller micro-batches, checkpointing), then train
     cfg, memory_note = fit_to_memory(cfg, model, train_set)
@@ -69,6 +72,18 @@ def run_sft(cfg: KefuConfig, *, resume: bool = False) -> common.TrainResult:
     # 5. save the adapter (or model) with its tokenizer and config; reports were written by the Report callback
     output = common.save_outputs(trainer, tokenizer, cfg, run_dir)
     return common.result("sft", run_dir, output, report)
+
+
+def call_markers(
+    tokenizer: Any, rows: list[tuple[Conversation, str]], encoded: list[dict[str, list[int]]]
+) -> list[int]:
+    """The tool-call marker tokens of this data (none when no conversation calls a tool)."""
+    with_calls: set[int] = set()
+    without: set[int] = set()
+    for (conv, _), rec in zip(rows, encoded, strict=True):
+        learned = {i for i in rec["labels"] if i >= 0}
+        (with_calls if any(turn.tool_calls for turn in conv.turns) else without).update(learned)
+    return common.call_marker_ids(tokenizer, with_calls, without) if with_calls else []
 
 
 def with_kb_context(cfg: KefuConfig, rows: list[tuple[Conversation, str]]) -> list[tuple[Conversation, str]]:
