@@ -17,6 +17,7 @@ from kefu.answer.engines.base import Chunk
 from kefu.answer.toolcalls import CallSplitter
 from kefu.answer.turn import Prepared
 from kefu.config import KefuConfig
+from kefu.data.pii import unmasking
 from kefu.guard.notices import confirm_question, declined, greeting
 
 UNPARSEABLE = "unparseable"  # the name a malformed model call runs under: answered as bad arguments
@@ -69,8 +70,9 @@ class ActionStep:
     async def model_call(self, prep: Prepared, call: ActionCall | None) -> str:
         """The model called an action: run it like a rule-chosen one; its reply replaces the model's text. The
         placeholders it copied from the masked conversation become the customer's own values again."""
-        if call is not None and prep.originals:
-            call = dataclasses.replace(call, arguments=_unmasked(call.arguments, prep.originals))
+        if call is not None and prep.said:  # found here, once a call is made, not for every answer
+            originals = unmasking(prep.said, self.cfg.data.pii)
+            call = dataclasses.replace(call, arguments=_unmasked(call.arguments, originals))
         return await asyncio.to_thread(self.run, prep, call or ActionCall(UNPARSEABLE, {}, "model"))
 
     def record(self, result: ActionResult) -> dict[str, Any]:

@@ -43,7 +43,6 @@ from kefu.answer.turn import Action, Answer, Outcome, Prepared
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
 from kefu.data.pii import mask as pii_mask
-from kefu.data.pii import unmasking
 from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
 from kefu.guard.input import check_input
@@ -179,8 +178,7 @@ class AnswerPipeline:
         masked = [self._masked_turn(t) for t in turns]
         prep = Prepared(masked, _lang(turns), time.perf_counter() if started is None else started)
         if self.model_calls and self.cfg.guard.mask_pii:
-            said = [t["content"] or "" for t in turns if t["role"] == "user"]
-            prep.originals = unmasking(said, self.cfg.data.pii)
+            prep.said = [t["content"] or "" for t in turns if t["role"] == "user"]
         return prep
 
     def _masked_turn(self, turn: dict[str, Any]) -> dict[str, Any]:

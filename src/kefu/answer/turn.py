@@ -34,9 +34,9 @@ class Prepared:
     context: Context = field(default_factory=Context)
     messages: Messages = field(default_factory=list)  # what the engine is asked
     customer_id: str | None = None  # the customer the shop's front end authenticated (shop actions only)
-    # Placeholder -> the customer's own value ("[ADDRESS]" -> what they typed): the model sees masked turns, so its
-    # calls quote placeholders; the action gets back what this customer said (never anyone else's data).
-    originals: dict[str, str] = field(default_factory=dict)
+    # The customer's own messages unmasked (only where the model may call actions): the model sees masked turns, so
+    # its calls quote placeholders ("[ADDRESS]"); a call gets back what this customer typed, never anyone else's.
+    said: list[str] = field(default_factory=list)
     call: ActionCall | None = None  # a shop action this turn runs instead of generating
     actions: list[dict[str, Any]] = field(default_factory=list)  # audit records of the actions run
     # A client's own tools (OpenAI `tools`): the model sees them and its calls go back to the client, not run here.
