@@ -135,7 +135,8 @@ def _loop(model: Any, batches: list[dict[str, Any]], steps: int, warmup: int, re
 
 
 def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str, opts: dict[str, Any]) -> dict[str, Any]:
-    """One implementation on one scenario; `opts`: kefu's keep_gate_up_layers / cuda_graphs, lora_dropout."""
+    """One implementation on one scenario; `opts`: kefu's keep_gate_up_layers / cuda_graphs / mlp_chunk_bytes,
+    lora_dropout."""
     import torch
 
     if impl == "unsloth" and scenario == "random":
@@ -152,7 +153,7 @@ def measure(impl: str, size: str, batch: int, seqlen: int, scenario: str, opts: 
         from kefu.train.fast import FastOptions, patch_model
 
         model = _peft_model(size, dropout)
-        kw = {k: opts[k] for k in ("keep_gate_up_layers", "cuda_graphs") if k in opts}
+        kw = {k: opts[k] for k in ("keep_gate_up_layers", "cuda_graphs", "mlp_chunk_bytes") if k in opts}
         patch_model(model, FastOptions(**kw))
     vocab = model.config.vocab_size
     if scenario == "random":
@@ -309,7 +310,9 @@ def main() -> None:
     one.add_argument("batch", type=int)
     one.add_argument("seqlen", type=int)
     one.add_argument("scenario", choices=list(tb.SCENARIOS))
-    one.add_argument("--opts", default="{}", help="JSON: keep_gate_up_layers, cuda_graphs (kefu), lora_dropout")
+    one.add_argument(
+        "--opts", default="{}", help="JSON: keep_gate_up_layers, cuda_graphs, mlp_chunk_bytes (kefu), lora_dropout"
+    )
     num = sub.add_parser("numerics")
     num.add_argument("size")
     num.add_argument("batch", type=int)
