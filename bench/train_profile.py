@@ -254,6 +254,7 @@ def main() -> None:
     ap.add_argument("batch", type=int)
     ap.add_argument("seqlen", type=int)
     ap.add_argument("--keep-gate-up", type=int, default=None, help="FastOptions.keep_gate_up_layers (default: auto)")
+    ap.add_argument("--mlp-chunk-mib", type=int, default=None, help="FastOptions.mlp_chunk_bytes in MiB")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--gemms", action="store_true", help="time the fused products alone (gemm_table)")
     ap.add_argument("--chunk-rows", action="store_true", help="time the MLP products by chunk rows")
@@ -268,7 +269,8 @@ def main() -> None:
     from kefu.train.fast import FastOptions, patch_model
 
     model = ts._peft_model(a.size)
-    patch_model(model, FastOptions(keep_gate_up_layers=a.keep_gate_up))
+    chunk = {} if a.mlp_chunk_mib is None else {"mlp_chunk_bytes": a.mlp_chunk_mib * 2**20}
+    patch_model(model, FastOptions(keep_gate_up_layers=a.keep_gate_up, **chunk))
     batches = tb.random_batches(a.batch, a.seqlen, model.config.vocab_size)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=True)
     model.train()
