@@ -70,8 +70,8 @@ def kernel_table(model: Any, opt: Any, batches: list[dict[str, Any]], steps: int
             with record_function("kefu:step"):
                 walls.append(sum(timed_step(model, opt, batches[i % len(batches)], label_opt=True)[0]))
     per_name: dict[str, float] = defaultdict(float)
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
+    for e in prof.events():  # kernels only: the ranges' own GPU-side spans are left out
+        if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith(("kefu:", "Optimizer.")):
             per_name[category(e.name)] += e.device_time / 1000 / steps
     print(f"CUDA kernel milliseconds per step (total {sum(per_name.values()):.1f}):")
     for name, ms in sorted(per_name.items(), key=lambda kv: -kv[1])[:30]:
@@ -168,6 +168,9 @@ def _ancestry(e: Any) -> tuple[str, Any]:
 
 
 def phase_table(events: Any, steps: int, wall_ms: float) -> None:
+    """Kernel ms per step by phase and kind. Triton kernels are launched through the driver API, which the profiler
+    mostly does not tie to the Python range around the launch: most of them land in "other" (the per-kernel table
+    above names them)."""
     ms: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     flops: dict[str, float] = defaultdict(float)
     for e in events:
@@ -219,8 +222,9 @@ def gemm_table(size: str, tokens: int) -> None:
 
 
 def chunk_rows_table(size: str) -> None:
-    """The MLP's fused products (K padded to 64 as kefu runs them) at the row counts an MLP chunk may have: the old
-    fixed 256 MiB chunk ran 7B's 8192 tokens as 3328 + 3328 + 1536, equal chunks as 2 x 4096 or 3 x 2816."""
+    """The MLP's fused products (K padded to 64 as kefu runs them) at the row counts an MLP chunk may have: the 256 MiB
+    chunk runs 7B's 8192 tokens as 3328 + 3328 + 1536; equal chunks would be 2 x 4096 or 3 x 2816 (tried 2026-12-07
+    on an H100, with no gain: bench/RESULTS.md)."""
     import train_speed as ts
 
     cfg = ts._anchor().qwen25_config(size)

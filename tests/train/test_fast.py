@@ -322,25 +322,6 @@ def test_cuda_kernels_match_references() -> None:
 
 
 @cuda
-@pytest.mark.parametrize("masked", [False, True], ids=["no-dropout", "dropout"])
-def test_cuda_swiglu_backward_adds_the_down_adapters_dx(masked: bool) -> None:
-    """The tiled kernel that adds (d_xa @ A) * mask to d_act: ragged tiles (300 rows, 4800 columns, rank 24), a
-    strided d_act and act, against the torch reference."""
-    torch.manual_seed(0)
-    dev, bf, n, r = "cuda", torch.bfloat16, 4800, 24
-    gu = torch.randn(300, 2 * n, device=dev, dtype=bf)
-    d_ext = torch.randn(300, n + 64, device=dev, dtype=bf)
-    d_xa, a = torch.randn(300, r, device=dev, dtype=bf), torch.randn(r, n, device=dev, dtype=bf) * 0.2
-    mask = (torch.rand(300, n, device=dev) > 0.1).to(bf) / 0.9 if masked else None
-    act = torch.full((300, n + 64), float("nan"), device=dev, dtype=bf)
-    got = K.swiglu_backward_(gu.clone(), d_ext[:, :n], act[:, :n], (d_xa, a, mask))
-    ref_act = torch.empty(300, n, dtype=bf)
-    cpu_mask = None if mask is None else mask.cpu()
-    ref = K.swiglu_backward_(gu.cpu(), d_ext[:, :n].cpu(), ref_act, (d_xa.cpu(), a.cpu(), cpu_mask))
-    assert rel(got.cpu(), ref) < 1e-2 and rel(act[:, :n].cpu(), ref_act) < 1e-2
-
-
-@cuda
 @pytest.mark.parametrize("lengths", [[100, 37, 300, 1], [256, 256, 256], [100, 37, 300, 1, 90]])
 @pytest.mark.parametrize("bucket", [False, True], ids=["as-is", "bucketed"])
 def test_cuda_packed_attention_matches_reference(lengths: list[int], bucket: bool) -> None:

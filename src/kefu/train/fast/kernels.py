@@ -66,29 +66,17 @@ def swiglu(gu: torch.Tensor, out: torch.Tensor) -> None:
     out.copy_(F.silu(gu[:, :n]) * gu[:, n:])
 
 
-# The down projection's adapter term of d_act, added inside the SwiGLU backward: (d_xa @ A) * dropout mask or None.
-LoraDx = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
-
-
-def swiglu_backward_(
-    gu: torch.Tensor, d_act: torch.Tensor, act: torch.Tensor | None = None, lora: LoraDx | None = None
-) -> torch.Tensor:
+def swiglu_backward_(gu: torch.Tensor, d_act: torch.Tensor, act: torch.Tensor | None = None) -> torch.Tensor:
     """Overwrite gu = [gate | up] with [d gate | d up] given d_act; returns gu. With `act` (may be a strided column
     slice), also write the forward's output silu(gate) * up there, in the same pass over gu: backward recomputes it
-    for the down projection's LoRA gradients, and reading gu once instead of twice saves a [tokens, 2*inter] pass.
-    With `lora` = (d_xa, A, mask), d_act is only the base weight's share and the adapter's, (d_xa @ A) * mask, is
-    added here in fp32: no separate read and write of the [tokens, inter] d_act to add it."""
+    for the down projection's LoRA gradients, and reading gu once instead of twice saves a [tokens, 2*inter] pass."""
     n = gu.shape[1] // 2
     if _use_triton(gu):
-        _swiglu_bwd_triton(gu, d_act, n, act, lora)
+        _swiglu_bwd_triton(gu, d_act, n, act)
         return gu
     if act is not None:
         swiglu(gu, act)
     g, u, da = gu[:, :n].float(), gu[:, n:].float(), d_act.float()
-    if lora is not None:
-        d_xa, a, mask = lora
-        extra = d_xa.float() @ a.float()
-        da = da + (extra if mask is None else extra * mask.float())
     s = torch.sigmoid(g)
     dg = da * u * s * (1 + g * (1 - s))
     du = da * g * s
@@ -185,23 +173,10 @@ def _swiglu_triton(gu: torch.Tensor, out: torch.Tensor, n: int) -> None:
     _swiglu_fwd_kernel[grid](gu, out, gu.stride(0), out.stride(0), n, BLOCK=1024, num_warps=4)
 
 
-def _swiglu_bwd_triton(
-    gu: torch.Tensor, d_act: torch.Tensor, n: int, act: torch.Tensor | None, lora: LoraDx | None
-) -> None:
+def _swiglu_bwd_triton(gu: torch.Tensor, d_act: torch.Tensor, n: int, act: torch.Tensor | None) -> None:
     rows = gu.shape[0]
-    out = d_act if act is None else act  # not written without HAS_ACT
-    if lora is not None:
-        d_xa, a, mask = lora
-        m = d_act if mask is None else mask  # not read without HAS_MASK
-        r = d_xa.shape[1]
-        grid = (triton.cdiv(rows, 64), triton.cdiv(n, 128))
-        _swiglu_bwd_lora_kernel[grid](
-            gu, d_act, out, d_xa, a, m, rows, n, r, gu.stride(0), d_act.stride(0), out.stride(0), d_xa.stride(0),
-            a.stride(0), m.stride(0), HAS_ACT=act is not None, HAS_MASK=mask is not None, BM=64, BN=128,
-            BR=max(16, triton.next_power_of_2(r)), num_warps=8,
-        )  # fmt: skip
-        return
     grid = (rows, triton.cdiv(n, 1024))
+    out = d_act if act is None else act  # not written without HAS_ACT
     _swiglu_bwd_kernel[grid](
         gu, d_act, out, gu.stride(0), d_act.stride(0), out.stride(0), n, HAS_ACT=act is not None, BLOCK=1024,
         num_warps=4,
@@ -274,30 +249,6 @@ if HAS_TRITON:
         du = da * g * s
         tl.store(GU + row * stride_gu + cols, dg.to(GU.dtype.element_ty), mask=mask)
         tl.store(GU + row * stride_gu + n + cols, du.to(GU.dtype.element_ty), mask=mask)
-
-    @triton.jit
-    def _swiglu_bwd_lora_kernel(  # type: ignore[no-untyped-def]
-        GU, DA, ACT, DXA, A, MASK, rows, n, r, s_gu, s_da, s_act, s_dxa, s_a, s_m,
-        HAS_ACT: tl.constexpr, HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
-    ):  # fmt: skip
-        """`_swiglu_bwd_kernel` on [BM, BN] tiles whose d_act gains the adapter's (d_xa @ A) * mask, a K = r dot."""
-        rm = (tl.program_id(0) * BM + tl.arange(0, BM)).to(tl.int64)[:, None]
-        cn = (tl.program_id(1) * BN + tl.arange(0, BN))[None, :]
-        kr = tl.arange(0, BR)
-        mask = (rm < rows) & (cn < n)
-        dxa = tl.load(DXA + rm * s_dxa + kr[None, :], mask=(rm < rows) & (kr[None, :] < r), other=0.0)
-        a = tl.load(A + kr[:, None] * s_a + cn, mask=(kr[:, None] < r) & (cn < n), other=0.0)
-        extra = tl.dot(dxa, a)
-        if HAS_MASK:
-            extra *= tl.load(MASK + rm * s_m + cn, mask=mask, other=0.0).to(tl.float32)
-        da = tl.load(DA + rm * s_da + cn, mask=mask, other=0.0).to(tl.float32) + extra
-        g = tl.load(GU + rm * s_gu + cn, mask=mask, other=0.0).to(tl.float32)
-        u = tl.load(GU + rm * s_gu + n + cn, mask=mask, other=0.0).to(tl.float32)
-        s = tl.sigmoid(g)
-        if HAS_ACT:
-            tl.store(ACT + rm * s_act + cn, (g * tl.sigmoid(g) * u).to(ACT.dtype.element_ty), mask=mask)
-        tl.store(GU + rm * s_gu + cn, (da * u * s * (1.0 + g * (1.0 - s))).to(GU.dtype.element_ty), mask=mask)
-        tl.store(GU + rm * s_gu + n + cn, (da * g * s).to(GU.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _rope_kernel(  # type: ignore[no-untyped-def]

@@ -26,9 +26,7 @@ from kefu.train.fast.lora import (
     release_group,
 )
 
-# [tokens, 2*intermediate] bytes per MLP chunk at most; the tokens are split into equal chunks under it (7B at 4 x
-# 2048: two of 4096 rows, not 3328 + 3328 + 1536 as a fixed 256 MiB chunk gave).
-DEFAULT_MLP_CHUNK_BYTES = 320 * 2**20
+DEFAULT_MLP_CHUNK_BYTES = 256 * 2**20
 Masks = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
@@ -171,20 +169,16 @@ class FastLayer:
     def gate_up_width(self) -> int:
         return self.gate_up.w_ext.shape[0]
 
-    def chunk_rows(self, tokens: int) -> int:
-        """Rows per MLP chunk: the fewest chunks under `mlp_chunk_bytes`, of equal size (a multiple of 128), so the
-        products never run a small leftover chunk."""
+    def chunk_rows(self) -> int:
         width = self.gate_up.w_ext.shape[0] * self.gate_up.w_ext.element_size()
-        most = max(256, self.mlp_chunk_bytes // width // 256 * 256)
-        chunks = -(-tokens // most)
-        return -(-tokens // chunks // 128) * 128 if chunks else most
+        return max(256, self.mlp_chunk_bytes // width // 256 * 256)
 
     @torch.no_grad()
     def mlp_forward(self, h: torch.Tensor, keep: Callable[[torch.Tensor, int], None] | None = None) -> torch.Tensor:
         """h + mlp(norm(h)), in token chunks; `keep(gu_chunk, first_row)` may save each gate/up output."""
         a_gu, a_d = self.gate_up.a_cat(), self.down.a_cat()
         out = torch.empty_like(h)
-        step = self.chunk_rows(h.shape[0])
+        step = self.chunk_rows()
         for s in range(0, h.shape[0], step):
             act_ext, gu, _ = self._mlp_inner(h[s : s + step], a_gu, a_d, s // step)
             if keep is not None:
@@ -246,7 +240,7 @@ class FastLayer:
         With `saved_gu` (the forward's gate/up output, overwritten here) that product is not recomputed."""
         a_gu, a_d = self.gate_up.a_cat(), self.down.a_cat()
         dh = torch.empty_like(h)
-        step = self.chunk_rows(h.shape[0])
+        step = self.chunk_rows()
         for s in range(0, h.shape[0], step):
             gu = None if saved_gu is None else saved_gu[s : s + step]
             rows = slice(s, s + step)
@@ -265,14 +259,12 @@ class FastLayer:
         out: torch.Tensor,
     ) -> torch.Tensor:
         """The down product's dx needs no forward output, so it runs first, and one SwiGLU pass over gate/up gives
-        both its gradient and the recomputed act that the down adapter's gradients need; that pass also adds the
-        down adapter's share of d_act (one read and write of [tokens, inter] fewer than adding it beforehand)."""
+        both its gradient and the recomputed act that the down adapter's gradients need."""
         gu, rstd, ext, m_gu = self._gate_up_forward(h, a_gu, chunk, gu)
         act_ext, m_d = self._act_buffer(gu, a_d, chunk)
-        d_act, d_xa = self.down.backward_x(dy, a_d, m_d, fold=False)
+        d_act, d_xa = self.down.backward_x(dy, a_d, m_d)
         assert d_act is not None
-        lora = None if d_xa is None or a_d is None else (d_xa, a_d, m_d)
-        d_gu = swiglu_backward_(gu, d_act, act_ext[:, : self.down.in_features], lora)
+        d_gu = swiglu_backward_(gu, d_act, act_ext[:, : self.down.in_features])
         del d_act
         self._down_adapter_input(act_ext, a_d, m_d)
         _accumulate_group(grads, self.down, *self.down.backward_params(dy, act_ext, d_xa, m_d))

@@ -147,18 +147,12 @@ class LoraGroup:
         return d_x, d_a, d_b
 
     def backward_x(
-        self,
-        dy: torch.Tensor,
-        a: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        want_x: bool = True,
-        fold: bool = True,
+        self, dy: torch.Tensor, a: torch.Tensor | None, mask: torch.Tensor | None, want_x: bool = True
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(dL/dx, dL/d(dropout(x) A^T)): needs neither x nor ext, so a caller may form x afterwards.
 
         dy @ w_ext gives [dx_W | d(xA^T)] in one product; the adapter's share of dx is added into the first block in
-        place (a strided view: copying it out would move a [tokens, in] tensor for nothing). With `fold` off, dx is
-        the base weight's share alone and the caller adds (d(xA^T) @ A) * mask in its own pass over dx."""
+        place (a strided view: copying it out would move a [tokens, in] tensor for nothing)."""
         n = self.in_features
         if a is None:
             return (dy @ self.w_ext if want_x else None), None
@@ -167,9 +161,9 @@ class LoraGroup:
         d_ext = dy @ self.w_ext
         d_xa = d_ext[:, n:].clone()  # its columns sit beside the block updated in place below
         d_x = d_ext[:, :n]
-        if fold and mask is None:
+        if mask is None:
             d_x.addmm_(d_xa, a)
-        elif fold and mask is not None:
+        else:
             d_x.addcmul_(d_xa @ a, mask)
         return d_x, d_xa
 

@@ -22,7 +22,7 @@ from kefu.train.fast.attention import Stream, bucketed, flatten, rope_tables
 from kefu.train.fast.checkpoint import LayerRun, Offloader, run_layer
 from kefu.train.fast.graphs import LayerGraphs
 from kefu.train.fast.kernels import rmsnorm
-from kefu.train.fast.layer import DEFAULT_MLP_CHUNK_BYTES, FastLayer, RMSNormFn, Rope
+from kefu.train.fast.layer import FastLayer, RMSNormFn, Rope
 from kefu.train.fast.loss import DEFAULT_CHUNK_BYTES, chunk_rows, linear_cross_entropy
 
 SUPPORTED = ("Qwen2ForCausalLM", "LlamaForCausalLM")
@@ -32,7 +32,7 @@ SUPPORTED = ("Qwen2ForCausalLM", "LlamaForCausalLM")
 class FastOptions:
     offload: bool = True  # keep checkpointed layer inputs in pinned CPU memory (CUDA only)
     loss_chunk_bytes: int = DEFAULT_CHUNK_BYTES  # logits memory per cross-entropy chunk
-    mlp_chunk_bytes: int = DEFAULT_MLP_CHUNK_BYTES  # [tokens, 2*intermediate] memory per MLP chunk, at most
+    mlp_chunk_bytes: int = 256 * 2**20  # [tokens, 2*intermediate] memory per MLP chunk
     # Layers (spread over the stack, see `spread`) whose gate/up output is offloaded rather than recomputed; None:
     # as many as the host link can carry while the forward pass computes (see `gate_up_layers`).
     keep_gate_up_layers: int | None = None
