@@ -13,7 +13,7 @@ import pytest
 from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.config import KefuConfig, load_config
 from kefu.eval.actions.customer import LLMCustomer, ScriptedCustomer
-from kefu.eval.actions.run import pass_hat_k, run_actions_suite
+from kefu.eval.actions.run import judge, pass_hat_k, run_actions_suite
 from kefu.eval.actions.tasks import CONFIRM, DECLINE, EVAL_CUSTOMERS, GIVE_NUMBER, build_tasks
 from kefu.eval.runner import Target
 from kefu.shop.seed import seed
@@ -66,11 +66,19 @@ def test_pipeline_passes_every_type_when_the_model_asks_for_the_number() -> None
     assert all(not t["changes"] and any(a["status"] == "declined" for a in t["actions"]) for t in declined)
 
 
-def test_judge_fails_a_model_that_never_asks_for_the_number() -> None:
+def test_the_pipeline_asks_for_the_number_a_model_never_asks_for() -> None:
     engine = ScriptedEngine(default=Reply.text("您好，请在「我的订单」中查看物流。"))
-    data = run_actions_suite(_cfg(), Target(engine=engine), trials=2, k=2, per_kind=1)
-    assert data["summary"]["by_type"]["ask_order_number"]["pass^1"] == 0.0
-    assert data["summary"]["by_type"]["lookup_tracking"]["pass^1"] == 1.0
+    data = run_actions_suite(_cfg(), Target(engine=engine), trials=4, k=4, per_kind=10)
+    asked = [t for t in data["trials"] if t["kind"] == "ask_order_number"]
+    assert len(asked) == 40 and all(t["ok"] for t in asked), [t["turns"] for t in asked if not t["ok"]][:2]
+    assert data["summary"]["by_type"]["ask_order_number"]["pass^4"] == 1.0
+    assert not engine.calls  # every turn of every trial was the pipeline's: asked, then looked up
+
+
+def test_judge_fails_a_conversation_that_never_told_the_event(tasks: list) -> None:  # type: ignore[type-arg]
+    task = next(t for t in tasks if t.kind == "ask_order_number")
+    checks = judge(task, "您好，请在「我的订单」中查看物流。", [], None)
+    assert not checks["told"] and checks["state"]
 
 
 def test_llm_user_simulator_speaks_through_an_openai_endpoint(tasks: list) -> None:  # type: ignore[type-arg]
