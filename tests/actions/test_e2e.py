@@ -150,6 +150,20 @@ def test_models_tool_call_runs_the_action(tmp_path: Path, shop: Shop) -> None:
         gw.stop()
 
 
+def test_a_bare_call_after_junk_runs_the_action_and_is_never_shown(tmp_path: Path, shop: Shop) -> None:
+    order = shop.shipped_order("C1001")
+    engine = ScriptedEngine()  # what the trained default wrote: junk for <tool_call>, then the call's JSON
+    engine.queue("-offsetof" + json.dumps({"name": "order_tracking", "arguments": {"order_id": order}}))
+    gw = _model_gateway(tmp_path, shop, engine)
+    try:
+        text = ask(gw, f"帮我看一下 {order}", "C1001")
+        assert shop.latest_event(order)[1] in text
+        assert "offsetof" not in text and '"name"' not in text and "order_tracking" not in text
+        assert answer_events(gw)[0]["actions"][0]["source"] == "model"
+    finally:
+        gw.stop()
+
+
 def test_a_model_that_cannot_render_tools_is_refused_at_start(tmp_path: Path, shop: Shop) -> None:
     cfg = actions_cfg(tmp_path, shop.url)
     cfg.actions.model_calls = True
