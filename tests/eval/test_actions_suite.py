@@ -120,7 +120,10 @@ def test_tool_conversations_cover_the_five_kinds_in_openai_format() -> None:
     assert {"order_tracking", "cancel_order", "change_address", "open_return"} <= names
     flat = [json.dumps(r, ensure_ascii=False) for r in records]
     assert sum("72 小时" in f or "72 hours" in f for f in flat) >= 20  # lookup then policy
-    assert sum("请提供一下订单号" in f or "send me the order number" in f for f in flat) >= 20
+    asking = [r["messages"] for r in records if any(_asks_number(m) for m in r["messages"])]
+    assert len(asking) >= 50 and sum(_asks_number(m[1]) for m in asking) >= 30  # most ask in the first turn
+    assert sum(m[1].get("weight", 1) == 0 for m in asking) >= 15  # the others after small talk (not learned)
+    assert sum("order number" in json.dumps(m) for m in asking) >= 15  # in English too
     results = [[json.loads(m["content"]) for m in r["messages"] if m["role"] == "tool"] for r in records]
     assert sum(any(x.get("error") == "not_found" for x in rs) for rs in results) >= 20  # another customer's order
     for r in records:
@@ -136,6 +139,12 @@ def test_tool_conversations_cover_the_five_kinds_in_openai_format() -> None:
         assert learned and all(m.get("tool_calls") or "订单号" in m["content"] or "order number" in m["content"]
                                 for m in learned)  # fmt: skip
         assert all(m.get("weight", 1) == 0 for m in msgs[msgs.index(learned[-1]) + 1 :] if m["role"] == "assistant")
+
+
+def _asks_number(m: dict[str, Any]) -> bool:
+    """The model's question for a missing order number, in serving's own words (kefu.answer.asking)."""
+    said = (m["content"] or "") if m["role"] == "assistant" and m.get("weight", 1) else ""
+    return "请提供一下您的订单号（DD 开头" in said or "send me your order number (DD followed by" in said
 
 
 def _check_write(msgs: list[dict[str, Any]], i: int) -> None:
