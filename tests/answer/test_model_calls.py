@@ -144,3 +144,20 @@ def test_a_bare_call_of_a_clients_tool_comes_back_as_its_call() -> None:
     parts = asyncio.run(read())
     assert "".join(p.text for p in parts if isinstance(p, Chunk)) == ""
     assert [(c.name, c.arguments) for c in parts if isinstance(c, ToolCall)] == [("order_status", ARGS)]
+
+
+def test_call_arguments_are_unmasked_and_masked_again_at_every_depth() -> None:
+    from kefu.answer.acting import ActionStep, _unmasked
+    from kefu.answer.actions import ActionResult, Actions
+    from kefu.config import load_config
+    from kefu.data.pii import mask
+    from tests.actions.conftest import ACTIONS_YAML
+
+    said = "杭州市西湖区文三路88号3单元"
+    back = _unmasked({"address": "改到[ADDRESS]", "more": {"lines": ["[ADDRESS]", 3]}}, {"[ADDRESS]": said})
+    assert back == {"address": f"改到{said}", "more": {"lines": [said, 3]}}
+    cfg = load_config(ACTIONS_YAML)
+    step = ActionStep(cfg, Actions(cfg.actions, cfg.persona, mask), mask)
+    record = step.record(ActionResult(ActionCall("change_address", back, "model"), "ok"))
+    assert said not in json.dumps(record, ensure_ascii=False)  # the audit row holds it masked, nested too
+    assert record["arguments"]["more"]["lines"][1] == 3

@@ -15,10 +15,10 @@ from kefu.answer.actions import ActionCall, ActionResult, Actions
 from kefu.answer.asking import ask_for_number
 from kefu.answer.confirm import Pending, is_confirmation, owner_of
 from kefu.answer.engines.base import Chunk
-from kefu.answer.toolcalls import CallSplitter
+from kefu.answer.toolcalls import CallSplitter, split_calls
 from kefu.answer.turn import Prepared
 from kefu.config import KefuConfig
-from kefu.data.pii import unmasking
+from kefu.data.pii import map_strings, unmasking
 from kefu.guard.notices import confirm_question, declined, greeting
 
 UNPARSEABLE = "unparseable"  # the name a malformed model call runs under: answered as bad arguments
@@ -93,7 +93,7 @@ class ActionStep:
     def record(self, result: ActionResult) -> dict[str, Any]:
         """The audit entry, its text arguments (a new address) PII-masked like every stored customer text."""
         rec = result.record()
-        rec["arguments"] = {k: self.mask(v) if isinstance(v, str) else v for k, v in rec["arguments"].items()}
+        rec["arguments"] = map_strings(rec["arguments"], self.mask)
         return rec
 
     def _ask_to_confirm(self, prep: Prepared, call: ActionCall) -> str:
@@ -113,13 +113,12 @@ class ActionStep:
 
 
 def _unmasked(args: dict[str, Any], originals: dict[str, str]) -> dict[str, Any]:
-    out = {}
-    for key, value in args.items():
-        if isinstance(value, str):
-            for holder, said in originals.items():
-                value = value.replace(holder, said)
-        out[key] = value
-    return out
+    def put_back(text: str) -> str:
+        for holder, said in originals.items():
+            text = text.replace(holder, said)
+        return text
+
+    return dict(map_strings(args, put_back))
 
 
 async def divert_calls(
@@ -129,20 +128,18 @@ async def divert_calls(
     the engine itself) ends generation and `run(call)` supplies the rest of the text; a malformed call runs as None.
     The call itself is never shown; text the model wrote before it is."""
     splitter.bad_as_text = False
+    parts = split_calls(chunks, splitter)  # text chunks, each call as it completes, then the rest of its chunk
+    call: ActionCall | None = None
     try:
-        async for chunk in chunks:
-            parts = [*splitter.feed(chunk.text), *chunk.tool_calls]
-            parts += splitter.finish() if chunk.finish_reason else []
-            text = ""
-            for part in parts:
-                if not isinstance(part, str):
-                    reply = await run(ActionCall(part.name, part.arguments, "model"))
-                    yield Chunk(text + reply, "stop", chunk.prompt_tokens, chunk.completion_tokens)
-                    return
-                text += part
-            if splitter.bad:
-                yield Chunk(text + await run(None), "stop", chunk.prompt_tokens, chunk.completion_tokens)
-                return
-            yield Chunk(text, chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
+        async for part in parts:
+            if not isinstance(part, Chunk):
+                call = call or ActionCall(part.name, part.arguments, "model")
+                continue
+            if call is None and not splitter.bad:
+                yield part
+                continue
+            text = "" if call else part.text  # after a call nothing more is shown; before a malformed one it is
+            yield Chunk(text + await run(call), "stop", part.prompt_tokens, part.completion_tokens)
+            return
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]  # stops the engine's generation
+        await parts.aclose()  # type: ignore[attr-defined]  # stops the engine's generation

@@ -49,6 +49,7 @@ from kefu.answer.toolcalls import (
 from kefu.answer.turn import Action, Answer, Outcome, Prepared
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
+from kefu.data.pii import map_strings
 from kefu.data.pii import mask as pii_mask
 from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
@@ -68,7 +69,7 @@ def _mask_args(call: dict[str, Any], mask: Callable[[str], str]) -> dict[str, An
     fn = call.get("function") or {}
     args = fn.get("arguments")
     if isinstance(args, dict):
-        fn = {**fn, "arguments": {k: mask(v) if isinstance(v, str) else v for k, v in args.items()}}
+        fn = {**fn, "arguments": map_strings(args, mask)}
     return {**call, "function": fn}
 
 
