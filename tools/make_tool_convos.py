@@ -3,16 +3,19 @@
 Every conversation is real: the reference shop backend is seeded (kefu.shop.seed, the default seed), served on a
 free port, and each tool result is what kefu's own action step got from it (visible fields only, PII-masked); every
 assistant text after a tool result, every confirmation question and every refusal is what the answer pipeline says
-for that result (kefu.answer.actions, kefu.guard.notices), so training teaches what serving does. Only the customer
-phrasings and the "which order number?" question below are hand-written, and none is an eval phrasing
+for that result (kefu.answer.actions, kefu.guard.notices), so training teaches what serving does; the question for
+a missing order number is serving's own (kefu.answer.asking). Only the customer phrasings and the assistant's hello
+after small talk below are hand-written, and no customer phrasing is an eval phrasing
 (kefu.eval.actions.tasks; tests/eval/test_actions_suite.py checks): the customers here are C1011-C1020, the eval's
 C1001-C1010.
 
 Records are OpenAI chat messages with assistant `tool_calls` and `role: "tool"` turns, plus a `tools` field with the
 JSON schemas of the sample shop's actions. What the model decides is learned: the call, and asking for a missing
-order number. What the pipeline writes itself at serving (actions.model_calls) carries OpenAI's `"weight": 0`, kept
-as context but not learned: the answer after a tool result (the action's reply template replaces the model's text),
-the confirmation question, the declined notice and the confirmed write (run by the pipeline on the customer's yes).
+order number (the pipeline asks itself where its rule sees the request; the model learns it for the rest). Kept
+as context but not learned (OpenAI's `"weight": 0`): the hello after small talk, and what the pipeline writes itself
+at serving (actions.model_calls): the answer after a tool result (the action's reply template replaces the model's
+text), the confirmation question, the declined notice and the confirmed write (run by the pipeline on the
+customer's yes).
 So a write starts like a lookup, with the model's call; its result is that it awaits the customer's confirmation.
 
     python tools/make_tool_convos.py            # rewrite the file
@@ -36,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kefu.answer.actions import ActionCall, ActionResult, Actions  # noqa: E402
+from kefu.answer.asking import ask_for_number  # noqa: E402
 from kefu.answer.confirm import is_confirmation  # noqa: E402
-from kefu.config import KefuConfig, load_config  # noqa: E402
+from kefu.config import KefuConfig, PersonaConfig, load_config  # noqa: E402
 from kefu.data.pii import mask  # noqa: E402
 from kefu.eval.actions.tasks import orders  # noqa: E402
 from kefu.guard.notices import confirm_question, declined  # noqa: E402
@@ -76,10 +80,6 @@ ASK = {
         ("订单{oid}退货退款到哪一步了", "{oid} 的退款什么时候到", "我之前退的{oid}，退货状态怎么样"),
         ("Where is my refund for {oid}?", "What is the state of the return on {oid}?"),
     ),
-    "missing": (
-        ("我的包裹到哪了", "帮我看看快递什么时候到", "东西怎么还没送到", "查一下我的物流进度", "我的货发了吗，到哪了"),
-        ("Where's my package?", "Can you tell me when my delivery arrives?", "My order still hasn't come"),
-    ),
     "cancel": (
         ("订单{oid}帮我取消掉吧", "{oid}不想要了", "麻烦帮我取消订单 {oid}", "{oid} 这个订单帮我取消"),
         ("Please cancel my order {oid}, I don't need it", "I'd like to cancel {oid}", "Cancel order {oid}"),
@@ -93,16 +93,42 @@ ASK = {
         ("I want to return {oid}, it doesn't fit", "Start a return for order {oid} please"),
     ),
 }
-GIVE = (("是{oid}", "订单号{oid}", "{oid}，麻烦了"), ("{oid} is the number", "Here: {oid}"))
+# Asking for a missing order number: what the customer says without one (by the lookup it needs), the small talk
+# some conversations open with, and how the number is given once asked for.
+MISSING = {
+    "order_tracking": (
+        (
+            "我的包裹到哪了", "帮我看看快递什么时候到", "东西怎么还没送到", "查一下我的物流进度",
+            "我的货发了吗，到哪了", "我上周买的东西还没收到", "麻烦查下我的快递", "包裹走到哪一步了",
+            "我的快递是不是卡住了", "下的单什么时候能到呀",
+        ),
+        (
+            "Where's my package?", "Can you tell me when my delivery arrives?", "My order still hasn't come",
+            "Has my parcel shipped yet?", "Could you track my package?", "When will my stuff get here?",
+            "Any idea where my delivery is?",
+        ),
+    ),
+    "order_status": (
+        (
+            "我下的那个单现在什么情况", "想看看我的订单进展", "帮我查一下订单到哪一步了", "我那笔订单处理了没有",
+            "订单状态麻烦帮我看下",
+        ),
+        (
+            "What's happening with my order?", "Could you check on my order for me?", "Is my order being processed?",
+            "I'd like to know where my order stands", "Any news on my purchase?",
+        ),
+    ),
+}  # fmt: skip
+SMALL_TALK = (("你好", "在吗？", "嗨，小禾", "你好呀，问个事"), ("Hi", "Hello, anyone there?", "Hey, quick question"))
+GIVE = (
+    ("是{oid}", "订单号{oid}", "{oid}，麻烦了", "编号是{oid}", "嗯，{oid}", "我查了下，是{oid}"),
+    ("{oid} is the number", "Here: {oid}", "Order {oid}", "It should be {oid}", "{oid}, thanks"),
+)
 YES = (("确认办理", "确认的", "没问题", "嗯", "行", "同意", "确定"), ("confirm", "sure", "okay", "yep", "yeah, do it"))
 NO = (("还是算了", "不了，谢谢", "先不办了"), ("no, keep it", "not now", "no, I changed my mind"))
 ADDRS = (
     ("南京市鼓楼区中山路19号2栋", "广州市天河区体育西路66号", "武汉市洪山区珞喻路300号"),
     ("19 Zhongshan Road, Gulou District, Nanjing", "66 Tiyu West Road, Tianhe District, Guangzhou"),
-)
-WHICH_ORDER = (
-    "您好，请提供一下订单号（DD 开头的编号），我马上为您查询。",
-    "Hello, could you send me the order number (it starts with DD)? I'll look it up right away.",
 )
 
 
@@ -113,6 +139,7 @@ class Gen:
         self.cfg, self.live, self.pristine, self.rng = cfg, live, pristine, rng
         self.actions = Actions(cfg.actions, cfg.persona, lambda s: mask(s, cfg=cfg.data.pii))
         self.calls = 0
+        self.ask_rng = random.Random(SEED + 1)  # the asking conversations' own draws: the others do not shift
 
     def say(self, kind: str, en: bool, **values: str) -> str:
         return self.rng.choice(ASK[kind][en]).format(**values)
@@ -172,14 +199,27 @@ def lookup(g: Gen, o: dict[str, Any], en: bool) -> list[dict[str, Any]]:
     return [user, *g.call(name, {"order_id": o["id"]}, o["customer_id"], en)]
 
 
-def missing_number(g: Gen, o: dict[str, Any], en: bool) -> list[dict[str, Any]]:
-    give = g.rng.choice(GIVE[en]).format(oid=o["id"])
+def missing_number(g: Gen, o: dict[str, Any], name: str, en: bool, chat: bool) -> list[dict[str, Any]]:
+    """The customer wants a lookup without the order number (first thing, or after small talk): the model asks
+    for it in serving's own words (kefu.answer.asking), then calls the lookup with the number given."""
+    rng, lang = g.ask_rng, _lang(en)
+    hint = g.actions.number_hint(ActionCall(name, {}, missing="order_id"), lang)
+    convo: list[dict[str, Any]] = []
+    if chat:  # the model's hello is context here, not what these conversations teach
+        convo += [{"role": "user", "content": rng.choice(SMALL_TALK[en])}, _pipeline(_hello(g.cfg.persona, en))]
     return [
-        {"role": "user", "content": g.say("missing", en)},
-        {"role": "assistant", "content": WHICH_ORDER[en]},
-        {"role": "user", "content": give},
-        *g.call("order_tracking", {"order_id": o["id"]}, o["customer_id"], en),
+        *convo,
+        {"role": "user", "content": rng.choice(MISSING[name][en])},
+        {"role": "assistant", "content": ask_for_number(g.cfg.persona, lang, hint, write=False)},
+        {"role": "user", "content": rng.choice(GIVE[en]).format(oid=o["id"])},
+        *g.call(name, {"order_id": o["id"]}, o["customer_id"], en),
     ]
+
+
+def _hello(persona: PersonaConfig, en: bool) -> str:
+    if en:
+        return f"Hello, this is {persona.name_en} from {persona.shop_en}. How can I help?"
+    return f"您好，我是{persona.shop}的{persona.name}，请问有什么可以帮您？"
 
 
 def someone_elses(g: Gen, o: dict[str, Any], asker: str, en: bool) -> list[dict[str, Any]]:
@@ -209,11 +249,29 @@ def write(g: Gen, o: dict[str, Any], en: bool) -> list[dict[str, Any]]:
     return [*convo, {"role": "user", "content": yes}, *g.call(name, args, cid, en, model=False)]
 
 
+def asking_plan(g: Gen, mine: list[dict[str, Any]]) -> list[Callable[[], list[dict[str, Any]]]]:
+    """Two asks per order, three per shipped one: where it is (twice for a shipped order, once for a delivered one),
+    else its status (a lookup of another action, so prepare does not drop it as a near-repeat); ~40% English, a
+    third after small talk."""
+    plan = []
+    for rep in range(3):
+        for n, o in enumerate(mine):
+            if rep == 2 and o["status"] != "shipped":
+                continue
+            tracked = (o["status"] == "shipped" and rep < 2) or (o["status"] == "delivered" and rep == 0)
+            name, en, chat = (
+                ("order_tracking" if tracked else "order_status"),
+                (n + rep) % 5 in (1, 3),
+                (n + 2 * rep) % 3 == 0,
+            )
+            plan.append(lambda o=o, name=name, en=en, chat=chat: missing_number(g, o, name, en, chat))
+    return plan
+
+
 def build(cfg: KefuConfig, live: Path, pristine: Path) -> tuple[list[dict[str, Any]], Counter[str]]:
     rng = random.Random(SEED)
     g = Gen(cfg, live, pristine, rng)
     mine = orders(pristine, TRAIN_CUSTOMERS)
-    shipped = [o for o in mine if o["status"] == "shipped"]
     tools = [{"type": "function", "function": {"name": a.name, "description": a.description,
                                                "parameters": a.parameters}} for a in cfg.actions.tools]  # fmt: skip
     plan: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = []
@@ -225,8 +283,7 @@ def build(cfg: KefuConfig, live: Path, pristine: Path) -> tuple[list[dict[str, A
             other = TRAIN_CUSTOMERS[(TRAIN_CUSTOMERS.index(o["customer_id"]) + 1 + rep) % len(TRAIN_CUSTOMERS)]
             if n % 2 == rep:
                 plan.append(("other_customer", lambda o=o, a=other, en=en: someone_elses(g, o, a, not en)))
-        for n, o in enumerate(shipped):
-            plan.append(("missing_number", lambda o=o, en=(n + rep) % 3 == 1: missing_number(g, o, en)))
+    plan += [("missing_number", make) for make in asking_plan(g, mine)]
     records, kinds = [], Counter()
     for kind, make in plan:
         messages = make()

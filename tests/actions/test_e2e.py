@@ -71,9 +71,25 @@ def test_english_question_gets_english_tracking(gateway: Server, shop: Shop) -> 
     assert text.startswith("Hello") and order in text and "Latest update" in text
 
 
-def test_question_without_order_number_goes_to_the_model(gateway: Server, engine: ScriptedEngine) -> None:
-    assert ask(gateway, "我的快递到哪了", "C1001") == MODEL_REPLY
-    assert engine.calls
+def test_question_without_order_number_is_asked_for_it(gateway: Server, shop: Shop, engine: ScriptedEngine) -> None:
+    assert "请提供一下您的订单号（DD 开头" in ask(gateway, "我的快递到哪了", "C1001")
+    assert ask(gateway, "我的快递到哪了", None) == MODEL_REPLY  # nobody signed in: nothing to look up
+    assert ask(gateway, "退货运费是我出吗？", "C1001") == MODEL_REPLY  # a policy question, not a lookup
+    assert len(engine.calls) == 2
+
+
+def test_the_number_sent_after_the_question_runs_the_lookup(gateway: Server, shop: Shop) -> None:
+    order = shop.shipped_order("C1004")
+    client = openai.OpenAI(base_url=gateway.base, api_key=gateway.key(), max_retries=0)
+    extra = {"kefu": {"user_id": "C1004", "conversation_id": "conv-ask"}}
+    said = []
+    for text in ("Where is my parcel?", order):  # the gateway keeps the conversation: each request sends one turn
+        msg = [{"role": "user", "content": text}]
+        r = client.chat.completions.create(model="kefu", messages=msg, extra_body=extra)  # type: ignore[arg-type]
+        said.append(r.choices[0].message.content or "")
+    assert "could you send me your order number (DD followed by 13 digits)" in said[0]
+    assert order in said[1] and shop.latest_event(order)[0] in said[1] and "Latest update" in said[1], said
+    assert [a["name"] for e in answer_events(gateway) for a in e["actions"]] == ["order_tracking"]
 
 
 def test_backend_down_is_a_polite_answer(tmp_path: Path, shop: Shop) -> None:
@@ -130,6 +146,20 @@ def test_models_tool_call_runs_the_action(tmp_path: Path, shop: Shop) -> None:
         first, second = answer_events(gw)
         assert first["actions"][0]["source"] == "model" and first["actions"][0]["status"] == "ok"
         assert second["actions"][0]["status"] == "not_found"
+    finally:
+        gw.stop()
+
+
+def test_a_bare_call_after_junk_runs_the_action_and_is_never_shown(tmp_path: Path, shop: Shop) -> None:
+    order = shop.shipped_order("C1001")
+    engine = ScriptedEngine()  # what the trained default wrote: junk for <tool_call>, then the call's JSON
+    engine.queue("-offsetof" + json.dumps({"name": "order_tracking", "arguments": {"order_id": order}}))
+    gw = _model_gateway(tmp_path, shop, engine)
+    try:
+        text = ask(gw, f"帮我看一下 {order}", "C1001")
+        assert shop.latest_event(order)[1] in text
+        assert "offsetof" not in text and '"name"' not in text and "order_tracking" not in text
+        assert answer_events(gw)[0]["actions"][0]["source"] == "model"
     finally:
         gw.stop()
 

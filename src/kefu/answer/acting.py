@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from kefu.answer.actions import ActionCall, ActionResult, Actions
+from kefu.answer.asking import ask_for_number
 from kefu.answer.confirm import Pending, is_confirmation, owner_of
 from kefu.answer.engines.base import Chunk
-from kefu.answer.toolcalls import CallSplitter
+from kefu.answer.toolcalls import CallSplitter, split_calls
 from kefu.answer.turn import Prepared
 from kefu.config import KefuConfig
-from kefu.data.pii import unmasking
+from kefu.data.pii import map_strings, unmasking
 from kefu.guard.notices import confirm_question, declined, greeting
 
 UNPARSEABLE = "unparseable"  # the name a malformed model call runs under: answered as bad arguments
@@ -40,10 +41,17 @@ class ActionStep:
                 return
             prep.declined = waiting
             prep.actions.append(self.record(ActionResult(dataclasses.replace(call, confirmed=False), "declined")))
-        prep.call = self.actions.select(question, before)
+        prep.call = self.actions.select(question, before) or self._ask_number(prep, question)
         if prep.call is None and waiting is not None:
             zh, en = self.actions.what(ActionCall(waiting.name, waiting.arguments))
             prep.action, prep.notice = "act", declined(self.cfg.persona, zh, en, prep.lang)
+
+    def _ask_number(self, prep: Prepared, question: str) -> ActionCall | None:
+        """The action this message wants without its order number, to be asked for (the number sent next runs it);
+        only for a signed-in customer: without one nothing could be looked up anyway."""
+        if not prep.customer_id:
+            return None
+        return self.actions.missing_number(question, "\n".join(t["content"] or "" for t in prep.turns))
 
     def act(self, prep: Prepared, call: ActionCall) -> None:
         """Run one shop action (blocking HTTP) and answer with its result in the customer's language."""
@@ -52,6 +60,10 @@ class ActionStep:
     def run(self, prep: Prepared, call: ActionCall) -> str:
         """The customer's answer to one action: a write not yet confirmed is only asked about (after its check
         lookup passed); anything else runs. Blocking HTTP: call it in a thread."""
+        if call.missing:  # nothing runs: the customer is asked for the order number
+            hint = self.actions.number_hint(call, prep.lang)
+            asked = ask_for_number(self.cfg.persona, prep.lang, hint, self.actions.is_write(call))
+            return self._after_declined(prep, asked)
         if self.actions.is_write(call) and not call.confirmed:
             return self._ask_to_confirm(prep, call)
         result = self.actions.run(call, prep.customer_id)
@@ -59,13 +71,16 @@ class ActionStep:
         spec = self.actions.by_name.get(call.name)
         if spec is not None and result.handoff_passed(spec):
             prep.escalate = f"action:{call.name}"[:32]
-        text = self.actions.reply(result, prep.lang)
-        if prep.declined is not None:  # the customer moved on: say the waiting write was not done, then answer
-            zh, en = self.actions.what(ActionCall(prep.declined.name, prep.declined.arguments))
-            rest = text.removeprefix(greeting(self.cfg.persona, prep.lang))  # one greeting for both
-            first = declined(self.cfg.persona, zh, en, prep.lang)
-            text = f"{first}\n{rest[:1].upper()}{rest[1:]}" if prep.lang == "en" else first + rest
-        return text
+        return self._after_declined(prep, self.actions.reply(result, prep.lang))
+
+    def _after_declined(self, prep: Prepared, text: str) -> str:
+        """The customer moved on from a write waiting for their yes: say it was not done, then answer."""
+        if prep.declined is None:
+            return text
+        zh, en = self.actions.what(ActionCall(prep.declined.name, prep.declined.arguments))
+        rest = text.removeprefix(greeting(self.cfg.persona, prep.lang))  # one greeting for both
+        first = declined(self.cfg.persona, zh, en, prep.lang)
+        return f"{first}\n{rest[:1].upper()}{rest[1:]}" if prep.lang == "en" else first + rest
 
     async def model_call(self, prep: Prepared, call: ActionCall | None) -> str:
         """The model called an action: run it like a rule-chosen one; its reply replaces the model's text. The
@@ -78,7 +93,7 @@ class ActionStep:
     def record(self, result: ActionResult) -> dict[str, Any]:
         """The audit entry, its text arguments (a new address) PII-masked like every stored customer text."""
         rec = result.record()
-        rec["arguments"] = {k: self.mask(v) if isinstance(v, str) else v for k, v in rec["arguments"].items()}
+        rec["arguments"] = map_strings(rec["arguments"], self.mask)
         return rec
 
     def _ask_to_confirm(self, prep: Prepared, call: ActionCall) -> str:
@@ -98,13 +113,12 @@ class ActionStep:
 
 
 def _unmasked(args: dict[str, Any], originals: dict[str, str]) -> dict[str, Any]:
-    out = {}
-    for key, value in args.items():
-        if isinstance(value, str):
-            for holder, said in originals.items():
-                value = value.replace(holder, said)
-        out[key] = value
-    return out
+    def put_back(text: str) -> str:
+        for holder, said in originals.items():
+            text = text.replace(holder, said)
+        return text
+
+    return dict(map_strings(args, put_back))
 
 
 async def divert_calls(
@@ -114,20 +128,18 @@ async def divert_calls(
     the engine itself) ends generation and `run(call)` supplies the rest of the text; a malformed call runs as None.
     The call itself is never shown; text the model wrote before it is."""
     splitter.bad_as_text = False
+    parts = split_calls(chunks, splitter)  # text chunks, each call as it completes, then the rest of its chunk
+    call: ActionCall | None = None
     try:
-        async for chunk in chunks:
-            parts = [*splitter.feed(chunk.text), *chunk.tool_calls]
-            parts += splitter.finish() if chunk.finish_reason else []
-            text = ""
-            for part in parts:
-                if not isinstance(part, str):
-                    reply = await run(ActionCall(part.name, part.arguments, "model"))
-                    yield Chunk(text + reply, "stop", chunk.prompt_tokens, chunk.completion_tokens)
-                    return
-                text += part
-            if splitter.bad:
-                yield Chunk(text + await run(None), "stop", chunk.prompt_tokens, chunk.completion_tokens)
-                return
-            yield Chunk(text, chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
+        async for part in parts:
+            if not isinstance(part, Chunk):
+                call = call or ActionCall(part.name, part.arguments, "model")
+                continue
+            if call is None and not splitter.bad:
+                yield part
+                continue
+            text = "" if call else part.text  # after a call nothing more is shown; before a malformed one it is
+            yield Chunk(text + await run(call), "stop", part.prompt_tokens, part.completion_tokens)
+            return
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]  # stops the engine's generation
+        await parts.aclose()  # type: ignore[attr-defined]  # stops the engine's generation

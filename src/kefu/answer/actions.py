@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
+from kefu.answer.asking import ORDER_PARAM, number_hint, wants_own_order
 from kefu.config import ActionConfig, ActionsConfig, PersonaConfig
 from kefu.guard.notices import greeting
 
@@ -42,6 +43,7 @@ class ActionCall:
     arguments: dict[str, Any]
     source: Literal["rule", "model"] = "rule"
     confirmed: bool = False  # a write the customer said yes to in this turn
+    missing: str | None = None  # a required argument the customer has not given: asked for, nothing runs
 
 
 @dataclass
@@ -113,14 +115,35 @@ class Actions:
         customer's previous message: "我要取消订单" then "DD…" (the number the assistant asked for) runs the action
         the first message named, with the arguments of both."""
         for said, extra in ((text, ""), (before, text)):
-            low = _NUMBER_LABELS.sub(" ", said.lower())  # "订单号是 DD…" answers a question; it asks for nothing
-            for spec in self.cfg.tools:
-                if not said or not any(t.lower() in low for t in spec.triggers):
-                    continue
+            for spec in self._triggered(said):
                 args = self._extract(spec, f"{said}\n{extra}" if extra else said)
                 if args is not None and (not extra or self._extract(spec, said) is None):
                     return ActionCall(spec.name, args)
         return None
+
+    def missing_number(self, text: str, conversation: str) -> ActionCall | None:
+        """The action a message wants done with the customer's own order ("我的快递怎么还没到") when neither the
+        message nor the `conversation` so far holds an order number: a call that asks for it (`missing`)."""
+        if not wants_own_order(text):
+            return None
+        for spec in self._triggered(text):
+            props: dict[str, Any] = spec.parameters.get("properties", {})
+            name = next((p for p in spec.parameters.get("required", []) if ORDER_PARAM.match(p)), None)
+            pattern = props.get(name, {}).get("pattern") if name else None
+            if name is None or (pattern and re.search(pattern, conversation)):
+                return None  # the first action asked for needs no order number, or one was given already
+            return ActionCall(spec.name, {}, missing=name)
+        return None
+
+    def number_hint(self, call: ActionCall, lang: str) -> str:
+        """What the missing argument of `call` looks like, from its schema pattern ('' when it cannot be said)."""
+        props: dict[str, Any] = self.by_name[call.name].parameters.get("properties", {})
+        return number_hint(props.get(call.missing or "", {}).get("pattern"), lang)
+
+    def _triggered(self, said: str) -> list[ActionConfig]:
+        """The actions whose triggers the message holds, in config order."""
+        low = _NUMBER_LABELS.sub(" ", said.lower())  # "订单号是 DD…" answers a question; it asks for nothing
+        return [spec for spec in self.cfg.tools if said and any(t.lower() in low for t in spec.triggers)]
 
     def _extract(self, spec: ActionConfig, text: str) -> dict[str, Any] | None:
         props: dict[str, Any] = spec.parameters.get("properties", {})

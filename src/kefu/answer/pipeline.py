@@ -38,10 +38,18 @@ from kefu.answer.engines.base import Chunk, Engine, GenParams
 from kefu.answer.knowledge import KBUnavailable, KnowledgeBase
 from kefu.answer.prompt import Counter, Messages, approx_tokens, last_user, system_text, trim
 from kefu.answer.textstream import StopFilter
-from kefu.answer.toolcalls import CallSplitter, ToolFormat, ToolsUnsupported, forced_prefix, split_calls
+from kefu.answer.toolcalls import (
+    CallSplitter,
+    ToolFormat,
+    ToolsUnsupported,
+    forced_prefix,
+    split_calls,
+    tool_names,
+)
 from kefu.answer.turn import Action, Answer, Outcome, Prepared
 from kefu.config import KefuConfig
 from kefu.data.persona import system_prompt
+from kefu.data.pii import map_strings
 from kefu.data.pii import mask as pii_mask
 from kefu.data.schema import ToolCall
 from kefu.guard.handoff import is_handoff_answer
@@ -61,7 +69,7 @@ def _mask_args(call: dict[str, Any], mask: Callable[[str], str]) -> dict[str, An
     fn = call.get("function") or {}
     args = fn.get("arguments")
     if isinstance(args, dict):
-        fn = {**fn, "arguments": {k: mask(v) if isinstance(v, str) else v for k, v in args.items()}}
+        fn = {**fn, "arguments": map_strings(args, mask)}
     return {**call, "function": fn}
 
 
@@ -264,11 +272,14 @@ class AnswerPipeline:
         """The engine's answer; a client's tools: the model's calls split out of its text; the shop's actions: the
         model's call run in place of its answer."""
         params = self.engine_params(prep, params)
+        names = tool_names(params.tools)  # a call of one, its call token mis-written, is still a call
         if prep.tool_format is not None:
-            return split_calls(self.engine.stream(prep.messages, params), CallSplitter(prep.tool_format), prep.forced)
+            splitter = CallSplitter(prep.tool_format, names=names)
+            return split_calls(self.engine.stream(prep.messages, params), splitter, prep.forced)
         if not self.model_calls:
             return self.engine.stream(prep.messages, params)
-        splitter = CallSplitter(await self.tool_format(params.model))  # before generating: ToolsUnsupported
+        fmt = await self.tool_format(params.model)  # before generating: ToolsUnsupported
+        splitter = CallSplitter(fmt, names=names)
         run = functools.partial(self.acting.model_call, prep)
         return divert_calls(self.engine.stream(prep.messages, params), splitter, run)
 

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from kefu.answer.engines.base import Chunk
+from kefu.answer.textstream import HOLD, bare_call_start, segment_end
 from kefu.data.schema import ToolCall, Turn
 from kefu.errors import KefuError
 
@@ -42,6 +43,7 @@ _PROBE = [
         {"id": "call_probe", "type": "function", "function": {"name": "kefu_probe", "arguments": {"q": 7}}}]},
     {"role": "tool", "tool_call_id": "call_probe", "content": "probe-result"},
 ]  # fmt: skip
+_DECODER = json.JSONDecoder()
 _FORMATS: dict[str, ToolFormat | KefuError] = {}  # chat template text -> its tool format (never "openai")
 
 
@@ -93,6 +95,11 @@ def _call_with_object(call: dict[str, Any]) -> dict[str, Any]:
         except json.JSONDecodeError as e:
             raise KefuError(f"tool call {fn.get('name')!r}: arguments are not valid JSON: {e}") from e
     return {**call, "type": "function", "function": fn}
+
+
+def tool_names(tools: list[dict[str, Any]] | None) -> frozenset[str]:
+    """The names of OpenAI tool definitions (or bare {name, ...} ones)."""
+    return frozenset(str((t.get("function") or t).get("name")) for t in tools or [])
 
 
 def uses_tools(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> bool:
@@ -147,9 +154,10 @@ def _probe(tokenizer: Any) -> ToolFormat | KefuError:
 
 
 # --------------------------------------------------------------------------- parsing
-def parse(text: str, fmt: ToolFormat) -> tuple[str, list[ToolCall]]:
-    """(content, calls) of a whole model output; text that is not a well-formed call stays content."""
-    splitter = CallSplitter(fmt)
+def parse(text: str, fmt: ToolFormat, names: frozenset[str] = frozenset()) -> tuple[str, list[ToolCall]]:
+    """(content, calls) of a whole model output; text that is not a well-formed call stays content. `names`: the
+    tools offered, to read bare calls too (see CallSplitter)."""
+    splitter = CallSplitter(fmt, names=names)
     pieces = [*splitter.feed(text), *splitter.finish()]
     content = "".join(p for p in pieces if isinstance(p, str))
     return content, [p for p in pieces if isinstance(p, ToolCall)]
@@ -198,15 +206,21 @@ class CallSplitter:
     the start of a call) and each tool call once it is complete. `finish()` flushes at the end of the answer.
 
     A malformed call (bad JSON, cut off) is text for a client's tools (`bad_as_text`: the client sees what the model
-    said); otherwise it is held back in `bad`, for the shop's actions to answer instead of showing the markup."""
+    said); otherwise it is held back in `bad`, for the shop's actions to answer instead of showing the markup.
+    `names`: the tools offered. With them, a Qwen answer segment that opens with junk and a bare {"name": ...} JSON
+    (the call token mis-written, kefu.answer.textstream.bare_call_start) is held and read as a call of an offered
+    tool (any other name: a malformed call); it is never shown as text."""
 
-    def __init__(self, fmt: ToolFormat, bad_as_text: bool = True) -> None:
-        self.fmt, self.bad_as_text = fmt, bad_as_text
+    def __init__(self, fmt: ToolFormat, bad_as_text: bool = True, names: frozenset[str] = frozenset()) -> None:
+        self.fmt, self.bad_as_text, self.names = fmt, bad_as_text, names
         self.buf = ""
         self.in_call = False  # qwen: inside <tool_call>...; llama3: the answer is a JSON call
         self.decided = fmt != "llama3"  # llama3 decides on the first non-blank character
         self.calls = 0
         self.bad: list[str] = []  # malformed calls held back (bad_as_text off)
+        self.segment = True  # qwen: the buffer starts a segment (the answer, a line, a sentence): a bare call may open
+        self.in_bare = False  # qwen: the buffer starts with a bare call's "{" (its junk dropped)
+        self.after_bare = False  # qwen: a </tool_call> right after a bare call closes it
 
     def feed(self, text: str) -> list[str | ToolCall]:
         if self.fmt == "openai":  # the engine parsed the calls already: its text is only text
@@ -221,9 +235,11 @@ class CallSplitter:
         if self.in_call:  # cut off inside a call (max tokens, a stop string): parse what is there
             call = _qwen_call(self.buf.removesuffix(QWEN_CLOSE))
             self._call_or_bad(out, call, QWEN_OPEN + self.buf)
+        elif self.in_bare:  # a bare call that never completed
+            self._call_or_bad(out, None, self.buf)
         elif self.buf and not (self.calls and not self.buf.strip()):
             out.append(self.buf)
-        self.buf, self.in_call = "", False
+        self.buf, self.in_call, self.in_bare = "", False, False
         self.calls += sum(isinstance(p, ToolCall) for p in out)
         return out
 
@@ -238,16 +254,54 @@ class CallSplitter:
                 call = _qwen_call(block)
                 self._call_or_bad(out, call, QWEN_OPEN + block + QWEN_CLOSE)
                 self.calls += call is not None
+                self.segment = True
                 continue
+            if self.names and (self.in_bare or self.after_bare or self.segment):
+                step = self._bare(out)
+                if step == "hold":  # may still be (or is) a bare call
+                    return out
+                if step == "call":
+                    continue
             start = self.buf.find(QWEN_OPEN)
-            if start >= 0:
+            end = segment_end(self.buf) if self.names else -1
+            if start >= 0 and (end < 0 or start < end):
                 self._release(out, self.buf[:start])
                 self.buf, self.in_call = self.buf[start + len(QWEN_OPEN) :], True
+                continue
+            if end >= 0:  # a new segment starts after the line or sentence end: a bare call may open there
+                self._release(out, self.buf[:end])
+                self.buf, self.segment = self.buf[end:], True
                 continue
             keep = _partial_suffix(self.buf, QWEN_OPEN)  # may be the start of "<tool_call>": hold it
             self._release(out, self.buf[: len(self.buf) - keep])
             self.buf = self.buf[len(self.buf) - keep :]
             return out
+
+    def _bare(self, out: list[str | ToolCall]) -> Literal["hold", "call", "text"]:
+        """A bare call at the start of the buffer, read once complete ("call"); "hold" while it may be one or is
+        not complete; "text" when the segment is ordinary text."""
+        if self.after_bare:  # the model may close its mis-opened call properly: drop the tag
+            head = self.buf.lstrip()
+            if len(head) < len(QWEN_CLOSE) and QWEN_CLOSE.startswith(head):
+                return "hold"
+            self.buf, self.after_bare = head.removeprefix(QWEN_CLOSE), False
+        if not self.in_bare:
+            at = bare_call_start(self.buf, QWEN_OPEN)
+            self.segment = at == HOLD
+            if at < 0:
+                return "hold" if at == HOLD else "text"
+            self._release(out, self.buf[: len(self.buf) - len(self.buf.lstrip())])  # a line break stays
+            self.buf, self.in_bare = self.buf[at:], True  # the junk before the JSON is dropped
+        try:
+            obj, end = _DECODER.raw_decode(self.buf)
+        except json.JSONDecodeError:
+            return "hold"  # not complete yet; finish() decides if it never is
+        call = _call_of(obj, "arguments")
+        call = call if call is not None and call.name in self.names else None
+        self._call_or_bad(out, call, self.buf[:end])
+        self.calls += call is not None
+        self.buf, self.in_bare, self.after_bare, self.segment = self.buf[end:], False, True, True
+        return "call"
 
     def _call_or_bad(self, out: list[str | ToolCall], call: ToolCall | None, text: str) -> None:
         if call is not None:

@@ -8,8 +8,9 @@ Matching runs on a copy with full-width ASCII folded to half-width (same length,
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any, Literal
@@ -365,6 +366,7 @@ def unmasking(texts: Iterable[str], cfg: PIIConfig | None = None) -> dict[str, s
 def mask_conversation(conv: Conversation, cfg: PIIConfig | None = None) -> Conversation:
     """A copy of `conv` with the system prompt, every turn, every reasoning and every tool call's string arguments
     masked; meta is left as it is."""
+    masker = functools.partial(mask, cfg=cfg)
     turns = [
         t.model_copy(
             update={
@@ -372,7 +374,9 @@ def mask_conversation(conv: Conversation, cfg: PIIConfig | None = None) -> Conve
                 "reasoning": t.reasoning and mask(t.reasoning, cfg),
                 # The same placeholder as in the customer's turn, so a call learns to copy what the customer said
                 # (an address masked in the message but kept in the call would teach the model to invent one).
-                "tool_calls": [c.model_copy(update={"arguments": _mask_value(c.arguments, cfg)}) for c in t.tool_calls],
+                "tool_calls": [
+                    c.model_copy(update={"arguments": map_strings(c.arguments, masker)}) for c in t.tool_calls
+                ],
             }
         )
         for t in conv.turns
@@ -380,13 +384,14 @@ def mask_conversation(conv: Conversation, cfg: PIIConfig | None = None) -> Conve
     return conv.model_copy(update={"system": conv.system and mask(conv.system, cfg), "turns": turns})
 
 
-def _mask_value(value: Any, cfg: PIIConfig | None) -> Any:
+def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """`value` with `fn` applied to every string in it, through dicts and lists (a tool call's arguments)."""
     if isinstance(value, str):
-        return mask(value, cfg)
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _mask_value(v, cfg) for k, v in value.items()}
+        return {k: map_strings(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask_value(v, cfg) for v in value]
+        return [map_strings(v, fn) for v in value]
     return value
 
 
