@@ -361,13 +361,13 @@ def test_full_width_and_zero_width_are_read_as_shown(shop_policy: Policy, answer
 
 def test_limit_prefilter_changes_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-key trigger words only skip work: with them disabled every verdict on the shop's answers is the same."""
-    from kefu.guard import promises
+    from kefu.guard import limits as rules
 
-    data = (Path(promises.__file__).parents[1] / "samples/shop/data/preference.jsonl").read_text(encoding="utf-8")
+    data = (Path(rules.__file__).parents[1] / "samples/shop/data/preference.jsonl").read_text(encoding="utf-8")
     texts = [t for line in data.splitlines() for t in (json.loads(line)["chosen"], json.loads(line)["rejected"])]
-    limits = dict.fromkeys(promises.LIMIT_RULES, 1.0) | {"ship_hours": 100.0, "refund_days": 100.0}
-    with_triggers = [promises.check_limits(t, limits) for t in texts]
+    limits = dict.fromkeys(rules.LIMIT_RULES, 1.0) | {"ship_hours": 100.0, "refund_days": 100.0}
+    with_triggers = [rules.check_limits(t, limits) for t in texts]
     everything = re.compile("")
-    monkeypatch.setattr(promises, "_LIMIT_TRIGGERS", dict.fromkeys(promises.LIMIT_RULES, everything))
-    assert [promises.check_limits(t, limits) for t in texts] == with_triggers
+    monkeypatch.setattr(rules, "_LIMIT_TRIGGERS", dict.fromkeys(rules.LIMIT_RULES, everything))
+    assert [rules.check_limits(t, limits) for t in texts] == with_triggers
     assert sum(map(len, with_triggers)) > 20  # the limits are tight enough that many answers state numbers beyond

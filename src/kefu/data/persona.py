@@ -1,4 +1,5 @@
-"""The persona as data: the system prompt, and identity (self-cognition) Q&A for training.
+"""The persona as data: identity (self-cognition) Q&A for training, and (re-exported from kefu.data.persona_prompt)
+the system prompt and the persona's style.
 
 A small model forgets who it is unless taught: without identity data it answers "我是ChatGPT" or "I am Qwen".
 `identity_conversations` writes varied zh and en questions about who the assistant is, who built it, what it can
@@ -9,83 +10,48 @@ following its style rules: greeting, sign-off, no emoji unless allowed, at most 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kefu.config import PersonaConfig
+from kefu.data.persona_prompt import (
+    as_sentence,
+    handoff_sentence,
+    hours_en,
+    hours_zh,
+    is_placeholder,
+    no_match_note,
+    styled,
+    system_prompt,
+    system_text,
+    unfilled,
+)
 from kefu.data.schema import Conversation, Turn
 
-_EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d]")
+# Callers import the prompt and style functions from here too (kefu.data.persona is the persona's public face).
+__all__ = [
+    "ACTIONS",
+    "QUESTIONS",
+    "Action",
+    "TopicAnswer",
+    "action_answer",
+    "handoff_sentence",
+    "hours_en",
+    "hours_zh",
+    "identity_conversations",
+    "is_placeholder",
+    "no_match_note",
+    "styled",
+    "system_prompt",
+    "system_text",
+    "unfilled",
+]
+
+# --------------------------------------------------------------------------- questions
 _MODELS = ("ChatGPT", "GPT-4", "GPT-4o", "Claude", "文心一言", "通义千问", "豆包", "Kimi", "DeepSeek", "Qwen")
 _MODELS_EN = ("ChatGPT", "GPT-4", "GPT-4o", "Claude", "Gemini", "Llama", "Qwen", "DeepSeek")
 
 
-def system_prompt(persona: PersonaConfig) -> str:
-    """The zh system prompt used by training and serving: identity, can/cannot, hours, handoff and style rules."""
-    if persona.system_prompt is not None:
-        return persona.system_prompt
-    p = persona
-    lines = [
-        f"你是{p.shop}的智能客服“{p.name}”（英文名 {p.name_en}），由{p.company}开发。"
-        "你不是ChatGPT或其他通用AI助手；被问到身份时如实说明自己是AI客服。",
-    ]
-    if p.can_do:
-        lines.append(f"你可以：{'；'.join(p.can_do)}。")
-    if p.cannot_do:
-        lines.append(f"你不能：{'；'.join(p.cannot_do)}。遇到这些请求要礼貌说明，并告诉客户如何转人工。")
-    lines.append(f"{hours_zh(p)}转人工方式：{_sentence(p.handoff, 'zh')}")
-    lines.append("回答要求：" + "；".join(_style_rules(p)) + "。")
-    return "\n".join(lines)
-
-
-def no_match_note(persona: PersonaConfig) -> str:
-    """What the model is told when the knowledge base has nothing relevant: check or hand off, never invent."""
-    return (
-        "知识库中没有找到与这个问题相关的店铺政策。不要编造政策、时限或金额；请告诉客户您会核实后回复，"
-        f"或建议转人工客服（{persona.handoff}）。"
-        " (No shop policy matches this question: do not invent one; say you will check, or offer a human agent.)"
-    )
-
-
-def system_text(base: str, context_text: str, persona: PersonaConfig, kb_searched: bool) -> str:
-    """The system message: persona prompt, then the excerpts, or the no-match note when a search found nothing."""
-    if context_text:
-        return f"{base}\n\n{context_text}"
-    return f"{base}\n\n{no_match_note(persona)}" if kb_searched else base
-
-
-def _style_rules(p: PersonaConfig) -> list[str]:
-    rules = []
-    if p.greeting:
-        rules.append(f"以“{p.greeting}”开头")
-    if p.sign_off:
-        rules.append(f"以“{p.sign_off}”结尾")
-    if not p.emoji:
-        rules.append("不使用表情符号")
-    rules.append(f"每次回答不超过{p.max_chars}字")
-    rules.append("只根据店铺政策和已知信息回答，不确定时不要编造，建议转人工")
-    if p.forbidden_phrases:
-        rules.append("不要使用这些说法：" + "、".join(f"“{x}”" for x in p.forbidden_phrases))
-    rules.append("客户用英文提问时用英文回答")
-    return rules
-
-
-_PLACEHOLDER = PersonaConfig()
-_MUST_FILL = ("name", "name_en", "shop", "shop_en", "company", "hours", "handoff")
-
-
-def unfilled(p: PersonaConfig) -> list[str]:
-    """Persona fields identity data cannot be written without: empty ones (a blank project's to-do list)."""
-    return [f"persona.{name}" for name in _MUST_FILL if not str(getattr(p, name)).strip()]
-
-
-def is_placeholder(p: PersonaConfig) -> bool:
-    """Whether the persona is still kefu's built-in example (小客 of 示例小店), i.e. no real shop's."""
-    return p.name == _PLACEHOLDER.name and p.shop == _PLACEHOLDER.shop
-
-
-# --------------------------------------------------------------------------- questions
 @dataclass(frozen=True)
 class Action:
     """Something customers ask the assistant to do; the persona's can/cannot lists decide the answer.
@@ -165,45 +131,6 @@ _SUFFIX = {"zh": ("", "？", "?", "呀", "啊？"), "en": ("?", "?", "", " pleas
 
 
 # --------------------------------------------------------------------------- answers
-_END = "。！？.!?；;"
-_TIME_RANGE = re.compile(r"\d{1,2}:\d{2}\s*[-~–至到]\s*\d{1,2}:\d{2}")
-
-
-def _sentence(text: str, lang: str) -> str:
-    """`text` ending in a full stop, so sentences joined after it never run together."""
-    text = text.strip()
-    if not text or text[-1] in _END or (text[-1] in "”\"'）)」" and len(text) > 1 and text[-2] in _END):
-        return text
-    return text + ("。" if lang == "zh" else ".")
-
-
-def hours_zh(p: PersonaConfig) -> str:
-    """The hours as one sentence; `hours` written as a sentence ("人工客服每天…") is not prefixed again."""
-    text = p.hours if any(w in p.hours for w in ("人工", "客服")) else f"人工客服时间：{p.hours}"
-    return _sentence(text, "zh")
-
-
-def hours_en(p: PersonaConfig) -> str:
-    """The hours in English: hours_en, else only the clock times of `hours` (never its Chinese words)."""
-    if p.hours_en:
-        return _sentence(f"Human agents are available: {p.hours_en}", "en")
-    ranges = _TIME_RANGE.findall(p.hours)
-    if ranges:
-        return f"Human agents are available {', '.join(ranges)} (China time)."
-    return "Human agents are available during our service hours."
-
-
-def handoff_sentence(p: PersonaConfig, lang: str) -> str:
-    """How to reach a person, as one sentence in the customer's language."""
-    return _handoff(p, lang)
-
-
-def _handoff(p: PersonaConfig, lang: str) -> str:
-    if lang == "zh":
-        return f"如需人工服务，请{_sentence(p.handoff, 'zh')}"
-    return _sentence(p.handoff_en or "To reach a human agent, just ask for one in this chat", "en")
-
-
 def _company_en(p: PersonaConfig) -> str:
     return p.company_en or f"the team behind {p.shop_en}"
 
@@ -265,14 +192,17 @@ def _abilities(p: PersonaConfig, lang: str, _: str) -> list[str]:
 
 def _handoff_answer(p: PersonaConfig, lang: str, _: str) -> list[str]:
     if lang == "zh":
-        return [f"{_handoff(p, lang)}{hours_zh(p)}", f"需要人工的话，请{_sentence(p.handoff, lang)}{hours_zh(p)}"]
-    return [f"{_handoff(p, lang)} {hours_en(p)}"]
+        return [
+            f"{handoff_sentence(p, lang)}{hours_zh(p)}",
+            f"需要人工的话，请{as_sentence(p.handoff, lang)}{hours_zh(p)}",
+        ]
+    return [f"{handoff_sentence(p, lang)} {hours_en(p)}"]
 
 
 def _hours_answer(p: PersonaConfig, lang: str, _: str) -> list[str]:
     if lang == "zh":
-        return [f"{hours_zh(p)}{_handoff(p, lang)}", hours_zh(p)]
-    return [f"{hours_en(p)} {_handoff(p, lang)}"]
+        return [f"{hours_zh(p)}{handoff_sentence(p, lang)}", hours_zh(p)]
+    return [f"{hours_en(p)} {handoff_sentence(p, lang)}"]
 
 
 def _greet(p: PersonaConfig, lang: str, _: str) -> list[str]:
@@ -306,12 +236,12 @@ def action_answer(p: PersonaConfig, action: Action, lang: str) -> str:
     if lang == "en":
         if verdict == "can":
             return f"Yes, I can help you {action.en_name}. Please tell me your order number."
-        return f"Sorry, I can't {action.en_name} myself. {_handoff(p, lang)}"
+        return f"Sorry, I can't {action.en_name} myself. {handoff_sentence(p, lang)}"
     if verdict == "can":
         return f"可以的，我可以帮您{item}，请提供一下订单号。"
     if verdict == "cannot":
-        return f"抱歉，我不能{item}。{_handoff(p, lang)}"
-    return f"{action.zh_name}需要人工客服来处理。{_handoff(p, lang)}"
+        return f"抱歉，我不能{item}。{handoff_sentence(p, lang)}"
+    return f"{action.zh_name}需要人工客服来处理。{handoff_sentence(p, lang)}"
 
 
 TopicAnswer = Callable[[PersonaConfig, str, str], list[str]]
@@ -328,35 +258,7 @@ _ANSWERS: dict[str, TopicAnswer] = {
 }
 
 
-# --------------------------------------------------------------------------- style and generation
-def _sign_off(p: PersonaConfig, lang: str) -> str:
-    if not p.sign_off or lang == "zh":
-        return p.sign_off
-    return p.sign_off if p.sign_off.isascii() else "Feel free to ask me anything else."
-
-
-def _fit(text: str, limit: int) -> str:
-    """Cut at the last sentence end that fits, so a long can-do list never breaks max_chars."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    end = max(cut.rfind(c) for c in "。；！？.;!?")
-    return cut[: end + 1] if end > 0 else cut
-
-
-def styled(p: PersonaConfig, body: str, lang: str) -> str:
-    """Apply the persona's style: greeting, sign-off, emoji policy and the length limit."""
-    greeting = p.greeting if lang == "zh" else ("Hello!" if p.greeting else "")
-    sep = "" if not greeting or greeting[-1] in "，。！,.!" else ("，" if lang == "zh" else " ")
-    head = f"{greeting}{sep}" + ("" if lang == "zh" or not greeting or sep else " ")
-    sign = _sign_off(p, lang)
-    body = _sentence(body, lang) if sign else body
-    text = head + body + ((" " if lang == "en" else "") + sign if sign else "")
-    if len(text) > p.max_chars:
-        text = _fit(head + body, p.max_chars)
-    return text if p.emoji else _EMOJI.sub("", text)
-
-
+# --------------------------------------------------------------------------- generation
 def _question(rng: random.Random, p: PersonaConfig, lang: str, topic: str) -> tuple[str, list[str]]:
     """A paraphrased question of a topic and the answer bodies that fit it."""
     if topic == "action":
@@ -365,7 +267,7 @@ def _question(rng: random.Random, p: PersonaConfig, lang: str, topic: str) -> tu
     if topic == "item":
         verdict, items = rng.choice([("can", p.can_do), ("cannot", p.cannot_do)])
         item = rng.choice(items)
-        body = f"可以的，我可以{item}。" if verdict == "can" else f"抱歉，我不能{item}。{_handoff(p, 'zh')}"
+        body = f"可以的，我可以{item}。" if verdict == "can" else f"抱歉，我不能{item}。{handoff_sentence(p, 'zh')}"
         return f"你可以{item}吗", [body]
     model = rng.choice(_MODELS if lang == "zh" else _MODELS_EN)
     return rng.choice(QUESTIONS[topic][lang]).format(m=model), _ANSWERS[topic](p, lang, model)

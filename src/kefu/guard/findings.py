@@ -7,6 +7,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from kefu.guard.lang import Lang
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -19,6 +21,7 @@ class Finding:
     detail: str = ""
 
 
+CLAUSE_CHAR = r"[^，。！？；,.!?;\n]"  # any character inside the same clause
 _CLAUSE_END = re.compile(r"[，。！？；,!?;\n]|\.(?:\s|$)")
 
 
@@ -35,6 +38,30 @@ def sentence_of(text: str, start: int, end: int) -> tuple[str, str]:
     before_ends = list(stops.finditer(text, 0, start))
     after = stops.search(text, end)
     return text[before_ends[-1].end() if before_ends else 0 : start], text[end : after.end() if after else len(text)]
+
+
+_NEG = {
+    "zh": re.compile(
+        r"无法|不能|不可能|不可以|不会|不敢|没法|没办法|没有办法|难以|未必|并非|并不|恕不|不予|很难|做不到|不好说"
+        r"|不一定|不确定|说不准|不保证|不承诺|不支持|不提供|没有|不是|不$"
+    ),
+    "en": re.compile(
+        r"\b(?:cannot|can't|can ?not|couldn't|won't|will not|unable to|not able to|don't|do not|doesn't|does not"
+        r"|never|no way|not)\b",
+        re.I,
+    ),
+}
+# "额外补偿不在小禾的权限内": negated after the phrase.
+_NEG_AFTER = {
+    "zh": re.compile(rf"{CLAUSE_CHAR}{{0,4}}?(?:不在|不能|无法|不可以?|不支持|不提供|不属于|做不到|不行)"),
+    "en": re.compile(r"[^.;!?]{0,12}?\b(?:is not|isn't|are not|aren't|is beyond|are beyond|not possible)\b", re.I),
+}
+
+
+def negated(text: str, start: int, end: int, lang: Lang) -> bool:
+    """Whether the clause around [start, end) negates it: a negator shortly before, or a refusal right after."""
+    before = clause_before(text, start, 12 if lang == "zh" else 40)
+    return bool(_NEG[lang].search(before) or _NEG_AFTER[lang].match(text, end))
 
 
 _ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
