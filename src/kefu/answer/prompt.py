@@ -1,7 +1,7 @@
 """The prompt an engine gets: the persona's system prompt, the retrieved excerpts, and the newest turns that fit.
 
-The persona's prompt has one source, kefu.data.persona.system_prompt (training, eval, serving and chat all use it);
-excerpts are appended the same way retrieval-aware training composes them (kefu.rag.context.build_rag_sft).
+The persona's prompt has one source, kefu.data.persona_prompt.system_prompt (training, eval, serving and chat all
+use it); excerpts are appended the same way retrieval-aware training composes them (kefu.rag.context.build_rag_sft).
 Budget policy: the system prompt and the newest user turn are always kept; older turns are dropped oldest first
 until the prompt fits the token budget.
 """
