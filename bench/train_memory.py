@@ -58,7 +58,8 @@ def write_subsets(project: Path) -> dict[str, int]:
     cfg = load_config(project / "kefu.yaml", ["train.max_seq_len=2048"])
     rows = common.read_prepared(cfg, "sft.jsonl", Conversation)
     lines = [ln for ln in (cfg.resolve(cfg.data.output_dir) / "sft.jsonl").read_text("utf-8").splitlines() if ln]
-    lengths = [len(r["input_ids"]) for r in sft.encode(load_tokenizer(cfg.model, cfg.root), rows, cfg, "")]
+    tokenizer, system = load_tokenizer(cfg.model, cfg.root), common.default_system(cfg)
+    lengths = [len(r["input_ids"]) for r in sft.encode(tokenizer, rows, cfg, system)]
     longest = {}
     for kind, tools in (("short", False), ("long", True)):
         picked = [i for i, (conv, _) in enumerate(rows) if any(t.tool_calls for t in conv.turns) == tools]
@@ -66,7 +67,7 @@ def write_subsets(project: Path) -> dict[str, int]:
         out = project / f"prepared-{kind}"
         out.mkdir()
         (out / "sft.jsonl").write_text("".join(lines[i] + "\n" for i in picked), encoding="utf-8")
-        longest[kind] = lengths[picked[0]]  # without the persona prompt; the plan message gives the trained length
+        longest[kind] = lengths[picked[0]]
     return longest
 
 

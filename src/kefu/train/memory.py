@@ -5,7 +5,7 @@ on more than the model's shapes (measured on the 0.5B default in bf16, bench/RES
 fp32 and keeps an fp32 copy of each adapted layer's input (two with dropout), attention keeps a [rows, 1, seq, seq]
 mask per layer when a batch is padded, and when the tool-call tokens' embedding rows train, every layer keeps its
 activations, not only the LoRA ones. So the planner measures it: `measure_saved` runs three short forwards of the
-real model (a padded batch of 2 rows of 32, 64 and 128 tokens) counting the bytes autograd saves per decoder layer
+real model (a padded batch of 2 rows of 16, 32 and 64 tokens) counting the bytes autograd saves per decoder layer
 and outside them, and fits bytes = fixed + per_token * seq + per_token_sq * seq^2 per row, exactly (tensor sizes are
 polynomials in the length). The loss is the model's head on answer tokens only: in chunks when the head is frozen
 (sft's chunked loss), else [rows, answer positions, vocab] logits.
@@ -32,7 +32,7 @@ from kefu.errors import KefuError
 GB = 1e9
 RUNTIME_BYTES = int(0.9 * GB)  # interpreter, torch, tokenizer, data and allocator slack, measured around a 0.5B run
 LOSS_CHUNK_ROWS = 256  # tokens per loss chunk: [256, 151936] fp32 logits are 155 MB
-PROBE_LENGTHS = (32, 64, 128)  # tokens per row of the probe forwards: three points fit a quadratic exactly
+PROBE_LENGTHS = (16, 32, 64)  # tokens per row of the probe forwards: three points fit a quadratic exactly
 PROBE_ROWS = 2  # the last one padded, so the probe builds the attention mask a padded batch does
 LOGIT_BYTES = 8  # per logit beyond the model dtype's: the fp32 copy and its log-softmax (kept for backward)
 M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES = -3, 1 << 20  # glibc's mallopt parameter; blocks from 1 MiB up are mmapped
@@ -113,21 +113,25 @@ class Work:
     seq_len: int
     trainable: int
     answers: tuple[int, ...] = ()  # answer tokens per sample, most first (the first few are enough)
+    answered: int | None = None  # positions where any sample has an answer token (None: not known, any)
 
     @classmethod
     def of(cls, rows: Sequence[dict[str, list[int]]], trainable: int, keep: int = 64) -> Work:
         answers = sorted((sum(1 for x in r["labels"] if x >= 0) for r in rows), reverse=True)[:keep]
-        return cls(max(len(r["input_ids"]) for r in rows), trainable, tuple(answers))
+        answered = {i for r in rows for i, x in enumerate(r["labels"]) if x >= 0}
+        return cls(max(len(r["input_ids"]) for r in rows), trainable, tuple(answers), len(answered))
 
 
 def loss_bytes(shapes: Shapes, work: Work, rows: int) -> int:
     """The loss's peak: a few chunks of logits, or the logits of every position a batch trains on."""
-    if shapes.loss == "chunked":  # a chunk's logits in fp32 with their gradient, and the hidden-state gradient
-        return LOSS_CHUNK_ROWS * shapes.vocab * 4 * 3 + rows * work.seq_len * shapes.hidden * 4 * 2
-    # Positions where any row of the batch trains: at most the longest row, at most the answers of the `rows` samples
-    # with the most (a batch could draw exactly those).
-    answered = sum(work.answers[:rows]) if work.answers else work.seq_len
-    columns = work.seq_len if shapes.loss == "all" else min(work.seq_len, answered)
+    if shapes.loss == "chunked":  # a chunk's logits and 3 fp32 buffers of its cross-entropy; hidden states, dx
+        return LOSS_CHUNK_ROWS * shapes.vocab * (shapes.itemsize + 12) + rows * work.seq_len * shapes.hidden * 4 * 3
+    if shapes.loss == "all":
+        return rows * work.seq_len * shapes.vocab * (shapes.itemsize + LOGIT_BYTES)
+    # Positions where any row of the batch trains: at most the longest row, the answers of the `rows` samples with
+    # the most (a batch could draw exactly those) and the positions any sample answers at.
+    most = sum(work.answers[:rows]) if work.answers else work.seq_len
+    columns = min(work.seq_len, most, work.answered or work.seq_len)
     return rows * columns * shapes.vocab * (shapes.itemsize + LOGIT_BYTES)
 
 
@@ -139,8 +143,9 @@ def estimate_peak_bytes(shapes: Shapes, saved: Saved, work: Work, plan: Plan) ->
     # Checkpointing: each layer keeps its input hidden state; backward recomputes one layer at a time.
     checkpointed = len(layers) * rows * seq * shapes.hidden * shapes.itemsize + one_layer
     kept = checkpointed if plan.checkpointing else sum(layers)
-    # Beside what is kept: the loss at the end of the forward, or one layer's gradients during backward.
-    transient = max(float(loss_bytes(shapes, work, rows)), one_layer)
+    # Beside what is kept: the loss at the end of the forward, or one layer's gradients during backward; and a
+    # weight copy kept outside the layers (the head's, with trained token rows) gets a dense gradient of its size.
+    transient = max(float(loss_bytes(shapes, work, rows)), one_layer) + saved.outside.fixed
     fixed = shapes.params * shapes.itemsize + RUNTIME_BYTES + work.trainable * 16  # fp32 weight, grad, Adam moments
     return int(fixed + saved.outside.at(rows, seq) + kept + transient)
 
@@ -222,12 +227,12 @@ def fit_to_memory(cfg: KefuConfig, model: Any, rows: list[dict[str, list[int]]])
     saying how; raises KefuError when nothing fits."""
     if next(model.parameters()).device.type != "cpu" or not rows:
         return cfg, ""
-    release_freed_memory()
     t = cfg.train
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     configured = Plan(t.batch_size, t.grad_accum, t.gradient_checkpointing)
-    shapes, work = Shapes.of(model), Work.of(rows, trainable)
-    planned = plan_memory(shapes, measure_saved(model), work, configured, t.memory_limit_gb, usable_bytes())
+    shapes, work, saved = Shapes.of(model), Work.of(rows, trainable), measure_saved(model)
+    release_freed_memory()
+    planned = plan_memory(shapes, saved, work, configured, t.memory_limit_gb, usable_bytes())
     message = planned.message
     if (loaded := peak_rss()) > planned.estimate:  # the step fits below what loading the model already took
         message += f"; loading the model peaked at {loaded / GB:.1f} GB"
@@ -277,25 +282,35 @@ def saved_bytes(model: Any, layers: Sequence[Any], rows: int, seq: int) -> tuple
     where: list[int | None] = [None]
     per_layer, outside = [0] * len(layers), [0]
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    # Saved tensors stay alive in `alive` until the forward ends, so no storage address is reused and counted as
+    # seen; the graph itself keeps nothing (no backward follows): a tensor returned by pack would leak in a
+    # reference cycle wherever a node saves its own output (measured: +1 GB resident after the probe).
+    alive: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> None:
         storage = t.untyped_storage()
         if storage.data_ptr() not in params and storage.data_ptr() not in seen:
             seen.add(storage.data_ptr())
+            alive.append(t)
             if where[0] is None:
                 outside[0] += storage.nbytes()
             else:
                 per_layer[where[0]] += storage.nbytes()
-        return t
 
     hooks = [h for i, layer in enumerate(layers) for h in _entered(layer, i, where)]
     kwargs = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(pack, _no_backward):
             model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs)
     finally:
         for h in hooks:
             h.remove()
+        alive.clear()
     return per_layer, outside[0]
+
+
+def _no_backward(_: None) -> Any:
+    raise RuntimeError("measure_saved's forwards keep nothing for backward")
 
 
 def _entered(layer: Any, index: int, where: list[int | None]) -> list[Any]:
@@ -322,6 +337,7 @@ def release_freed_memory() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.malloc_trim(0)  # and what is free in the heap now (the probe's small tensors: 0.5 GB) goes back too
     except (OSError, AttributeError):
         return
 
