@@ -22,7 +22,7 @@ import ctypes
 import os
 import resource
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,10 @@ from kefu.config import KefuConfig
 from kefu.errors import KefuError
 
 GB = 1e9
-RUNTIME_BYTES = int(0.9 * GB)  # interpreter, torch, tokenizer, data and allocator slack, measured around a 0.5B run
+RUNTIME_BYTES = int(0.7 * GB)  # beside the weights before training: interpreter, torch, tokenizer, data (0.67 GB)
+# What the resident set grows by in the first micro-step beyond the tensors estimated: glibc's heap of blocks under
+# the mmap threshold, kept after it (measured 0.55-0.59 GB in bf16 and fp32, from 497 to 4 x 1,038 tokens).
+STEP_BYTES = int(0.7 * GB)
 LOSS_CHUNK_ROWS = 256  # tokens per loss chunk: [256, 151936] fp32 logits are 155 MB
 PROBE_LENGTHS = (16, 32, 64)  # tokens per row of the probe forwards: three points fit a quadratic exactly
 PROBE_ROWS = 2  # the last one padded, so the probe builds the attention mask a padded batch does
@@ -48,6 +51,7 @@ class Shapes:
     hidden: int
     vocab: int
     loss: Loss = "chunked"  # chunked: frozen head in chunks; answers: logits at answer positions; all: every position
+    resident: int | None = None  # bytes resident before training, measured; None: the weights + RUNTIME_BYTES
 
     @classmethod
     def of(cls, model: Any) -> Shapes:
@@ -140,13 +144,16 @@ def estimate_peak_bytes(shapes: Shapes, saved: Saved, work: Work, plan: Plan) ->
     rows, seq = plan.batch_size, work.seq_len
     layers = [layer.at(rows, seq) for layer in saved.layers]
     one_layer = max(layers, default=0.0)
-    # Checkpointing: each layer keeps its input hidden state; backward recomputes one layer at a time.
-    checkpointed = len(layers) * rows * seq * shapes.hidden * shapes.itemsize + one_layer
-    kept = checkpointed if plan.checkpointing else sum(layers)
-    # Beside what is kept: the loss at the end of the forward, or one layer's gradients during backward; and a
-    # weight copy kept outside the layers (the head's, with trained token rows) gets a dense gradient of its size.
-    transient = max(float(loss_bytes(shapes, work, rows)), one_layer) + saved.outside.fixed
-    fixed = shapes.params * shapes.itemsize + RUNTIME_BYTES + work.trainable * 16  # fp32 weight, grad, Adam moments
+    # The loss runs at the end of the forward, beside all that is kept; its backward gives a weight copy kept
+    # outside the layers (the head's, with trained token rows) a dense gradient of the copy's size.
+    head = loss_bytes(shapes, work, rows) + saved.outside.fixed
+    if plan.checkpointing:  # each layer keeps its input; backward recomputes one layer and takes its gradients
+        kept: float = len(layers) * rows * seq * shapes.hidden * shapes.itemsize
+        transient = max(head, 2 * one_layer)
+    else:  # everything kept; backward takes one layer's gradients at a time
+        kept, transient = sum(layers), max(head, one_layer)
+    resident = shapes.params * shapes.itemsize + RUNTIME_BYTES if shapes.resident is None else shapes.resident
+    fixed = resident + STEP_BYTES + work.trainable * 16  # trained parameters: fp32 weight, grad, 2 Adam moments
     return int(fixed + saved.outside.at(rows, seq) + kept + transient)
 
 
@@ -230,8 +237,9 @@ def fit_to_memory(cfg: KefuConfig, model: Any, rows: list[dict[str, list[int]]])
     t = cfg.train
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     configured = Plan(t.batch_size, t.grad_accum, t.gradient_checkpointing)
-    shapes, work, saved = Shapes.of(model), Work.of(rows, trainable), measure_saved(model)
+    work, saved = Work.of(rows, trainable), measure_saved(model)
     release_freed_memory()
+    shapes = replace(Shapes.of(model), resident=process_rss())  # after the probe touched every weight
     planned = plan_memory(shapes, saved, work, configured, t.memory_limit_gb, usable_bytes())
     message = planned.message
     if (loaded := peak_rss()) > planned.estimate:  # the step fits below what loading the model already took
