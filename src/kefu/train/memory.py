@@ -34,7 +34,6 @@ RUNTIME_BYTES = int(0.7 * GB)  # beside the weights before training: interpreter
 # What the resident set grows by in the first micro-step beyond the tensors estimated: glibc's heap of blocks under
 # the mmap threshold, kept after it (measured 0.55-0.59 GB in bf16 and fp32, from 497 to 4 x 1,038 tokens).
 STEP_BYTES = int(0.7 * GB)
-LOSS_CHUNK_ROWS = 256  # tokens per loss chunk: [256, 151936] fp32 logits are 155 MB
 PROBE_LENGTHS = (16, 32, 64)  # tokens per row of the probe forwards: three points fit a quadratic exactly
 PROBE_ROWS = 2  # the last one padded, so the probe builds the attention mask a padded batch does
 LOGIT_BYTES = 8  # per logit beyond the model dtype's: the fp32 copy and its log-softmax (kept for backward)
@@ -55,7 +54,7 @@ class Shapes:
 
     @classmethod
     def of(cls, model: Any) -> Shapes:
-        from kefu.train.trainers import frozen_head, takes_logits_to_keep  # trainers imports this module
+        from kefu.train.trainers import frozen_head, takes_logits_to_keep  # lazy: torch and transformers
 
         c = model.config
         c = getattr(c, "text_config", c)
@@ -129,6 +128,8 @@ class Work:
 def loss_bytes(shapes: Shapes, work: Work, rows: int) -> int:
     """The loss's peak: a few chunks of logits, or the logits of every position a batch trains on."""
     if shapes.loss == "chunked":  # a chunk's logits and 3 fp32 buffers of its cross-entropy; hidden states, dx
+        from kefu.train.trainers import LOSS_CHUNK_ROWS  # lazy: trainers pulls in torch and transformers
+
         return LOSS_CHUNK_ROWS * shapes.vocab * (shapes.itemsize + 12) + rows * work.seq_len * shapes.hidden * 4 * 3
     if shapes.loss == "all":
         return rows * work.seq_len * shapes.vocab * (shapes.itemsize + LOGIT_BYTES)

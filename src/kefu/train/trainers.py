@@ -18,8 +18,9 @@ from transformers import DataCollatorWithFlattening, Trainer
 from kefu.config import KefuConfig
 from kefu.train import distributed
 from kefu.train.fast.loss import linear_cross_entropy
-from kefu.train.memory import LOSS_CHUNK_ROWS
 from kefu.train.tokenize import IGNORE
+
+LOSS_CHUNK_ROWS = 256  # tokens per loss chunk: [256, 151936] fp32 logits are 155 MB
 
 log = logging.getLogger("kefu.train")
 Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
