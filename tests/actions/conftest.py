@@ -16,7 +16,6 @@ from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.config import KefuConfig, load_config
 from kefu.serve.app import create_app
 from kefu.shop.backend import create_shop_app
-from kefu.shop.seed import seed
 from tests.serve.conftest import Server, free_port, start
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,14 +63,6 @@ def start_shop(db: Path, port: int | None = None) -> Shop:
             raise RuntimeError("shop backend did not start")
         time.sleep(0.01)
     return Shop(f"http://127.0.0.1:{port}", db, server, thread)
-
-
-@pytest.fixture
-def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shop]:
-    monkeypatch.setenv("KEFU_SHOP_AUTH", f"Bearer {TOKEN}")  # what the gateway sends (configs/shop-actions.yaml)
-    srv = start_shop(seed(tmp_path / "shop.sqlite"))
-    yield srv
-    srv.stop()
 
 
 def actions_cfg(tmp_path: Path, base_url: str) -> KefuConfig:

@@ -6,7 +6,6 @@ action against the backend."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,7 @@ from kefu.answer.confirm import Pending
 from kefu.answer.engines.base import GenParams
 from kefu.answer.engines.scripted import Reply, ScriptedEngine
 from kefu.answer.pipeline import Answer, AnswerPipeline
-from kefu.shop.seed import seed
-from tests.actions.conftest import MODEL_REPLY, TOKEN, Shop, actions_cfg, start_shop
+from tests.actions.conftest import MODEL_REPLY, Shop, actions_cfg
 
 WANTS = [
     "我的快递怎么还没到", "帮我查一下物流", "我买的东西到哪了", "快递到哪了啊", "我要取消订单", "我想退货",
@@ -45,14 +43,6 @@ def test_the_number_is_described_only_when_its_pattern_says_it_plainly() -> None
     assert number_hint("^DD\\d{13}$", "en") == "DD followed by 13 digits"
     assert number_hint("\\d{8,12}", "en") == "8-12 digits"
     assert number_hint("[A-Z]{2}-\\d+", "zh") == number_hint(None, "en") == ""
-
-
-@pytest.fixture
-def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shop]:
-    monkeypatch.setenv("KEFU_SHOP_AUTH", f"Bearer {TOKEN}")
-    srv = start_shop(seed(tmp_path / "shop.sqlite"))
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

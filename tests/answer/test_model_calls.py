@@ -20,8 +20,11 @@ QWEN_CALL = "<tool_call>\n" + json.dumps({"name": "order_status", "arguments": A
 CALLED = [ActionCall("order_status", ARGS, "model")]
 
 
-def diverted(reply: str, fmt: ToolFormat = "qwen") -> tuple[str, list[ActionCall | None], ScriptedEngine]:
-    """The text the customer gets for a scripted model's `reply` (streamed a character at a time), the calls run."""
+def diverted(
+    reply: str, fmt: ToolFormat = "qwen", names: frozenset[str] = frozenset()
+) -> tuple[str, list[ActionCall | None], ScriptedEngine]:
+    """The text the customer gets for a scripted model's `reply` (streamed a character at a time), the calls run;
+    `names`: the tools offered (bare calls are read only then)."""
     engine, seen = ScriptedEngine(), []
     engine.queue(reply)
 
@@ -31,7 +34,7 @@ def diverted(reply: str, fmt: ToolFormat = "qwen") -> tuple[str, list[ActionCall
 
     async def read() -> str:
         chunks = engine.stream([{"role": "user", "content": "?"}], GenParams())
-        return "".join([c.text async for c in divert_calls(chunks, CallSplitter(fmt), run)])
+        return "".join([c.text async for c in divert_calls(chunks, CallSplitter(fmt, names=names), run)])
 
     return asyncio.run(read()), seen, engine
 
@@ -78,19 +81,8 @@ BARE = "-offsetof" + json.dumps({"name": "order_status", "arguments": ARGS})
 
 
 def bare(reply: str) -> tuple[str, list[ActionCall | None]]:
-    engine, seen = ScriptedEngine(), []
-    engine.queue(reply)
-
-    async def run(call: ActionCall | None) -> str:
-        seen.append(call)
-        return "REPLY"
-
-    async def read() -> str:
-        chunks = engine.stream([{"role": "user", "content": "?"}], GenParams())
-        splitter = CallSplitter("qwen", names=OFFERED)
-        return "".join([c.text async for c in divert_calls(chunks, splitter, run)])
-
-    return asyncio.run(read()), seen
+    text, seen, _ = diverted(reply, names=OFFERED)
+    return text, seen
 
 
 @pytest.mark.parametrize(

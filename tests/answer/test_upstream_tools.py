@@ -26,8 +26,7 @@ from kefu.answer.engines.base import GenParams
 from kefu.answer.engines.upstream import UpstreamEngine
 from kefu.answer.pipeline import AnswerPipeline
 from kefu.serve.app import create_app
-from kefu.shop.seed import seed
-from tests.actions.conftest import TOKEN, Shop, actions_cfg, start_shop
+from tests.actions.conftest import Shop, actions_cfg
 from tests.serve.conftest import free_port, make_cfg, start
 
 PARAMS = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
@@ -107,15 +106,6 @@ def upstream() -> Iterator[Upstream]:
     yield up
     server.should_exit = True
     up.thread.join(timeout=30)
-
-
-@pytest.fixture
-def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shop]:
-    """The reference shop backend (tests/actions), its credential where configs/shop-actions.yaml reads it."""
-    monkeypatch.setenv("KEFU_SHOP_AUTH", f"Bearer {TOKEN}")
-    srv = start_shop(seed(tmp_path / "shop.sqlite"))
-    yield srv
-    srv.stop()
 
 
 def _streamed_calls(chunks: list[Any]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
