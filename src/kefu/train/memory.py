@@ -222,11 +222,17 @@ def available_bytes(meminfo: str | None = None) -> int:
 
 
 def process_rss() -> int:
+    """What this process holds now (VmRSS)."""
+    return _status_bytes("VmRSS:")
+
+
+def _status_bytes(key: str) -> int:
+    """A size line of /proc/self/status; without procfs, the peak getrusage knows (the safe side for a plan)."""
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    line = next(ln for ln in status.splitlines() if ln.startswith("VmRSS:"))
+    line = next(ln for ln in status.splitlines() if ln.startswith(key))
     return int(line.split()[1]) * 1024
 
 
@@ -353,9 +359,4 @@ def release_freed_memory() -> None:
 
 def peak_rss() -> int:
     """The most this process has held so far (VmHWM)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    line = next(ln for ln in status.splitlines() if ln.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
+    return _status_bytes("VmHWM:")
