@@ -16,8 +16,16 @@ from kefu.data.formats import read_records
 from kefu.data.persona import no_match_note
 from kefu.rag.chunk import Chunk
 from kefu.rag.context import HEADER
-from kefu.rag.facts import Fact, extract_facts, fact_questions, rule_questions, ungrounded
-from kefu.rag.index import ingest
+from kefu.rag.facts import (
+    Fact,
+    cloze_questions,
+    extract_facts,
+    fact_questions,
+    numbers,
+    rule_questions,
+    ungrounded,
+)
+from kefu.rag.index import find_sources, ingest, read_chunks
 from kefu.rag.synth import parse_pairs, run_synth, synthesize
 
 SAMPLES = Path(__file__).resolve().parents[2] / "src" / "kefu" / "samples"
@@ -31,6 +39,10 @@ def shop2(tmp_path_factory: pytest.TempPathFactory) -> KefuConfig:
     cfg = load_config(SAMPLES / "shop2" / "kefu.yaml", sets)
     ingest(cfg)
     return cfg
+
+
+def _chunk_text(cfg: KefuConfig, chunk_id: str) -> str:
+    return next(c.text for c in read_chunks(cfg, find_sources(cfg)) if c.chunk_id == chunk_id)
 
 
 def test_facts_and_their_hard_questions() -> None:
@@ -58,6 +70,30 @@ def test_rule_questions_ask_what_the_rule_decides_and_about_each_listed_thing() 
     assert [q.kind for q in rule_questions(Fact("Refunds arrive within 5 days.", chunk, "en"))] == ["how_long"]
 
 
+def test_cloze_questions_ask_for_the_rules_own_number_in_its_own_words() -> None:
+    chunk = Chunk("kb/s.md", ("售后", "退款"), 0, "x")
+
+    def asked(text: str, lang: str = "zh") -> list[str]:
+        return [q.text for q in cloze_questions(Fact(text, chunk, lang))]
+
+    assert asked("银行卡 5 个工作日内到账。") == ["银行卡多久到账？"]
+    assert asked("订单实付满 168 元包邮，不满 168 元收取运费 10 元。") == [
+        "订单实付满多少钱包邮？", "订单实付满168元包邮，不满多少钱收取运费10元？",
+        "订单实付满168元包邮，不满168元收取运费多少钱？",
+    ]  # fmt: skip
+    assert asked("每天 14:30 之前付款的订单当天发出。") == ["每天几点之前付款的订单当天发出？"]
+    assert asked("人工客服在线时间：每天 8:30-20:30。") == ["人工客服在线时间每天几点到几点？"]
+    assert asked("租赁订单不能使用优惠券。") == ["租赁订单能使用优惠券吗？"]
+    assert asked("信用卡分期 3 期免息（实付满 500 元）。") == ["信用卡分期几期免息？"]  # the aside's number not asked
+    assert asked("例如 5 月 1 日签收，最晚 5 月 12 日前申请。") == []
+    assert asked("Orders paid before 14:30 ship the same day.", "en") == [
+        "Orders paid before what time ship the same day?"
+    ]
+    assert asked("Refunds reach bank cards within 5 business days.", "en") == [
+        "Refunds reach bank cards within how many business days?"
+    ]
+
+
 def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> None:
     convs, report = synthesize(shop2)
     assert report.records == len(convs) > 60 and report.generator == "templates"
@@ -79,6 +115,11 @@ def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> N
     assert all("不能答应" in c.turns[1].content or "can't promise" in c.turns[1].content for c in baits)
     withheld = [c for c in convs if c.meta["kind"] == "no_excerpt"]
     assert withheld and all(c.meta["chunk_id"] not in c.meta["excerpts"] for c in withheld)
+    # "the excerpts do not say" only where no shown excerpt states the rule (its numbers) in other words
+    for c in withheld:
+        shown = " ".join(_chunk_text(shop2, i) for i in c.meta["excerpts"])
+        assert not numbers(c.meta["fact"]) or not numbers(c.meta["fact"]) <= numbers(shown), c.meta["fact"]
+    assert kinds["cloze"] > 20
 
 
 def test_synth_file_reads_back_as_a_data_source(shop2: KefuConfig, tmp_path: Path) -> None:

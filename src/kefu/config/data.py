@@ -64,7 +64,11 @@ class SynthConfig(_Section):
         description="`kefu data prepare` adds conversations synthesised from the knowledge base (kefu data synth) to "
         "the training data; needs an ingested kb.",
     )
-    questions_per_fact: int = Field(default=4, ge=1, description="Customer questions written per policy statement.")
+    questions_per_fact: int = Field(
+        default=2, ge=1, description="Questions asked about a whole KB section (built-in templates; each rule also "
+        "gets its own questions), or question/answer pairs a teacher writes per policy statement.",
+    )  # fmt: skip  # 4 section questions, all answered with the section's first rules, taught the model to copy those
+
     raft: bool = Field(
         default=True,
         description="Prompts carry the excerpts retrieval finds for the question, formatted as serving does, so the "

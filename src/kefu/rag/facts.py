@@ -99,6 +99,72 @@ def fact_questions(f: Fact) -> list[Question]:
     return out
 
 
+# What a customer asks for in place of a rule's number: "银行卡 5 个工作日内到账" -> "银行卡多久到账".
+_ASK_ZH = (
+    (re.compile(r"\d{1,2}:\d{2}\s*[-~至到]\s*\d{1,2}:\d{2}"), "几点到几点"),
+    (re.compile(r"\d{1,2}:\d{2}"), "几点"),
+    (re.compile(r"\d+\s*月\s*\d+\s*日"), "几月几号"),
+    (re.compile(r"\d+(?:-\d+)?\s*(?:个工作日|天|小时|个月|年|分钟)内?"), "多久"),
+    (re.compile(r"\d+\s*(?:元|块)"), "多少钱"),
+    (re.compile(r"\d+\s*%"), "百分之多少"),
+    (re.compile(r"\d+\s*(次|期|张|件|积分)"), r"几\1"),
+)
+_ASK_EN = (
+    (re.compile(r"\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}"), "what hours"),
+    (re.compile(r"\d{1,2}:\d{2}"), "what time"),
+    (re.compile(r"\d+\s*(business days|days|hours|months|years)", re.IGNORECASE), r"how many \1"),
+    (re.compile(r"\d+\s*yuan", re.IGNORECASE), "how much"),
+)
+_NOT_ZH = re.compile(r"不支持|不能|不可以|不可|无法")
+_CLAUSE_END = re.compile(r"[，,；;。！？!?]")
+_ASIDE = re.compile(r"（[^）]*）|\([^)]*\)")
+_COLON = re.compile(r"：|:(?!\d)")
+_CLOZE_MAX = 36  # characters kept before the asked part's clause end: a question, not the whole rule
+_CLOZE_MIN = 10  # "签收后多久？" asks nothing: take the next clause too
+
+
+def _up_to_clause(text: str, end: int, zh: bool) -> str:
+    """The sentence from its start through the clause that holds position `end` (and the next one when that is too
+    short to ask anything), asides removed; Chinese kept to its last _CLOZE_MAX characters."""
+    stop = _CLAUSE_END.search(text, end)
+    if stop and len(text[: stop.start()]) < _CLOZE_MIN:
+        stop = _CLAUSE_END.search(text, stop.end())
+    head = _ASIDE.sub("", text[: stop.start() if stop else len(text)])
+    head = _COLON.sub(" " if not zh else "", head)
+    head = head[-_CLOZE_MAX:] if zh else " ".join(head.split())
+    return head.lstrip("，,；; ").rstrip(".。 ")
+
+
+def _asked_spans(text: str, asks: tuple[tuple[re.Pattern[str], str], ...]) -> list[tuple[int, int, str]]:
+    """(start, end, what is asked instead) of every number phrase, the first pattern that claims a span winning."""
+    spans: list[tuple[int, int, str]] = []
+    for pattern, ask in asks:
+        for m in pattern.finditer(text):
+            if all(m.end() <= s or m.start() >= e for s, e, _ in spans):
+                spans.append((m.start(), m.end(), m.expand(ask)))
+    return sorted(spans)
+
+
+def cloze_questions(f: Fact) -> list[Question]:
+    """The rule asked back with its number replaced by what a customer asks for ("多久", "多少钱", "几点"), one
+    question per number, and a "can I ...?" for a can't-rule: questions that share the rule's own words, so a model
+    learns to find the sentence that answers, not the section's first one."""
+    zh = f.lang == "zh"
+    text = re.sub(r"\s+", "", f.text) if zh else " ".join(f.text.split())
+    if text.startswith(("例如", "比如", "For example")):  # an example, not a rule to ask about
+        return []
+    out = []
+    for start, end, ask in _asked_spans(text, _ASK_ZH if zh else _ASK_EN):
+        q = _up_to_clause(text[:start] + ask + text[end:], start + len(ask), zh)
+        if ask in q:  # an ask inside an aside "(...)" is cut with it
+            out.append(Question(q + ("？" if zh else "?"), "cloze"))
+    if zh and "以下" not in text and (m := _NOT_ZH.search(text)):
+        can = {"不支持": "支持", "无法": "能", "不可": "可以"}.get(m.group(0), m.group(0)[1:])
+        q = _up_to_clause(text[: m.start()] + can + text[m.end() :], m.start(), zh)
+        out.append(Question(q + "吗？", "cloze"))
+    return list(dict.fromkeys(out))
+
+
 _PAYS = re.compile(r"承担|包邮|免费|运费|\b(?:pays?|free|shipping)\b", re.IGNORECASE)
 _AMOUNT = re.compile(r"\d+\s*(?:元|块|yuan)", re.IGNORECASE)
 _LIST = re.compile(r"^(?P<intro>[^：:]{4,30})[：:](?P<items>[^。；;]+)")

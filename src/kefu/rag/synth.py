@@ -32,8 +32,10 @@ from kefu.rag.context import format_context
 from kefu.rag.facts import (
     Fact,
     Question,
+    cloze_questions,
     extract_facts,
     fact_questions,
+    numbers,
     rule_questions,
     topic_questions,
     ungrounded,
@@ -81,6 +83,14 @@ def _answer_body(fact: Fact, q: Question) -> str:
     return fact.text
 
 
+def _shown(fact: Fact, hits: list[Hit]) -> bool:
+    """Whether the shown excerpts state the fact: all its numbers, or (a rule without numbers) its very words."""
+    shown = "".join(h.text for h in hits)
+    if nums := numbers(fact.text):
+        return nums <= numbers(shown)
+    return re.sub(r"\s+", "", fact.text.rstrip("。.")) in re.sub(r"\s+", "", shown)
+
+
 def _section_fact(facts: list[Fact], max_chars: int) -> Fact:
     """A section's first rules as one fact (a question about the section is answered with all of them), as many
     as fit the persona's length limit with room for greeting, citation and sign-off."""
@@ -125,6 +135,11 @@ class Synthesizer:
         """One conversation; body None means "the excerpts do not answer it" (handoff)."""
         system, n, hits = self._context(question, fact.chunk.chunk_id if fact else None)
         grounded = fact is not None and body is not None and (n is not None or self.retriever is None)
+        if fact is not None and not grounded and _shown(fact, hits):
+            # Another excerpt states it too (an overlapping chunk, the same page in the other language): "the
+            # excerpts do not say" would be false, and teaching it made the model refuse answers in front of it.
+            self.report.dropped["right excerpt missed, its rule shown by another"] += 1
+            return None
         if grounded and fact is not None and body is not None:
             text = cite(body, n) if n and f"[{n}]" not in body else body
             if bad := ungrounded(text, fact.chunk.text, self.allowed + f" [{n}]"):
@@ -149,7 +164,7 @@ class Synthesizer:
         asked = topic_questions(section.topic, section.lang)
         self.rng.shuffle(asked)
         pairs = [(section, q) for q in asked[: self.opts.questions_per_fact]]
-        pairs += [(f, q) for f in facts for q in fact_questions(f) + rule_questions(f)]
+        pairs += [(f, q) for f in facts for q in fact_questions(f) + rule_questions(f) + cloze_questions(f)]
         for fact, q in pairs:
             if q.text not in self.asked:
                 self.asked.add(q.text)
