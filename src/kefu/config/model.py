@@ -117,8 +117,9 @@ class TrainConfig(_Section):
     memory_limit_gb: float | None = Field(
         default=8.0,
         gt=0,
-        description="CPU training: the peak resident memory (GB) the plan must fit. kefu estimates the peak from the "
-        "model's shapes, batch, sample length and precision before training; over the smaller of this and the memory "
+        description="CPU training: the peak resident memory (GB) the plan must fit. Before training kefu measures "
+        "what autograd keeps in three short forwards of the model and estimates the peak from that, the batch, the "
+        "longest sample and the precision; over the smaller of this and the memory "
         "available, it shrinks the micro-batch (raising grad_accum), then turns on gradient checkpointing, and "
         "refuses when nothing fits. Null: the memory available only.",
     )
