@@ -200,3 +200,15 @@ def test_parse_pairs_skips_malformed_items() -> None:
 def test_fact_of_a_section_without_rules_is_skipped() -> None:
     assert extract_facts([Chunk("kb/a.md", ("关于我们",), 0, "我们是一家小店。欢迎光临。")]) == []
     assert Fact("x", Chunk("kb/a.md", ("二、退货运费",), 0, "x"), "zh").topic == "退货运费"
+
+
+def test_key_sentences_records_answer_from_the_sentences_shown(shop2: KefuConfig) -> None:
+    cfg = shop2.model_copy(update={"kb": shop2.kb.model_copy(update={"key_sentences": 3})})
+    convs, report = synthesize(cfg)
+    grounded = [c for c in convs if c.meta.get("right_excerpt")]
+    assert len(grounded) > 40 and report.dropped["its rule cut from the right excerpt (kb.key_sentences)"] > 0
+    for c in grounded:
+        system = c.system or ""
+        shown = system[system.index(f"[{c.meta['right_excerpt']}] 来源") :].split("\n\n")[0]
+        assert numbers(c.meta["fact"]) <= numbers(shown), (c.meta["fact"], shown)
+        assert shown.count("\n> ") <= 3  # at most three sentences in all, so at most three under this one

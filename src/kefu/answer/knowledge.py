@@ -113,16 +113,17 @@ class KnowledgeBase:
         except Exception as e:
             self.last_error = f"retrieval failed: {e}"
             raise KBUnavailable(self.last_error) from e
-        return _context(r, hits, self.version())
+        return _context(r, question, hits, self.version())
 
 
-def _context(retriever: Any, hits: list[Any], version: str) -> Context:
+def _context(retriever: Any, question: str, hits: list[Any], version: str) -> Context:
     from kefu.rag.context import citations, format_context
 
     kept = [h for h in hits if not document_injection(h.text)]
     version = str(kept[0].version) if kept else version
     if not kept or not retriever.relevant(kept):
         return Context(kb_version=version, searched=True, dropped=len(hits) - len(kept))
+    kept = retriever.focus(question, kept)
     return Context(
         text=format_context(kept), citations=citations(kept), excerpts=[h.text for h in kept], kb_version=version,
         searched=True, relevant=True, dropped=len(hits) - len(kept),

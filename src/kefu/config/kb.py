@@ -19,6 +19,15 @@ class KBConfig(_Section):
     chunk_chars: int = Field(default=400, ge=50, description="Target chunk size in characters.")
     overlap_chars: int = Field(default=60, ge=0, description="Characters shared by neighbouring chunks.")
     top_k: int = Field(default=4, ge=1, description="Chunks put into the prompt.")
+    key_sentences: int | None = Field(
+        default=None,
+        ge=1,
+        description="Show the model only this many sentences of the retrieved excerpts: those that answer the "
+        "question best (embedder and BM25 ranks fused), each excerpt's in document order under its source and "
+        "heading; excerpts left without one are not shown. Shorter prompts prefill faster and a small model picks "
+        "the answering sentence more often (bench/RESULTS.md); serving and the retrieval-aware training data cut "
+        "alike. Null: whole excerpts.",
+    )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
     min_score: float = Field(
         default=0.87,

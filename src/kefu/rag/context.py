@@ -93,6 +93,7 @@ def build_rag_sft(
             users = [t for t in conv.turns if t.role == "user"]
             hits = retriever.retrieve(users[-1].content, history=users[:-1])
             relevant = retriever.relevant(hits)
+            hits = retriever.focus(users[-1].content, hits) if relevant else hits
             system = system_text(conv.system or base, format_context(hits) if relevant else "", cfg.persona, True)
             meta = {**conv.meta, "kb_citations": citations(hits)} if relevant else conv.meta
             out.append(conv.model_copy(update={"system": system, "meta": meta}))

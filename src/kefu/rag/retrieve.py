@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +19,8 @@ from kefu.config import KefuConfig
 from kefu.data.schema import Turn
 from kefu.errors import KefuError
 from kefu.rag.embed import Embedder
+from kefu.rag.focus import SentenceVectors, focus
+from kefu.rag.hit import Hit
 from kefu.rag.index import embedder_for, glossary_for, open_store
 from kefu.rag.store import IndexData, KBStore
 
@@ -28,34 +30,6 @@ _QUERY_CACHE = 1024
 _HISTORY_CHARS = 120
 # A BM25 score of about two informative shared words (Lucene BM25 on shop-sized KBs); see relevant().
 LEXICAL_SUPPORT = 2.0  # each earlier turn is cut to this: it gives the topic, the current question gives the rest
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One retrieved chunk. `score` is the fused RRF score; ranks are 1-based, None when outside that list."""
-
-    chunk_id: str
-    source: str
-    heading: tuple[str, ...]
-    position: int
-    text: str
-    kind: str
-    score: float
-    dense_score: float | None
-    dense_rank: int | None
-    bm25_score: float | None
-    bm25_rank: int | None
-    version: int
-    rerank_score: float | None = None
-
-    @property
-    def heading_str(self) -> str:
-        return " > ".join(self.heading)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["heading"] = list(self.heading)
-        return d
 
 
 def top(scores: np.ndarray, n: int, positive_only: bool = False) -> np.ndarray:
@@ -105,6 +79,7 @@ class Retriever:
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._reranker: Any = None
         self._glossary = glossary_for(cfg)
+        self._sentences = SentenceVectors(lambda texts: self.embedder.embed_passages(texts))
 
     @property
     def embedder(self) -> Embedder:
@@ -196,6 +171,15 @@ class Retriever:
     def retrieve(self, query: str, history: Sequence[HistoryItem] | None = None, k: int | None = None) -> list[Hit]:
         """Hybrid top-k for the current question, using the conversation's recent user turns as context."""
         return self.search(query_with_history(query, history, self.kb.history_turns), k)
+
+    def focus(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """The hits cut to the kb.key_sentences sentences that answer `query` best (kefu.rag.focus); all of them
+        when that is null."""
+        n = self.kb.key_sentences
+        if n is None or not hits:
+            return list(hits)
+        vec = self.embed_query(self._dense_query(self.index(), query))
+        return focus(query, vec, hits, self._sentences, self._glossary, n)
 
     def relevant(self, hits: Sequence[Hit]) -> bool:
         """Whether the hits can answer the question at all (kb.min_score); when False, say you'll check or hand off."""

@@ -120,20 +120,27 @@ class Synthesizer:
 
     def _context(self, question: str, right: str | None) -> tuple[str | None, int | None, list[Hit]]:
         """(system prompt, number of the right excerpt or None, hits shown), composed as serving composes it: the
-        excerpts when the relevance gate (kb.min_score) lets them through, else none and the no-match note."""
+        excerpts when the relevance gate (kb.min_score) lets them through, else none and the no-match note; the
+        number is 0 when retrieval found the right excerpt but kb.key_sentences left none of its sentences."""
         if self.retriever is None:
             return None, None, []
         hits = self.retriever.retrieve(question)
         if right is not None and self.rng.random() < self.opts.drop_right_excerpt:
             hits = [h for h in hits if h.chunk_id != right]
-        if not self.retriever.relevant(hits):
-            hits = []
-        n = next((i for i, h in enumerate(hits, 1) if h.chunk_id == right), None)
+        relevant = self.retriever.relevant(hits)
+        found = relevant and any(h.chunk_id == right for h in hits)
+        hits = self.retriever.focus(question, hits) if relevant else []
+        n = next((i for i, h in enumerate(hits, 1) if h.chunk_id == right), 0 if found else None)
         return system_text(self.base, format_context(hits), self.cfg.persona, kb_searched=True), n, hits
 
     def record(self, fact: Fact | None, question: str, body: str | None, kind: str, lang: str) -> Conversation | None:
         """One conversation; body None means "the excerpts do not answer it" (handoff)."""
         system, n, hits = self._context(question, fact.chunk.chunk_id if fact else None)
+        if fact is not None and n is not None and not _shown(fact, hits[n - 1 : n] if n else []):
+            # kb.key_sentences kept sentences of the right excerpt, not this rule: the prompt does not answer it,
+            # yet the excerpt was found; neither target would be true to what retrieval found, so no record.
+            self.report.dropped["its rule cut from the right excerpt (kb.key_sentences)"] += 1
+            return None
         grounded = fact is not None and body is not None and (n is not None or self.retriever is None)
         if fact is not None and not grounded and _shown(fact, hits):
             # Another excerpt states it too (an overlapping chunk, the same page in the other language): "the

@@ -1,0 +1,91 @@
+"""The retrieved excerpts cut to the sentences that answer the question (kb.key_sentences).
+
+Whole excerpts put ~430 tokens of policy in front of a small model (the sample shop's median), and a 0.5B model
+then copied a sentence of the right excerpt, often the wrong one (bench/RESULTS.md, shop 2). Ranking every sentence
+of the shown excerpts against the question, by the embedder and by BM25 over those sentences, and keeping the best
+few gives the model less to choose from and the CPU less to prefill. Each excerpt keeps its own chosen sentences in
+document order and its source and heading; an excerpt left with none is not shown.
+
+Serving (kefu.answer.knowledge) and the retrieval-aware training data (kefu.rag.synth, kefu.rag.context) both call
+`focus`, so the model is trained on the prompts it is served.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from kefu.rag.chunk import split_sentences
+from kefu.rag.glossary import Glossary
+from kefu.rag.hit import Hit
+from kefu.rag.lexical import LexicalIndex
+
+_RRF_K = 10  # a few dozen sentences per question: a small constant lets the top ranks count
+_CACHE = 20_000  # sentence vectors kept: a shop's KB has a few thousand sentences, all asked about again and again
+MIN_CHARS = 4  # a bare "-" or "1." left by a list is not a sentence
+
+
+class SentenceVectors:
+    """Passage vectors of KB sentences, memoised (the KB changes rarely, the same sentences come back all day)."""
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
+        self.embed = embed
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, sentences: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
+        if missing:
+            fresh = self.embed(missing)
+            with self._lock:
+                self._cache.update(zip(missing, fresh, strict=True))
+                while len(self._cache) > _CACHE:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            return np.stack([self._cache[s] for s in sentences])
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    order = np.argsort(-scores, kind="stable")
+    ranks = np.empty(len(scores), dtype=np.int64)
+    ranks[order] = np.arange(len(scores))
+    return ranks
+
+
+def best_sentences(
+    query_vec: np.ndarray, query: str, sentences: list[str], vectors: SentenceVectors, glossary: Glossary | None, n: int
+) -> set[int]:
+    """Indexes of the n sentences ranked best by dense and BM25 ranks fused (reciprocal rank)."""
+    dense = vectors(sentences) @ query_vec
+    lexical = LexicalIndex.build(sentences)
+    lexical.glossary = glossary
+    fused = 1.0 / (_RRF_K + _ranks(dense)) + 1.0 / (_RRF_K + _ranks(lexical.scores(query)))
+    return set(np.argsort(-fused, kind="stable")[:n].tolist())
+
+
+def focus(
+    query: str,
+    query_vec: np.ndarray,
+    hits: Sequence[Hit],
+    vectors: SentenceVectors,
+    glossary: Glossary | None,
+    n: int,
+) -> list[Hit]:
+    """`hits` with each text cut to its sentences among the n best for `query`; hits left without one dropped."""
+    parts = [[s for s in split_sentences(h.text) if len(s.strip()) >= MIN_CHARS] for h in hits]
+    flat = [s.strip() for p in parts for s in p]
+    if len(flat) <= n:
+        return list(hits)
+    keep = best_sentences(query_vec, query, flat, vectors, glossary, n)
+    out, i = [], 0
+    for hit, sentences in zip(hits, parts, strict=True):
+        chosen = [s.strip() for j, s in enumerate(sentences, i) if j in keep]
+        i += len(sentences)
+        if chosen:
+            out.append(replace(hit, text="\n".join(chosen)))
+    return out
