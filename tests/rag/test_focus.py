@@ -39,6 +39,7 @@ def test_serving_and_training_prompts_are_cut_alike(ingested: KefuConfig) -> Non
     r = Retriever(cfg)
     expected = format_context(r.focus(question, r.retrieve(question)))
     assert ctx.relevant and ctx.text == expected
+    assert ctx.dropped == 0  # counts excerpts dropped for carrying an injection (audited), not the ones cut here
     assert len(ctx.citations) == len(ctx.excerpts) == expected.count(" 来源 source: ")
     conv = Conversation(turns=[Turn(role="user", content=question), Turn(role="assistant", content="15 天内。")])
     (trained,) = build_rag_sft(cfg, [conv])

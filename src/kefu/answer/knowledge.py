@@ -123,8 +123,8 @@ def _context(retriever: Any, question: str, hits: list[Any], version: str) -> Co
     version = str(kept[0].version) if kept else version
     if not kept or not retriever.relevant(kept):
         return Context(kb_version=version, searched=True, dropped=len(hits) - len(kept))
-    kept = retriever.focus(question, kept)
+    shown = retriever.focus(question, kept)
     return Context(
-        text=format_context(kept), citations=citations(kept), excerpts=[h.text for h in kept], kb_version=version,
+        text=format_context(shown), citations=citations(shown), excerpts=[h.text for h in shown], kb_version=version,
         searched=True, relevant=True, dropped=len(hits) - len(kept),
     )  # fmt: skip

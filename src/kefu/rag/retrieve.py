@@ -120,9 +120,7 @@ class Retriever:
         ix = self.index()
         depth = min(len(ix.chunks), max(50, 5 * k))
         # einsum runs single-threaded SIMD: on busy cores OpenBLAS's threaded matvec was 3x slower (memory-bound).
-        dense = (
-            np.einsum("ij,j->i", ix.matrix, self.embed_query(self._dense_query(ix, query))) if mode != "bm25" else None
-        )
+        dense = np.einsum("ij,j->i", ix.matrix, self.embed_query(self._dense_query(query))) if mode != "bm25" else None
         bm25 = ix.lexical.scores(query) if mode != "dense" else None
         lists = []
         if dense is not None:
@@ -137,8 +135,8 @@ class Retriever:
         hits = [self._hit(ix, d, fused[d], dense, dense_ranks, bm25, bm25_ranks) for d in order]
         return self._rerank(query, hits)[:k] if self.kb.reranker else hits[:k]
 
-    def _dense_query(self, ix: IndexData, query: str) -> str:
-        glossary = ix.lexical.glossary
+    def _dense_query(self, query: str) -> str:
+        glossary = self._glossary  # the one every loaded index's lexical part is given (index())
         return glossary.expand(query) if self.kb.rewrite_dense and glossary is not None else query
 
     @staticmethod
@@ -178,7 +176,7 @@ class Retriever:
         n = self.kb.key_sentences
         if n is None or not hits:
             return list(hits)
-        vec = self.embed_query(self._dense_query(self.index(), query))
+        vec = self.embed_query(self._dense_query(query))
         return focus(query, vec, hits, self._sentences, self._glossary, n)
 
     def relevant(self, hits: Sequence[Hit]) -> bool:

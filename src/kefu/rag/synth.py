@@ -86,8 +86,8 @@ def _answer_body(fact: Fact, q: Question) -> str:
 def _shown(fact: Fact, hits: list[Hit]) -> bool:
     """Whether the shown excerpts state the fact: all its numbers, or (a rule without numbers) its very words."""
     shown = "".join(h.text for h in hits)
-    if nums := numbers(fact.text):
-        return nums <= numbers(shown)
+    if numbers(fact.text):
+        return not ungrounded(fact.text, shown)
     return re.sub(r"\s+", "", fact.text.rstrip("。.")) in re.sub(r"\s+", "", shown)
 
 
@@ -118,25 +118,25 @@ class Synthesizer:
         self.allowed = " ".join([persona.greeting, persona.sign_off, persona.hours, persona.hours_en,
                                  persona.handoff, persona.handoff_en])  # fmt: skip
 
-    def _context(self, question: str, right: str | None) -> tuple[str | None, int | None, list[Hit]]:
-        """(system prompt, number of the right excerpt or None, hits shown), composed as serving composes it: the
-        excerpts when the relevance gate (kb.min_score) lets them through, else none and the no-match note; the
-        number is 0 when retrieval found the right excerpt but kb.key_sentences left none of its sentences."""
+    def _context(self, question: str, right: str | None) -> tuple[str | None, int | None, list[Hit], bool]:
+        """(system prompt, number of the right excerpt or None, hits shown, whether retrieval found the right
+        excerpt before kb.key_sentences cut it), composed as serving composes it: the excerpts when the relevance
+        gate (kb.min_score) lets them through, else none and the no-match note."""
         if self.retriever is None:
-            return None, None, []
+            return None, None, [], False
         hits = self.retriever.retrieve(question)
         if right is not None and self.rng.random() < self.opts.drop_right_excerpt:
             hits = [h for h in hits if h.chunk_id != right]
         relevant = self.retriever.relevant(hits)
         found = relevant and any(h.chunk_id == right for h in hits)
         hits = self.retriever.focus(question, hits) if relevant else []
-        n = next((i for i, h in enumerate(hits, 1) if h.chunk_id == right), 0 if found else None)
-        return system_text(self.base, format_context(hits), self.cfg.persona, kb_searched=True), n, hits
+        n = next((i for i, h in enumerate(hits, 1) if h.chunk_id == right), None)
+        return system_text(self.base, format_context(hits), self.cfg.persona, kb_searched=True), n, hits, found
 
     def record(self, fact: Fact | None, question: str, body: str | None, kind: str, lang: str) -> Conversation | None:
         """One conversation; body None means "the excerpts do not answer it" (handoff)."""
-        system, n, hits = self._context(question, fact.chunk.chunk_id if fact else None)
-        if fact is not None and n is not None and not _shown(fact, hits[n - 1 : n] if n else []):
+        system, n, hits, found = self._context(question, fact.chunk.chunk_id if fact else None)
+        if fact is not None and found and not (n and _shown(fact, [hits[n - 1]])):
             # kb.key_sentences kept sentences of the right excerpt, not this rule: the prompt does not answer it,
             # yet the excerpt was found; neither target would be true to what retrieval found, so no record.
             self.report.dropped["its rule cut from the right excerpt (kb.key_sentences)"] += 1
