@@ -7,8 +7,6 @@ trains on everything with the full persona prompt (meant for a GPU).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import gc
 import json
@@ -122,9 +120,10 @@ def release_memory() -> None:
     """Give back what a finished phase held before the next loads its own model: its objects sit in reference
     cycles (collected now), and glibc keeps freed heap pages (most weight tensors are below its mmap threshold)
     until trimmed. Without this the after-training answers raised the demo's peak from 5.9 to 8.6 GB."""
+    from kefu.train.memory import trim_heap
+
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim_heap()
 
 
 @contextmanager

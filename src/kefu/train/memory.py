@@ -18,6 +18,7 @@ gradient checkpointing, and refuses with the numbers when even that does not fit
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -350,11 +351,16 @@ def release_freed_memory() -> None:
     of the 0.5B default the process held 2.7 GB (bf16) more than the live tensors and kept it after the step; with
     a fixed 1 MiB threshold the peak was the live bytes plus 0.35 GB, at the same step time. No-op without glibc."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-        libc.malloc_trim(0)  # and what is free in the heap now (the probe's small tensors: 0.5 GB) goes back too
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):
         return
+    trim_heap()  # and what is free in the heap now (the probe's small tensors: 0.5 GB) goes back too
+
+
+def trim_heap() -> None:
+    """Hand glibc's free heap pages back to the OS (malloc_trim); no-op without glibc (macOS, musl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def peak_rss() -> int:
