@@ -249,3 +249,15 @@ def test_a_version_that_cannot_load_is_unavailable_not_a_crash(engine: OnnxEngin
     with pytest.raises(EngineUnavailable, match=r"model version .*missing"):
         asyncio.run(_answer(engine, "你好", model=str(tmp_path / "missing")))
     assert asyncio.run(_answer(engine, "你好"))[1] == "length"  # the base keeps answering
+
+
+def test_the_session_runs_one_thread_per_physical_core() -> None:
+    # Left to onnxruntime-genai, a 2-core machine ran the model on one thread (half the prefill speed).
+    import os
+
+    from kefu.answer.engines.onnx import _session_options
+    from kefu.answer.model import cpu_cores
+
+    threads = _session_options()["model"]["decoder"]["session_options"]["intra_op_num_threads"]
+    assert threads == cpu_cores()
+    assert 1 <= threads <= len(os.sched_getaffinity(0))

@@ -149,7 +149,9 @@ class OnnxEngine:
             tok = AutoTokenizer.from_pretrained(target)  # a merged model answers with its own tokenizer
         eos = set(stop_token_ids(tok)) | ({tok.eos_token_id} - {None})
         context = json.loads((folder / "genai_config.json").read_text())["model"]["context_length"]
-        return _Version(og.Model(str(folder)), tok, eos, int(context))
+        config = og.Config(str(folder))
+        config.overlay(json.dumps(_session_options()))
+        return _Version(og.Model(config), tok, eos, int(context))
 
     # ------------------------------------------------------------------ requests
     async def stream(self, messages: list[dict[str, Any]], params: GenParams) -> AsyncIterator[Chunk]:
@@ -264,6 +266,14 @@ class OnnxEngine:
         while len(idle) > _IDLE_PER_VERSION:
             idle.popleft()
         r.gen = None
+
+
+def _session_options() -> dict[str, Any]:
+    """One intra-op thread per physical core, said explicitly: left unset, onnxruntime-genai ran the whole model on
+    one thread of a 2-core machine (prefill ~175 tokens/s instead of ~320, decode 34 ms a token instead of 20)."""
+    from kefu.answer.model import cpu_cores
+
+    return {"model": {"decoder": {"session_options": {"intra_op_num_threads": cpu_cores()}}}}
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
