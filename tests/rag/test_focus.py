@@ -45,3 +45,18 @@ def test_serving_and_training_prompts_are_cut_alike(ingested: KefuConfig) -> Non
     (trained,) = build_rag_sft(cfg, [conv])
     assert trained.system is not None and expected in trained.system
     r.close()
+
+
+def test_warm_embeds_every_sentence_once_before_questions(ingested: KefuConfig) -> None:
+    whole, cut = _retriever(ingested, None), _retriever(ingested, 2)
+    assert whole.warm() == 0  # whole excerpts: no sentence is ever ranked
+    n = cut.warm()
+    assert n > 10 and cut.warm() == 0  # all of them the first time, none again
+    calls: list[int] = []
+    embed = cut._sentences.embed
+    cut._sentences.embed = lambda texts: calls.append(len(texts)) or embed(texts)  # type: ignore[method-assign]
+    question = "质量问题多少天内可以退换？"
+    assert len(cut.focus(question, cut.retrieve(question))) >= 1 and calls == []  # the question embeds no sentence
+    KnowledgeBase(ingested.model_copy(update={"kb": cut.kb})).warm()  # through the pipeline's KB: no error
+    whole.close()
+    cut.close()

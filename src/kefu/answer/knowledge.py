@@ -100,6 +100,17 @@ class KnowledgeBase:
             return "none"
         return "none" if active is None else str(active)
 
+    def warm(self) -> None:
+        """Embed the knowledge base's sentences ahead of traffic (kb.key_sentences); a failure is only logged."""
+        r = self.retriever
+        try:
+            n = r.warm() if r is not None else 0
+        except Exception as e:  # an empty or failing store: lookups report it, warming is only an optimisation
+            log.warning("knowledge-base warm-up skipped: %s", e)
+            return
+        if n:
+            log.info("embedded %d knowledge-base sentences ahead of traffic", n)
+
     def lookup(self, question: str, history: list[dict[str, str]]) -> Context:
         """Excerpts for `question` (recent user turns give follow-ups their topic); KBUnavailable when expected and
         unusable, an empty Context when no knowledge base is configured."""

@@ -37,6 +37,15 @@ class SentenceVectors:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def warm(self, sentences: Sequence[str], batch: int = 64) -> int:
+        """Embed sentences ahead of need, in batches, up to what the memo keeps; returns how many were new."""
+        todo = list(dict.fromkeys(sentences))[:_CACHE]
+        with self._lock:
+            todo = [s for s in todo if s not in self._cache]
+        for i in range(0, len(todo), batch):
+            self(todo[i : i + batch])
+        return len(todo)
+
     def __call__(self, sentences: Sequence[str]) -> np.ndarray:
         with self._lock:
             missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
@@ -48,6 +57,11 @@ class SentenceVectors:
                     self._cache.popitem(last=False)
         with self._lock:
             return np.stack([self._cache[s] for s in sentences])
+
+
+def sentences_of(text: str) -> list[str]:
+    """The sentences `focus` ranks in one excerpt, as they are embedded."""
+    return [s.strip() for s in split_sentences(text) if len(s.strip()) >= MIN_CHARS]
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -77,14 +91,14 @@ def focus(
     n: int,
 ) -> list[Hit]:
     """`hits` with each text cut to its sentences among the n best for `query`; hits left without one dropped."""
-    parts = [[s for s in split_sentences(h.text) if len(s.strip()) >= MIN_CHARS] for h in hits]
-    flat = [s.strip() for p in parts for s in p]
+    parts = [sentences_of(h.text) for h in hits]
+    flat = [s for p in parts for s in p]
     if len(flat) <= n:
         return list(hits)
     keep = best_sentences(query_vec, query, flat, vectors, glossary, n)
     out, i = [], 0
     for hit, sentences in zip(hits, parts, strict=True):
-        chosen = [s.strip() for j, s in enumerate(sentences, i) if j in keep]
+        chosen = [s for j, s in enumerate(sentences, i) if j in keep]
         i += len(sentences)
         if chosen:
             out.append(replace(hit, text="\n".join(chosen)))
