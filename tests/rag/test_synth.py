@@ -112,7 +112,9 @@ def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> N
         assert not ungrounded(a, c.meta["chunk_text"], shop2.persona.sign_off + f"[{n}]"), a
         assert (c.meta["lang"] == "en") == a.startswith("Hello"), a
     baits = [c for c in convs if c.meta["kind"] == "bait"]
-    assert all("不能答应" in c.turns[1].content or "can't promise" in c.turns[1].content for c in baits)
+    # the rule first (cited), the refusal after it: a refusal up front leaked into ordinary questions
+    assert baits and all(c.turns[1].content.split("[")[0].endswith(c.meta["fact"].rstrip("。.")) for c in baits)
+    assert all("没法答应" in c.turns[1].content or "can't promise" in c.turns[1].content for c in baits)
     withheld = [c for c in convs if c.meta["kind"] == "no_excerpt"]
     assert withheld and all(c.meta["chunk_id"] not in c.meta["excerpts"] for c in withheld)
     # "the excerpts do not say" only where no shown excerpt states the rule (its numbers) in other words

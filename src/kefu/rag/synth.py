@@ -3,7 +3,7 @@
 A shop with only policy pages has no chat logs to learn from. For every policy statement (kefu.rag.facts) this
 writes customer questions and answers that state the statement in the persona's style:
   - default: deterministic templates over the extracted facts (plain, colloquial, typo, indirect, bait); the
-    answer is the statement itself, cited; a bait gets "can't promise that" plus the statement;
+    answer is the statement itself, cited; a bait gets the statement, then "can't promise more than that";
   - data.synth.teacher_url: any OpenAI-compatible model writes varied questions and answers from the excerpt.
 Retrieval-aware (RAFT, data.synth.raft): the system prompt carries the excerpts retrieval finds for the question,
 formatted exactly as build_rag_sft does for train.retrieval_context, distractors included; the answer cites the
@@ -31,7 +31,6 @@ from kefu.errors import KefuError
 from kefu.rag.context import format_context
 from kefu.rag.facts import (
     Fact,
-    Question,
     cloze_questions,
     extract_facts,
     fact_questions,
@@ -51,6 +50,9 @@ UNANSWERABLE = {
            "can you help me write a cover letter"),
 }  # fmt: skip
 _END = re.compile(r"([。！？.!?])$")
+# A bait's answer: the rule (cited) first, the refusal after it. With the refusal first ("抱歉，这个我不能答应。" + the
+# rule), the trained model opened ordinary "能…吗" questions with it and often stopped there (shop 2, session 8).
+_BAIT_TAIL = {"zh": "超出这个范围的我没法答应。", "en": " Anything beyond that I can't promise."}
 _SECTION_FACTS = 3
 _STYLE_ROOM = 60  # greeting, "[n]" and a sign-off around a section's rules
 
@@ -73,14 +75,6 @@ def _handoff_body(cfg: KefuConfig, lang: str) -> str:
     if lang == "zh":
         return f"抱歉，参考资料里没有找到这个问题的答案，我不能随便回答。{handoff_sentence(cfg.persona, lang)}"
     return f"Sorry, the reference excerpts don't answer this, so I won't guess. {handoff_sentence(cfg.persona, lang)}"
-
-
-def _answer_body(fact: Fact, q: Question) -> str:
-    if q.kind == "bait":
-        return (
-            f"抱歉，这个我不能答应。{fact.text}" if fact.lang == "zh" else f"Sorry, I can't promise that. {fact.text}"
-        )
-    return fact.text
 
 
 def _shown(fact: Fact, hits: list[Hit]) -> bool:
@@ -149,6 +143,7 @@ class Synthesizer:
             return None
         if grounded and fact is not None and body is not None:
             text = cite(body, n) if n and f"[{n}]" not in body else body
+            text += _BAIT_TAIL[lang] if kind == "bait" else ""
             if bad := ungrounded(text, fact.chunk.text, self.allowed + f" [{n}]"):
                 self.report.dropped[f"number not in source: {sorted(bad)[0]}"] += 1
                 return None
@@ -175,7 +170,7 @@ class Synthesizer:
         for fact, q in pairs:
             if q.text not in self.asked:
                 self.asked.add(q.text)
-                yield self.record(fact, q.text, _answer_body(fact, q), q.kind, fact.lang)
+                yield self.record(fact, q.text, fact.text, q.kind, fact.lang)
 
     def from_teacher(self, fact: Fact, teacher: Teacher) -> Iterator[Conversation | None]:
         for lang, question, answer in teacher.pairs(fact, self.opts.questions_per_fact):
