@@ -261,3 +261,13 @@ def test_the_session_runs_one_thread_per_physical_core() -> None:
     threads = _session_options()["model"]["decoder"]["session_options"]["intra_op_num_threads"]
     assert threads == cpu_cores()
     assert 1 <= threads <= len(os.sched_getaffinity(0))
+
+
+def test_a_cgroup_cpu_quota_caps_the_threads(tmp_path: Path) -> None:
+    from kefu.answer.model import cgroup_cpu_quota
+
+    limit = tmp_path / "cpu.max"
+    for text, cpus in (("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000\n", 2), ("5000 100000", 1)):
+        limit.write_text(text)
+        assert cgroup_cpu_quota(limit) == cpus, text
+    assert cgroup_cpu_quota(tmp_path / "absent") is None

@@ -147,7 +147,8 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def cpu_cores() -> int:
-    """Physical cores among the CPUs this process may run on (SMT siblings counted once)."""
+    """Physical cores this process may use: its CPU affinity with SMT siblings counted once, capped by a cgroup CPU
+    quota (a container limited to 2 CPUs on a 64-core host must not start 64 threads)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -158,7 +159,16 @@ def cpu_cores() -> int:
             cores.add(Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read_text().strip())
         except OSError:
             cores.add(str(c))
-    return max(1, len(cores))
+    return max(1, min(len(cores), cgroup_cpu_quota(Path("/sys/fs/cgroup/cpu.max")) or len(cores)))
+
+
+def cgroup_cpu_quota(path: Path) -> int | None:
+    """CPUs a cgroup v2 `cpu.max` ("200000 100000": quota, period) allows, rounded up; None when unlimited."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, -(-int(quota) // int(period)))
 
 
 def native_bf16_flags(flags: Collection[str] | None = None) -> list[str]:
