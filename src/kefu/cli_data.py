@@ -72,11 +72,11 @@ def data_synth(
 
     cfg = cfg_from(config, set_)
     written, report = run_synth(cfg, str(out))
-    drops = sum(report.dropped.values())
     kinds = ", ".join(f"{k} {v}" for k, v in report.by_kind.most_common())
+    drops = "; ".join(f"{v} {k}" for k, v in report.dropped.most_common()) or "none"
     console.print(
         f"[green]{written} conversations[/] from {report.facts} policy statements ({report.generator}) -> "
-        f"{cfg.resolve(out)}: {kinds}; {drops} dropped for numbers not in their source chunk"
+        f"{cfg.resolve(out)}: {kinds}. Dropped: {drops}"
     )
 
 

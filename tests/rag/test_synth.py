@@ -23,6 +23,7 @@ from kefu.rag.facts import (
     fact_questions,
     numbers,
     rule_questions,
+    statement,
     ungrounded,
 )
 from kefu.rag.index import find_sources, ingest, read_chunks
@@ -113,8 +114,10 @@ def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> N
         assert (c.meta["lang"] == "en") == a.startswith("Hello"), a
     baits = [c for c in convs if c.meta["kind"] == "bait"]
     # the rule first (cited), the refusal after it: a refusal up front leaked into ordinary questions
-    assert baits and all(c.turns[1].content.split("[")[0].endswith(c.meta["fact"].rstrip("。.")) for c in baits)
-    assert all("没法答应" in c.turns[1].content or "can't promise" in c.turns[1].content for c in baits)
+    for c in baits:
+        stated, _, refusal = c.turns[1].content.partition(f"[{c.meta['right_excerpt']}]")
+        assert c.meta["fact"].rstrip("。.") in stated and ("没法答应" in refusal or "can't promise" in refusal)
+    assert baits
     withheld = [c for c in convs if c.meta["kind"] == "no_excerpt"]
     assert withheld and all(c.meta["chunk_id"] not in c.meta["excerpts"] for c in withheld)
     # "the excerpts do not say" only where no shown excerpt states the rule (its numbers) in other words
@@ -214,3 +217,8 @@ def test_key_sentences_records_answer_from_the_sentences_shown(shop2: KefuConfig
         shown = system[system.index(f"[{c.meta['right_excerpt']}] 来源") :].split("\n\n")[0]
         assert numbers(c.meta["fact"]) <= numbers(shown), (c.meta["fact"], shown)
         assert shown.count("\n> ") <= 3  # at most three sentences in all, so at most three under this one
+        kept = [statement(line[2:]).rstrip("。.") for line in shown.splitlines() if line.startswith("> ")]
+        answer = c.turns[1].content
+        # the answer says what the excerpt kept, the rule among it (not the rule alone: a model taught one sentence
+        # copied one, often the wrong one)
+        assert kept and all(k in answer for k in kept), (kept, answer)

@@ -52,14 +52,19 @@ def lang_of(text: str) -> str:
     return "zh" if _CJK.search(text) else "en"
 
 
+def statement(raw: str) -> str:
+    """A document sentence as an answer states it: list markers and emphasis off, ending with a full stop."""
+    text = _MARKUP.sub("", raw.strip()).strip().rstrip("；;，,：:")
+    return text if not text or text[-1] in "。！？.!?）)" else text + ("。" if lang_of(text) == "zh" else ".")
+
+
 def extract_facts(chunks: list[Chunk]) -> list[Fact]:
     """Every rule-stating sentence of every chunk (FAQ chunks: the answer part)."""
     facts = []
     for chunk in chunks:
         for raw in split_sentences(chunk.text):
-            text = _MARKUP.sub("", raw.strip()).strip().rstrip("；;，,：:")
+            text = statement(raw)
             lang = lang_of(text)
-            text = text if not text or text[-1] in "。！？.!?）)" else text + ("。" if lang == "zh" else ".")
             if not 8 <= len(text) <= 160 or not (_RULE_ZH if lang == "zh" else _RULE_EN).search(text):
                 continue
             facts.append(Fact(text, chunk, lang))

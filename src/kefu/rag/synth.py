@@ -3,7 +3,8 @@
 A shop with only policy pages has no chat logs to learn from. For every policy statement (kefu.rag.facts) this
 writes customer questions and answers that state the statement in the persona's style:
   - default: deterministic templates over the extracted facts (plain, colloquial, typo, indirect, bait); the
-    answer is the statement itself, cited; a bait gets the statement, then "can't promise more than that";
+    answer is the statement itself, cited (with kb.key_sentences: the sentences of its excerpt the cut kept, the
+    statement among them); a bait gets the same, then "can't promise more than that";
   - data.synth.teacher_url: any OpenAI-compatible model writes varied questions and answers from the excerpt.
 Retrieval-aware (RAFT, data.synth.raft): the system prompt carries the excerpts retrieval finds for the question,
 formatted exactly as build_rag_sft does for train.retrieval_context, distractors included; the answer cites the
@@ -36,6 +37,7 @@ from kefu.rag.facts import (
     fact_questions,
     numbers,
     rule_questions,
+    statement,
     topic_questions,
     ungrounded,
 )
@@ -75,6 +77,14 @@ def _handoff_body(cfg: KefuConfig, lang: str) -> str:
     if lang == "zh":
         return f"抱歉，参考资料里没有找到这个问题的答案，我不能随便回答。{handoff_sentence(cfg.persona, lang)}"
     return f"Sorry, the reference excerpts don't answer this, so I won't guess. {handoff_sentence(cfg.persona, lang)}"
+
+
+def _excerpt_answer(shown: str, lang: str) -> str:
+    """What the right excerpt says once kb.key_sentences cut it (the rule and the 0-2 sentences kept beside it), as
+    the answer. Answering with the rule alone taught the model to copy one sentence, often not the one that answers:
+    the first excerpt's kept sentences hold a shop-2 case's facts in 0.64 of its cases, the best single sentence in
+    0.46 (sample shop: 0.43 vs 0.20)."""
+    return ("" if lang == "zh" else " ").join(statement(s) for s in shown.splitlines() if s.strip())
 
 
 def _shown(fact: Fact, hits: list[Hit]) -> bool:
@@ -142,6 +152,8 @@ class Synthesizer:
             self.report.dropped["right excerpt missed, its rule shown by another"] += 1
             return None
         if grounded and fact is not None and body is not None:
+            if n and kind != "teacher" and self.cfg.kb.key_sentences is not None:
+                body = _excerpt_answer(hits[n - 1].text, lang)
             text = cite(body, n) if n and f"[{n}]" not in body else body
             text += _BAIT_TAIL[lang] if kind == "bait" else ""
             if bad := ungrounded(text, fact.chunk.text, self.allowed + f" [{n}]"):
