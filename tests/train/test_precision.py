@@ -61,8 +61,8 @@ def test_answers_line_names_the_onnx_engine_and_its_precision(tmp_path: Path) ->
     auto = answer_runtime(_cpu(wide, tmp_path))
     assert auto.name == "onnx-int8"
     assert auto.line() == (
-        "answers: onnx int8 (auto: model.device=cpu, so the ONNX CPU engine; int8 is as fast as int4 and answers "
-        "nearer full precision)"
+        "answers: onnx int8 (auto: model.device=cpu, so the ONNX CPU engine; int8 answers nearer full precision "
+        "than int4 (model.runtime: onnx-int4 decodes faster))"
     )
     named = answer_runtime(_cpu(wide, tmp_path, "model.runtime=onnx-int4"))
     assert named.line() == "answers: onnx int4 (model.runtime=onnx-int4)"
