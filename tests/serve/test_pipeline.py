@@ -265,3 +265,25 @@ def test_widget_gets_the_busy_notice_when_the_engine_is_down(server: Server, eng
     api = httpx.post(f"{server.base}/chat/completions", headers=auth, json=body)
     assert widget.status_code == 200 and widget.json()["answer"] == notice(server.svc.cfg.persona, "busy", "en")
     assert api.status_code == 503  # API clients get the OpenAI-style error and retry
+
+
+def test_the_kb_sentences_are_embedded_before_the_gateway_is_ready(tmp_path: Path) -> None:
+    """kb.key_sentences ranks each shown sentence against the question: the gateway embeds the KB's sentences while
+    it starts, so no customer waits for them on a sentence's first use."""
+    from kefu.rag.index import run_ingest
+
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "returns.md").write_text(
+        "# 退货\n\n签收后7天内可申请无理由退货。退货运费由买家承担。\n\n# 退款\n\n退款在3个工作日内原路退回。\n",
+        encoding="utf-8",
+    )
+    cfg = make_cfg(tmp_path, "kb.sources=[kb/*.md]", "kb.db=kb.sqlite", "kb.key_sentences=2")
+    run_ingest(cfg)
+    srv = start(create_app(cfg, ScriptedEngine()))
+    try:
+        retriever = srv.svc.pipeline.answerer.kb.retriever
+        warmed = set(retriever._sentences._cache)
+        assert srv.svc.warming is not None and srv.svc.warming.done()
+    finally:
+        srv.stop()
+    assert {"签收后7天内可申请无理由退货。", "退款在3个工作日内原路退回。"} <= warmed
