@@ -33,6 +33,9 @@ from kefu.serve.pipeline import Pipeline
 log = logging.getLogger("kefu.serve")
 
 
+_WARM_AT_START_S = 60.0  # the longest the start waits for the KB's sentence vectors (the rest: in the background)
+
+
 @dataclass
 class Services:
     """Everything a route needs, on app.state.kefu."""
@@ -183,8 +186,9 @@ def create_app(
         if answerer.model_calls:  # the shop's actions are rendered by the model's template: refuse one that cannot
             await answerer.tool_format(None)  # once here, not mid-answer for every customer
         await svc.refresh_versions()  # starts embedding the KB's sentences (kb.key_sentences) ...
-        if svc.warming is not None:
-            await svc.warming  # ... and ready means answering at full speed: ~4.5 s for the sample shop's 327
+        if svc.warming is not None:  # ... and ready means answering at full speed (the sample shop's 327: 4.5 s);
+            # a KB of many thousand sentences finishes in the background rather than hold the start for minutes
+            await asyncio.wait([svc.warming], timeout=_WARM_AT_START_S)
         await svc.events.start()
         # What exists now (model, tables, routes, imported modules) lives as long as the process. Frozen, full
         # collections stop walking it: they were pausing every request in flight for tens of milliseconds.
