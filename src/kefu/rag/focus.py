@@ -40,24 +40,27 @@ class SentenceVectors:
 
     def warm(self, sentences: Sequence[str], batch: int = 64) -> int:
         """Embed sentences ahead of need, in batches, up to what the memo keeps; returns how many were new."""
-        todo = list(dict.fromkeys(sentences))[:_CACHE]
-        with self._lock:
-            todo = [s for s in todo if s not in self._cache]
+        todo = self._missing(list(dict.fromkeys(sentences))[:_CACHE])
         for i in range(0, len(todo), batch):
-            self(todo[i : i + batch])
+            self._add(todo[i : i + batch])
         return len(todo)
 
     def __call__(self, sentences: Sequence[str]) -> np.ndarray:
-        with self._lock:
-            missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
-        if missing:
-            fresh = self.embed(missing)
-            with self._lock:
-                self._cache.update(zip(missing, fresh, strict=True))
-                while len(self._cache) > _CACHE:
-                    self._cache.popitem(last=False)
+        if missing := self._missing(sentences):
+            self._add(missing)
         with self._lock:
             return np.stack([self._cache[s] for s in sentences])
+
+    def _missing(self, sentences: Sequence[str]) -> list[str]:
+        with self._lock:
+            return list(dict.fromkeys(s for s in sentences if s not in self._cache))
+
+    def _add(self, sentences: list[str]) -> None:
+        fresh = self.embed(sentences)
+        with self._lock:
+            self._cache.update(zip(sentences, fresh, strict=True))
+            while len(self._cache) > _CACHE:
+                self._cache.popitem(last=False)
 
 
 def sentences_of(text: str) -> list[str]:
