@@ -3,7 +3,6 @@ knowledge base."""
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -39,20 +38,12 @@ def data_prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Read, mask, clean and split the configured sources into data.output_dir (sft/dpo/eval.jsonl + report)."""
     from rich.progress import Progress
 
-    from kefu.data.prepare import check_shop, run_prepare, summary_table
+    from kefu.data.prepare import summary_table
+    from kefu.rag.synth import prepare_with_kb
 
     cfg = cfg_from(config, set_)
-    synthesized, ground = [], None
-    if cfg.data.synth.enabled:  # grounded conversations from the knowledge base
-        from kefu.rag.context import build_rag_sft
-        from kefu.rag.synth import synthesize
-
-        check_shop(cfg)  # say what is missing before the slower synthesis
-        synthesized = synthesize(cfg)[0]
-        if cfg.data.synth.raft:  # identity answers learnt under the prompt serving builds (the no-match note)
-            ground = functools.partial(build_rag_sft, cfg)
     with Progress(console=console, transient=True) as progress:
-        report = run_prepare(cfg, progress, synthesized, ground)
+        report = prepare_with_kb(cfg, progress)
     Console().print(summary_table(report))
 
 

@@ -16,6 +16,7 @@ not in its source chunk (or the persona's own text) is dropped and counted.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kefu.config import KefuConfig
 from kefu.data.persona import handoff_sentence, styled, system_prompt, system_text
@@ -43,6 +44,11 @@ from kefu.rag.facts import (
 )
 from kefu.rag.index import find_sources, read_chunks
 from kefu.rag.retrieve import Hit, Retriever
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from kefu.data.prepare import PrepareReport
 
 # Questions a shop's documents do not answer: the target is a polite handoff, never a guess.
 UNANSWERABLE = {
@@ -286,6 +292,21 @@ def to_openai(conv: Conversation) -> dict[str, Any]:
     messages = [{"role": "system", "content": conv.system}] if conv.system else []
     messages += [{"role": t.role, "content": t.content} for t in conv.turns]
     return {"messages": messages, "meta": conv.meta}
+
+
+def prepare_with_kb(cfg: KefuConfig, progress: Progress | None = None) -> PrepareReport:
+    """`kefu data prepare`: the configured sources and the identity data, plus (data.synth.enabled) the KB's
+    synthesised conversations, the identity answers then learnt under the prompt serving builds (the no-match
+    note); kefu.data.prepare cannot do this itself, data stays below rag."""
+    from kefu.data.prepare import check_shop, run_prepare
+    from kefu.rag.context import build_rag_sft
+
+    if not cfg.data.synth.enabled:
+        return run_prepare(cfg, progress)
+    check_shop(cfg)  # say what is missing before the slower synthesis
+    synthesized = synthesize(cfg)[0]
+    ground = functools.partial(build_rag_sft, cfg) if cfg.data.synth.raft else None
+    return run_prepare(cfg, progress, synthesized, ground)
 
 
 def run_synth(cfg: KefuConfig, out: str | None = None) -> tuple[int, SynthReport]:
