@@ -7,8 +7,8 @@ relevance gate, the cut, the language vote), with each case's earlier user turns
 long the shown excerpts are (characters; the prefill cost that the cut saves) and whether the facts sit in the
 first excerpt alone (what a model that copies excerpt [1] can reach).
 
-Rows "[1] whole + k of the rest" measure a cut kefu does not make (yet): the top excerpt kept whole, the other
-excerpts cut to their sentences among the k best.
+Rows "[1] whole + k of the rest" are kb.whole_top_excerpt: the top excerpt kept whole, the other excerpts cut to
+their sentences among the k best.
 
 Cases: every eval case with key facts except identity ones (their facts are the persona's, not the KB's).
 
@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +45,14 @@ def has_all(text: str, facts: list[str]) -> bool:
     return all(numerals.contains(text, f) for f in facts)
 
 
-Lookup = Callable[[str, list[dict[str, str]]], list[str]]
-
-
-def shown_by(kb: KnowledgeBase) -> Lookup:
-    return lambda question, history: kb.lookup(question, history).excerpts
-
-
-def first_whole(whole: KnowledgeBase, cut: KnowledgeBase) -> Lookup:
-    """Excerpt [1] whole, the other excerpts cut to their sentences among the best: a variant not in kefu (yet)."""
-
-    def lookup(question: str, history: list[dict[str, str]]) -> list[str]:
-        w, c = whole.lookup(question, history), cut.lookup(question, history)
-        top = w.citations[0]["chunk_id"] if w.citations else None
-        return w.excerpts[:1] + [e for e, ci in zip(c.excerpts, c.citations, strict=True) if ci["chunk_id"] != top]
-
-    return lookup
-
-
-def measure(lookup: Lookup, cases: list[Any]) -> dict[str, Any]:
-    """Ceiling rates over `cases` for one way of choosing what the prompt shows."""
+def measure(kb: KnowledgeBase, cases: list[Any]) -> dict[str, Any]:
+    """Ceiling rates over `cases` for the KnowledgeBase's config."""
     shown = first = 0
     chars: list[int] = []
     misses: list[str] = []
     for case in cases:
         users = [t.content for t in case.turns if t.role == "user"]
-        excerpts = lookup(users[-1], [{"role": "user", "content": u} for u in users[:-1]])
+        excerpts = kb.lookup(users[-1], [{"role": "user", "content": u} for u in users[:-1]]).excerpts
         chars.append(sum(len(e) for e in excerpts))
         ok = has_all("\n".join(excerpts), case.key_facts)
         shown += ok
@@ -98,15 +79,14 @@ def run_shop(name: str, settings: list[int | None]) -> dict[str, Any]:
         cases = [c for c in load_cases(cfg.resolve(cfg.eval.cases)) if c.key_facts and c.category != "identity"]
         out: dict[str, Any] = {"ingest_s": round(time.perf_counter() - t0, 1)}
 
-        def kb(k: int | None) -> KnowledgeBase:
-            cut = f"kb.key_sentences={'null' if k is None else k}"
-            return KnowledgeBase(load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite", cut]))
+        def kb(k: int | None, whole_top: bool = False) -> KnowledgeBase:
+            cut = [f"kb.key_sentences={'null' if k is None else k}", f"kb.whole_top_excerpt={str(whole_top).lower()}"]
+            return KnowledgeBase(load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite", *cut]))
 
-        whole = kb(None)
         for k in settings:
-            out["whole excerpts" if k is None else f"{k} sentences"] = measure(shown_by(kb(k)), cases)
+            out["whole excerpts" if k is None else f"{k} sentences"] = measure(kb(k), cases)
         for k in (k for k in settings if k is not None):
-            out[f"[1] whole + {k} of the rest"] = measure(first_whole(whole, kb(k)), cases)
+            out[f"[1] whole + {k} of the rest"] = measure(kb(k, whole_top=True), cases)
     return out
 
 
