@@ -45,10 +45,3 @@ def test_the_plan_text_names_the_budget_and_the_step_bounds(tmp_path: Path) -> N
     cfg = demo_config(tmp_path, full=False)
     text = _plan_text(cfg, False, 600)
     assert "10 minutes in all" in text and f"at least {cfg.train.min_steps}, at most {cfg.train.max_steps}" in text
-
-
-def test_the_quick_plan_trains_on_the_prompts_it_serves(tmp_path: Path) -> None:
-    """Training prompts carry the excerpts retrieval finds, cut as the demo's answers are served."""
-    ensure_project(tmp_path)
-    cfg = demo_config(tmp_path, full=False)
-    assert cfg.train.retrieval_context and cfg.kb.key_sentences == 3 and cfg.train.max_seq_len >= 768

@@ -50,12 +50,7 @@ QUICK = [
     "train.lora_alpha=32",
     "train.lora_dropout=0.0",
     "train.lora_layers=12",
-    # Training prompts carry what serving shows for the question, the 3 sentences of the excerpts that answer best:
-    # trained on the chat logs' bare prompts, the model answered from memory afterwards and the 12 questions' facts
-    # fell (0.83 -> 0.75); with these, 0.50 -> 0.58 (bench/RESULTS.md).
-    "kb.key_sentences=3",
-    "train.retrieval_context=true",
-    "train.max_seq_len=768",
+    "train.max_seq_len=256",
     "train.save_steps=1000",
     "train.logging_steps=2",
     "eval.max_new_tokens=80",
@@ -146,10 +141,10 @@ def run_demo(
     out: Path, *, full: bool = False, extra: list[str] | None = None, console: Console | None = None
 ) -> DemoResult:
     """The whole demo; returns timings, before/after metrics and whether the trained model knows who it is."""
+    from kefu.data.prepare import run_prepare
     from kefu.eval.compare import run_compare
     from kefu.eval.runner import Target, run_eval
     from kefu.rag.index import run_ingest
-    from kefu.rag.synth import prepare_with_kb
     from kefu.train.sft import run_sft
 
     console = console or Console()
@@ -165,15 +160,14 @@ def run_demo(
     _show_train_log(console)
     step = functools.partial(_step, console, res)
     with step("prepare", "1/5 Prepare the sample shop's data"):
-        # The answers below go through the answer path a customer gets, which reads the shop's knowledge base, and
-        # the training prompts carry what it finds (train.retrieval_context).
-        kb = run_ingest(cfg)
-        console.print(f"knowledge base: {kb.n_chunks} chunks from {kb.n_sources} documents ({kb.seconds:.1f} s)")
-        prepared = prepare_with_kb(load_config(out / "kefu.yaml"))
+        prepared = run_prepare(load_config(out / "kefu.yaml"))
         if not full:
             n = quick_mix(prepared.output_dir, cfg.resolve(cfg.data.output_dir), cfg.data.seed)
             console.print(f"quick plan: training on {n} conversations (identity + shop)")
         write_demo_cases(cfg, out / "data" / "eval_cases.jsonl")
+        # The answers below go through the answer path a customer gets, which reads the shop's knowledge base.
+        kb = run_ingest(cfg)
+        console.print(f"knowledge base: {kb.n_chunks} chunks from {kb.n_sources} documents ({kb.seconds:.1f} s)")
     with step("before", "2/5 The untrained model answers held-out questions"):
         res.before = run_eval(cfg, Target(), out / "eval-before").data
     with step("train", "3/5 Train a LoRA adapter"):
