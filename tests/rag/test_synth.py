@@ -222,3 +222,19 @@ def test_key_sentences_records_answer_from_the_sentences_shown(shop2: KefuConfig
         # the answer says what the excerpt kept, the rule among it (not the rule alone: a model taught one sentence
         # copied one, often the wrong one)
         assert kept and all(k in answer for k in kept), (kept, answer)
+
+
+def test_the_retrain_job_prepares_what_kefu_data_prepare_does(shop2: KefuConfig, tmp_path: Path) -> None:
+    """The admin console's retrain job and `kefu cycle` prepare through the same function as the CLI: a shop learnt
+    from its documents keeps its KB conversations, and its identity answers their served prompt, when retrained."""
+    from typer.testing import CliRunner
+
+    from kefu.cli import app
+    from kefu.flywheel.job import prepare
+
+    sets = [f"kb.db={shop2.kb.db}", f"kb.sources={json.dumps(shop2.kb.sources)}"]
+    args = ["data", "prepare", "-c", str(SAMPLES / "shop2" / "kefu.yaml"), "--set", f"data.output_dir={tmp_path}/cli"]
+    assert CliRunner().invoke(app, args + [x for s in sets for x in ("--set", s)]).exit_code == 0
+    prepare(load_config(SAMPLES / "shop2" / "kefu.yaml", [*sets, f"data.output_dir={tmp_path}/job"]))
+    cli, job = ((tmp_path / d / "sft.jsonl").read_text(encoding="utf-8") for d in ("cli", "job"))
+    assert cli == job and '"source": "synth"' in job

@@ -148,12 +148,12 @@ def step_export(c: Cycle, store: Store) -> dict[str, Any]:
 
 
 def step_prepare(c: Cycle, store: Store) -> dict[str, Any]:
-    from kefu.data.prepare import run_prepare
+    from kefu.rag.synth import prepare_with_kb
 
     export = c.path("export")
     # an export with nothing new leaves empty files, which are no data source
     c.cfg.data.sources = [s for s in c.cfg.data.sources if Path(s.path).parent != export or _lines(Path(s.path))]
-    report = run_prepare(c.cfg)
+    report = prepare_with_kb(c.cfg)  # a shop learnt from its documents keeps its KB conversations in the retrain
     return {"output_dir": str(report.output_dir)}
 
 

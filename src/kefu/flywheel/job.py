@@ -70,16 +70,10 @@ def run_train_job(job: Job) -> str:
 
 def prepare(cfg: KefuConfig) -> dict[str, Any]:
     """What `kefu data prepare` does: knowledge-base synthesis when enabled, then read, mask, clean, split."""
-    from kefu.data.prepare import check_shop, run_prepare
+    from kefu.rag.synth import prepare_with_kb
 
-    synthesized = []
-    if cfg.data.synth.enabled:
-        from kefu.rag.synth import synthesize
-
-        check_shop(cfg)
-        synthesized = synthesize(cfg)[0]
     with progress() as bar:
-        report = run_prepare(cfg, bar, synthesized)  # type: ignore[arg-type]
+        report = prepare_with_kb(cfg, bar)  # type: ignore[arg-type]
     return {"output_dir": str(report.output_dir)}
 
 
