@@ -7,9 +7,6 @@ relevance gate, the cut, the language vote), with each case's earlier user turns
 long the shown excerpts are (characters; the prefill cost that the cut saves) and whether the facts sit in the
 first excerpt alone (what a model that copies excerpt [1] can reach).
 
-Rows "[1] whole + k of the rest" are kb.whole_top_excerpt: the top excerpt kept whole, the other excerpts cut to
-their sentences among the k best.
-
 Cases: every eval case with key facts except identity ones (their facts are the persona's, not the KB's).
 
     python bench/kb_ceiling.py [--sentences none,2,3,4,5,6] [--out bench/results/kb_ceiling.json]
@@ -79,14 +76,12 @@ def run_shop(name: str, settings: list[int | None]) -> dict[str, Any]:
         cases = [c for c in load_cases(cfg.resolve(cfg.eval.cases)) if c.key_facts and c.category != "identity"]
         out: dict[str, Any] = {"ingest_s": round(time.perf_counter() - t0, 1)}
 
-        def kb(k: int | None, whole_top: bool = False) -> KnowledgeBase:
-            cut = [f"kb.key_sentences={'null' if k is None else k}", f"kb.whole_top_excerpt={str(whole_top).lower()}"]
-            return KnowledgeBase(load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite", *cut]))
+        def kb(k: int | None) -> KnowledgeBase:
+            cut = f"kb.key_sentences={'null' if k is None else k}"
+            return KnowledgeBase(load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite", cut]))
 
         for k in settings:
             out["whole excerpts" if k is None else f"{k} sentences"] = measure(kb(k), cases)
-        for k in (k for k in settings if k is not None):
-            out[f"[1] whole + {k} of the rest"] = measure(kb(k, whole_top=True), cases)
     return out
 
 

@@ -60,17 +60,3 @@ def test_warm_embeds_every_sentence_once_before_questions(ingested: KefuConfig) 
     KnowledgeBase(ingested.model_copy(update={"kb": cut.kb})).warm()  # through the pipeline's KB: no error
     whole.close()
     cut.close()
-
-
-def test_whole_top_excerpt_keeps_the_first_hit_and_cuts_the_rest(ingested: KefuConfig) -> None:
-    kb = ingested.kb.model_copy(update={"key_sentences": 2, "whole_top_excerpt": True})
-    r, whole = Retriever(ingested.model_copy(update={"kb": kb})), _retriever(ingested, None)
-    question = "质量问题多少天内可以退换？"
-    hits = whole.retrieve(question)
-    focused = r.focus(question, hits)
-    assert focused[0] == hits[0]  # the top excerpt as retrieved, every sentence of it
-    rest = [s for h in focused[1:] for s in h.text.splitlines()]
-    assert 1 <= len(rest) <= 2 and all(any(s in h.text for h in hits[1:]) for s in rest)
-    assert hits[0].chunk_id not in {h.chunk_id for h in focused[1:]}
-    r.close()
-    whole.close()

@@ -28,12 +28,6 @@ class KBConfig(_Section):
         "the answering sentence more often (bench/RESULTS.md); serving and the retrieval-aware training data cut "
         "alike. Null: whole excerpts.",
     )
-    whole_top_excerpt: bool = Field(
-        default=False,
-        description="With kb.key_sentences: show the top excerpt whole and cut only the others to their best "
-        "sentences. On shop 2 the share of eval cases whose facts the prompt shows at all rises from 0.76 (3 "
-        "sentences) to 0.81 (whole excerpts: 0.87), at ~40 more characters a prompt (bench/kb_ceiling.py).",
-    )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
     min_score: float = Field(
         default=0.87,

@@ -98,12 +98,8 @@ def focus(
     vectors: SentenceVectors,
     glossary: Glossary | None,
     n: int,
-    whole_top: bool = False,
 ) -> list[Hit]:
-    """`hits` with each text cut to its sentences among the n best for `query`; hits left without one dropped.
-    whole_top: the first hit is kept whole and the n best are chosen among the others' sentences."""
-    if whole_top and hits:
-        return [hits[0], *focus(query, query_vec, hits[1:], vectors, glossary, n)]
+    """`hits` with each text cut to its sentences among the n best for `query`; hits left without one dropped."""
     parts = [sentences_of(h.text) for h in hits]
     flat = [s for p in parts for s in p]
     if len(flat) <= n:

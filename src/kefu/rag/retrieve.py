@@ -171,13 +171,13 @@ class Retriever:
         return self.search(query_with_history(query, history, self.kb.history_turns), k)
 
     def focus(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
-        """The hits cut to the kb.key_sentences sentences that answer `query` best (kefu.rag.focus), the top hit
-        left whole with kb.whole_top_excerpt; all of them when key_sentences is null."""
+        """The hits cut to the kb.key_sentences sentences that answer `query` best (kefu.rag.focus); all of them
+        when that is null."""
         n = self.kb.key_sentences
         if n is None or not hits:
             return list(hits)
         vec = self.embed_query(self._dense_query(query))
-        return focus(query, vec, hits, self._sentences, self._glossary, n, self.kb.whole_top_excerpt)
+        return focus(query, vec, hits, self._sentences, self._glossary, n)
 
     def warm(self) -> int:
         """Embed the active version's sentences before customers ask (kb.key_sentences): the first question about
