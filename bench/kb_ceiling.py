@@ -9,7 +9,7 @@ first excerpt alone (what a model that copies excerpt [1] can reach).
 
 Cases: every eval case with key facts except identity ones (their facts are the persona's, not the KB's).
 
-    python bench/kb_ceiling.py [--sentences none,2,3,4,5,6] [--out bench/results/kb_ceiling.json]
+    python bench/kb_ceiling.py [--sentences none,2,3,4,5,6] [--project myshop] [--out bench/results/kb_ceiling.json]
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def measure(kb: KnowledgeBase, cases: list[Any]) -> dict[str, Any]:
     }
 
 
-def run_shop(name: str, settings: list[int | None]) -> dict[str, Any]:
+def run_shop(source: Path, settings: list[int | None]) -> dict[str, Any]:
+    """The ceilings of one project folder (kefu.yaml, its kb sources, eval.cases), ingested into a temp copy."""
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / name
-        shutil.copytree(SHOPS[name], project, ignore=shutil.ignore_patterns("*.sqlite", "prepared", "runs"))
+        project = Path(tmp) / "project"
+        shutil.copytree(source, project, ignore=shutil.ignore_patterns("*.sqlite", "prepared", "runs"))
         cfg = load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite"])
         t0 = time.perf_counter()
         ingest(cfg)
@@ -100,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sentences", default="none,2,3,4,5,6", help="kb.key_sentences values, 'none' = whole excerpts")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "kb_ceiling.json")
+    ap.add_argument("--project", type=Path, action="append", help="a shop's project folder instead of the samples")
     args = ap.parse_args(argv)
     settings = [None if s == "none" else int(s) for s in args.sentences.split(",")]
     console = Console()
     results = {}
-    for shop in SHOPS:
-        results[shop] = run_shop(shop, settings)
+    shops = {p.resolve().name: p for p in args.project} if args.project else SHOPS
+    for shop, folder in shops.items():
+        results[shop] = run_shop(folder, settings)
         console.print(table(shop, results[shop]))
     write_json(args.out, {"command": "python bench/kb_ceiling.py " + " ".join(argv or sys.argv[1:]), **results})
     console.print(f"wrote {args.out}")
