@@ -15,7 +15,6 @@ Cases: every eval case with key facts except identity ones (their facts are the 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -66,23 +65,19 @@ def measure(kb: KnowledgeBase, cases: list[Any]) -> dict[str, Any]:
     }
 
 
-def run_shop(source: Path, settings: list[int | None]) -> dict[str, Any]:
-    """The ceilings of one project folder (kefu.yaml, its kb sources, eval.cases), ingested into a temp copy."""
+def run_shop(project: Path, settings: list[int | None]) -> dict[str, Any]:
+    """The ceilings of one project folder (kefu.yaml, its kb sources, eval.cases), ingested into a temp store."""
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / "project"
-        shutil.copytree(source, project, ignore=shutil.ignore_patterns("*.sqlite", "prepared", "runs"))
         cfg = load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite"])
         t0 = time.perf_counter()
         ingest(cfg)
         cases = [c for c in load_cases(cfg.resolve(cfg.eval.cases)) if c.key_facts and c.category != "identity"]
         out: dict[str, Any] = {"ingest_s": round(time.perf_counter() - t0, 1)}
-
-        def kb(k: int | None) -> KnowledgeBase:
-            cut = f"kb.key_sentences={'null' if k is None else k}"
-            return KnowledgeBase(load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite", cut]))
-
         for k in settings:
-            out["whole excerpts" if k is None else f"{k} sentences"] = measure(kb(k), cases)
+            cut = f"kb.key_sentences={'null' if k is None else k}"
+            kb = KnowledgeBase(load_config(project / "kefu.yaml", [f"kb.db={tmp}/kb.sqlite", cut]))
+            out["whole excerpts" if k is None else f"{k} sentences"] = measure(kb, cases)
+            kb.retriever.close()
     return out
 
 
