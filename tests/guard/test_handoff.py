@@ -52,6 +52,11 @@ KEYWORDS = GuardConfig().handoff_keywords
         ("You promised a callback yesterday and nobody called", "repeated_failure"),
         ("你们是不是骗子？钱付了东西不发", "anger"),
         ("I'm furious, the package arrived smashed", "anger"),
+        ("厨房里一股燃气味，卡式炉好像漏气了", "safety"),  # a hazard with nobody hurt yet
+        ("收到的移动电源鼓包了", "safety"),  # arrived that way, but the thing itself is the hazard
+        ("The stove arrived and caught fire the first time I lit it", "safety"),
+        ("找个人来处理一下", "explicit_request"),
+        ("Just get me someone who knows what they're doing", "explicit_request"),
     ],
 )
 def test_messages_that_need_a_human(text: str, reason: str) -> None:
@@ -81,6 +86,12 @@ def test_messages_that_need_a_human(text: str, reason: str) -> None:
         "No need to transfer me to an agent, I just want the tracking link",
         "The last complaint I made was handled well, thanks again",  # a resolved complaint
         "The robot vacuum is ridiculous value, is it still on sale?",
+        "国庆节还有人工客服吗",  # whether people are there at a time: the hours answer it
+        "Is there a live agent at 10pm?",
+        "客服热线号码是多少",
+        "炉头收到就裂了一条缝，怎么换",  # arrived broken, nobody hurt: the damage policy answers it
+        "背包被老鼠咬了个洞，保修管吗",
+        "The tent pole arrived snapped in two",
     ],
 )
 def test_messages_the_assistant_keeps(text: str) -> None:

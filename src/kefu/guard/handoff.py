@@ -32,7 +32,11 @@ STRONG_SIGNALS: dict[str, str] = {
             r"需要人(?:来)?处理|转人工|人工客服|人工服务|(?:找|要|接|换)人工|真人|活人|客服经理|你们经理|主管|负责人",
             r"店长|别让机器人|不要机器人|不想(?:和|跟)机器人|叫[^，。！？]{0,6}(?:客服|人)过来|换(?:个|一个)人",
             r"打电话给我|回(?:个)?电话给我|(?:专员|工作人员|客服)(?:尽快)?(?:联系|打给)我",
-            r"(?:和|跟)工作人员[^，。！？]{0,4}沟通|电话沟通",
+            r"(?:和|跟)工作人员[^，。！？]{0,4}沟通|电话沟通|(?:跟|和|与)(?:程序|系统|AI|自动回复)(?:对话|聊|说)",
+            r"(?:找|叫)(?:个|一个|一位)人(?:来|过来|跟|和|处理|说)?|(?:能做主|管事|说了算|负责)的(?:人)?(?:来|过来)?$"
+            r"|(?:叫|找|让|派)(?:个|一个|一位)?(?:能做主|管事|说了算|负责)的|(?:你们|店里|公司)的人(?:来|过来|跟我|和我)",
+            r"\b(?:get|find)\s+me\s+(?:somebody|someone|anybody|anyone)\b|\binstead\s+of\s+(?:you|a\s+bot|the\s+bot)\b",
+            r"\ba\s+(?:person|human)\s+(?:please\s+)?(?:look|check|handle|deal|help)\b",
             r"\b(?:talking|talk|speaking)\s+to\s+a\s+(?:machine|bot|robot)\b|\bkeep\s+getting\s+a\s+bot\b",
             r"\bsupport\s+staff\b|\bcall\s+me\s+back\b",
             r"\b(?:reach|get)\s+(?:a|an|some)\s*(?:actual|real)?\s*(?:human|person|someone)\b",
@@ -101,6 +105,9 @@ STRONG_SIGNALS: dict[str, str] = {
         (
             r"头晕|看了医生|去看医生|过期的|变质|发霉|断了[^，。]{0,6}(?:洒|伤|摔)|洒了一身|烧化|融化|鼓包|流血|生病",
             r"拉肚子|呕吐|送医|冒烟|着火|起火|自燃|爆炸|烧(?:了|焦|坏|伤)|烫伤|漏电|被电|触电",
+            r"漏气|泄漏|煤气味|燃气味|气味[^，。]{0,4}(?:头晕|刺鼻)|(?:我|人|孩子)[^，。]{0,10}摔(?:下来|下去|伤|倒)",
+            r"\bgas\s+(?:leak\w*|smell)|\bsmells?\s+of\s+gas\b|\b(?:canister|stove|cylinder|tank)\s+(?:is\s+)?leak\w*",
+            r"\bsinged\b|\bflared\s+up\b|\bI\s+fell\b",
             r"过敏[^，。]{0,6}(?:住院|医院|了)|住院|医院|割伤|划伤|受伤|吞(?:下|了)|窒息|中毒|红疹|起疹",
             r"\bdizzy\b|\b(?:saw|see)\s+a\s+doctor\b|\bexpired\b[^.!?]{0,30}\b(?:drank|ate)\b|\bcut\s+my\b",
             r"\bgot\s+sick\b|\bmelted\b|\bburning\s+smell\b|\bsnapped\b|\bbleed\w*|\bvomit\w*|\bvet\b",
@@ -173,12 +180,29 @@ _NEG_BEFORE = re.compile(
 _INFO_QUESTION = re.compile(
     r"几点|什么时候|什么时间|多久|是真人还是|还是真人|是不是真人|是真人吗|是机器人吗|还是机器人|是人吗|在哪|哪里|入口|什么区别"
     r"|是哪个|什么意思|是谁|有过投诉|投诉过吗|\b(?:what\s+time|when|what\s+hours|are\s+you|is\s+this|is\s+it"
-    r"|where\s+(?:can|do|is)|who\s+is|difference\s+between)\b",
+    r"|where\s+(?:can|do|is)|who\s+is|difference\s+between|how\s+(?:do|can)\s+I\s+(?:reach|contact|get\s+hold\s+of))\b"
+    r"|(?:电话|号码)是多少(?![^。]*(?:现在|马上|立刻|就要))|怎么联系|如何联系"
+    # whether people are there at some time: "晚上九点还有人工吗", "Is there a human agent on weekends?"
+    r"|(?:早上|上午|中午|下午|晚上|夜里|夜间|半夜|凌晨|周[一二三四五六日末]|星期[一二三四五六日天]|节假日|假期|过年|春节|国庆"
+    r"|\d{1,2}\s*[点:：]|[一二三四五六七八九十]{1,3}点)[^。！!]*(?:吗|么|嘛|[?？]|有没有|在不在)"
+    r"|\b(?:on\s+(?:weekends?|sundays?|saturdays?|holidays?)|during\s+(?:\w+\s+)?holidays|at\s+night|overnight"
+    r"|at\s+\d{1,2}(?::\d\d)?\s*(?:am|pm)?|after\s+\d{1,2}\s*(?:am|pm)|tonight)\b[^.!]*\?",
     re.I,
 )
 # A pre-purchase question about a risk ("加湿器会不会漏电？", "Is it safe for kids?") is not an incident report.
 _HYPOTHETICAL = re.compile(
     r"会不会|是否|能不能|可不可以|可以用|安全吗|^\W*(?:is|are|can|does|do|will|would|could|should)\b", re.I
+)
+# A thing that arrived broken, or that something else burnt or broke, with nobody hurt, is a claim the policy answers
+# ("帐杆到手就断了", "a burn hole from a campfire spark"), not a safety incident; the product hurting someone is one.
+_DAMAGE_ONLY = re.compile(
+    r"^(?![\s\S]*(?:伤|流血|医院|医生|疼|痛|晕|烫到|孩子|吃了|喝了|鼓包|冒烟|着火|起火|自燃|爆炸|漏电|触电|过期|变质|发霉|漏气|泄漏|味"
+    r"|hurt|injur|bleed|hospital|doctor|burned\s+my|burnt\s+my|my\s+(?:hand|skin|face|son|daughter|child|kid)|smok|\bfire\b"
+    r"|explod|leak|shock|expired|swell|swollen|\bate\b|drank))"
+    r"(?=[\s\S]*(?:到手|收到|拆开|打开[^，。]{0,4}(?:包裹|快递|箱)|快递|被[^，。]{0,6}(?:烧|烫|摔|咬|压)|(?:烟头|篝火|火星)"
+    r"|\barrived\b|\bcame\b[^.!?]{0,20}\b(?:in\s+the\s+box|broken|snapped|cracked)|\bwhen\s+I\s+opened\b|\bparcel\b"
+    r"|\bdelivered\b|\bin\s+the\s+box\b|\bfrom\s+a\s+(?:campfire|spark|cigarette)\b|\bburn\s+hole\b))",
+    re.I,
 )
 # The customer says the problem is already solved: a mention of a past complaint is not a new one.
 _RESOLVED = re.compile(
@@ -189,7 +213,7 @@ _GATED: dict[str, tuple[re.Pattern[str], ...]] = {
     "explicit_request": (_INFO_QUESTION,),
     "keyword": (_INFO_QUESTION, _RESOLVED),
     "complaint": (_RESOLVED,),
-    "safety": (_HYPOTHETICAL,),
+    "safety": (_HYPOTHETICAL, _DAMAGE_ONLY),
 }
 _STRONG = {k: re.compile(p, re.I) for k, p in STRONG_SIGNALS.items()}
 _ANGER = tuple(re.compile(p, re.I) for p in ANGER_SIGNALS)
