@@ -43,7 +43,7 @@ def test_identity_data_is_varied_seeded_and_styled(persona: PersonaConfig) -> No
     langs = Counter(c.meta["lang"] for c in convs)
     assert langs["zh"] > langs["en"] > 10
     kinds = {c.meta["kind"] for c in convs}
-    assert {"who", "name", "model", "maker", "abilities", "handoff", "hours", "action"} <= kinds
+    assert {"who", "human", "name", "model", "maker", "abilities", "handoff", "hours", "action"} <= kinds
     for c in convs:
         answer = c.turns[1].content
         assert c.meta["source"] == "persona" and c.meta["topic"] == "identity"
@@ -65,6 +65,9 @@ def test_names_company_and_honesty_in_answers(persona: PersonaConfig) -> None:
     assert all("not" in a for a in by_kind[("en", "model")])
     assert all("9:00-22:00" in a for a in by_kind[("zh", "hours")] + by_kind[("en", "hours")])
     assert all("转人工" in a for a in by_kind[("zh", "handoff")])
+    # "are you a real person?": who answers, that it is not a person, and how to get one
+    assert all("小禾" in a and "不是真人" in a and "转人工" in a for a in by_kind[("zh", "human")])
+    assert all("Xiaohe" in a and "not a person" in a for a in by_kind[("en", "human")])
 
 
 def test_can_and_cannot_decide_action_answers(persona: PersonaConfig) -> None:

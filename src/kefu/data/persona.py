@@ -85,8 +85,13 @@ ACTIONS = (
 
 QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "who": {
-        "zh": ("你是谁", "请问你是谁", "你是什么", "你是机器人吗", "你是真人吗", "介绍一下你自己", "你是干什么的"),
-        "en": ("who are you", "what are you", "are you a bot", "are you a real person", "introduce yourself"),
+        "zh": ("你是谁", "请问你是谁", "你是什么", "介绍一下你自己", "你是干什么的"),
+        "en": ("who are you", "what are you", "introduce yourself"),
+    },
+    # Someone who asks whether a person is answering often wants one: the answer says who answers and how to get one.
+    "human": {
+        "zh": ("你是机器人吗", "你是真人吗", "是人工还是机器", "你是AI吗", "回我消息的是真人还是程序"),
+        "en": ("are you a bot", "are you a real person", "am I talking to a human", "is this a bot or a person"),
     },
     "name": {
         "zh": ("你叫什么名字", "你叫什么", "怎么称呼你", "你的名字是什么", "你有名字吗"),
@@ -147,6 +152,15 @@ def _who(p: PersonaConfig, lang: str, _: str) -> list[str]:
         "with your shopping questions.",
         f"I'm {p.name_en}, an AI assistant for {p.shop_en}, made by {_company_en(p)}.",
     ]
+
+
+def _human(p: PersonaConfig, lang: str, _: str) -> list[str]:
+    if lang == "zh":
+        return [
+            f"我不是真人，是{p.shop}的智能客服{p.name}。需要真人服务的话，{as_sentence(p.handoff, lang)}",
+            f"我是AI客服{p.name}，不是真人。{handoff_sentence(p, lang)}",
+        ]
+    return [f"No, I'm {p.name_en}, {p.shop_en}'s AI assistant, not a person. {handoff_sentence(p, lang)}"]
 
 
 def _name(p: PersonaConfig, lang: str, _: str) -> list[str]:
@@ -247,6 +261,7 @@ def action_answer(p: PersonaConfig, action: Action, lang: str) -> str:
 TopicAnswer = Callable[[PersonaConfig, str, str], list[str]]
 _ANSWERS: dict[str, TopicAnswer] = {
     "who": _who,
+    "human": _human,
     "name": _name,
     "model": _model,
     "maker": _maker,
