@@ -57,6 +57,9 @@ KEYWORDS = GuardConfig().handoff_keywords
         ("The stove arrived and caught fire the first time I lit it", "safety"),
         ("找个人来处理一下", "explicit_request"),
         ("Just get me someone who knows what they're doing", "explicit_request"),
+        # a clock time in a complaint is not a question about the service hours
+        ("I called at 3pm and nobody answered, can I talk to a manager?", "explicit_request"),
+        ("下午三点了还没人工回复我吗？", "keyword"),
     ],
 )
 def test_messages_that_need_a_human(text: str, reason: str) -> None:

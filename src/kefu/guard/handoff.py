@@ -184,9 +184,11 @@ _INFO_QUESTION = re.compile(
     r"|(?:电话|号码)是多少(?![^。]*(?:现在|马上|立刻|就要))|怎么联系|如何联系"
     # whether people are there at some time: "晚上九点还有人工吗", "Is there a human agent on weekends?"
     r"|(?:早上|上午|中午|下午|晚上|夜里|夜间|半夜|凌晨|周[一二三四五六日末]|星期[一二三四五六日天]|节假日|假期|过年|春节|国庆"
-    r"|\d{1,2}\s*[点:：]|[一二三四五六七八九十]{1,3}点)[^。！!]*(?:吗|么|嘛|[?？]|有没有|在不在)"
-    r"|\b(?:on\s+(?:weekends?|sundays?|saturdays?|holidays?)|during\s+(?:\w+\s+)?holidays|at\s+night|overnight"
-    r"|at\s+\d{1,2}(?::\d\d)?\s*(?:am|pm)?|after\s+\d{1,2}\s*(?:am|pm)|tonight)\b[^.!]*\?",
+    r"|\d{1,2}\s*[点:：]|[一二三四五六七八九十]{1,3}点)[^，。！!]{0,8}(?:(?:还)?(?:有|在|能找到|找得到)(?:没有)?(?:人工|客服|人|真人)"
+    r"|(?:人工|客服)[^，。！!]{0,3}(?:在|上班|值班))[^。！!]{0,6}(?:吗|么|嘛|[?？])"
+    r"|(?:\b(?:is|are)\s+(?:there|anyone|anybody|someone|somebody|your\s+\w+)|\b(?:do|does)\s+(?:you|anyone)\s+(?:have|work))"
+    r"\b[^.!?]{0,40}(?:\bon\s+(?:weekends?|sundays?|saturdays?|(?:public\s+)?holidays?)|\bduring\s+(?:\w+\s+)?holidays"
+    r"|\bat\s+night|\bovernight|\bat\s+\d{1,2}(?::\d\d)?\s*(?:am|pm)?|\btonight)\b[^.!]*\?",
     re.I,
 )
 # A pre-purchase question about a risk ("加湿器会不会漏电？", "Is it safe for kids?") is not an incident report.
@@ -196,8 +198,8 @@ _HYPOTHETICAL = re.compile(
 # A thing that arrived broken, or that something else burnt or broke, with nobody hurt, is a claim the policy answers
 # ("帐杆到手就断了", "a burn hole from a campfire spark"), not a safety incident; the product hurting someone is one.
 _DAMAGE_ONLY = re.compile(
-    r"^(?![\s\S]*(?:伤|流血|医院|医生|疼|痛|晕|烫到|孩子|吃了|喝了|鼓包|冒烟|着火|起火|自燃|爆炸|漏电|触电|过期|变质|发霉|漏气|泄漏|味"
-    r"|hurt|injur|bleed|hospital|doctor|burned\s+my|burnt\s+my|my\s+(?:hand|skin|face|son|daughter|child|kid)|smok|\bfire\b"
+    r"^(?![\s\S]*(?:伤|流血|医院|医生|疼|痛|晕|烫到|孩子|吃了|喝了|鼓包|冒烟|着火|起火|自燃|爆炸|漏电|触电|过期|变质|发霉|漏气|泄漏|味|毒|疹|过敏|窒息|吞|割"
+    r"|hurt|poison|rash|allerg|chok|swallow|scald|sick|vomit|injur|bleed|hospital|doctor|burned\s+my|burnt\s+my|my\s+(?:hand|skin|face|son|daughter|child|kid)|smok|\bfire\b"
     r"|explod|leak|shock|expired|swell|swollen|\bate\b|drank))"
     r"(?=[\s\S]*(?:到手|收到|拆开|打开[^，。]{0,4}(?:包裹|快递|箱)|快递|被[^，。]{0,6}(?:烧|烫|摔|咬|压)|(?:烟头|篝火|火星)"
     r"|\barrived\b|\bcame\b[^.!?]{0,20}\b(?:in\s+the\s+box|broken|snapped|cracked)|\bwhen\s+I\s+opened\b|\bparcel\b"
