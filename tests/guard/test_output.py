@@ -222,6 +222,30 @@ def test_replacement_quotes_the_excerpt_that_holds_the_fact(shop_policy: Policy)
     assert guard_answer("支持30天退货。", shop_policy, "zh", wrong)[0] == "本店支持7天无理由退货。"
 
 
+def test_saying_the_excerpts_do_not_answer_beside_one_quotes_it(shop_policy: Policy) -> None:
+    excerpts = [
+        "- 退换货：商品签收后7天内可申请无理由退货\n- 质量问题15天内可退换。",
+        "Returns: unused items can be returned within 7 days of delivery.",
+    ]
+    unsure = "您好，抱歉，参考资料里没有找到这个问题的答案，我不能随便回答。" + HANDOFF_ZH + "还有问题随时找小禾。"
+    zh, hits = guard_answer(unsure, shop_policy, "zh", excerpts)
+    assert hits == ["unanswered"]
+    assert zh == (
+        "您好，这个问题我没法确定，最相关的店铺规定是：退换货：商品签收后7天内可申请无理由退货。质量问题15天内可退换[1]。"
+        + HANDOFF_ZH
+    )
+    en, _ = guard_answer("Hello! Sorry, the reference excerpts don't answer this, so I won't guess.", shop_policy, "en",
+                         excerpts)  # fmt: skip
+    assert en.startswith("Hello! I can't answer that for certain; the closest shop policy says: Returns: unused")
+    assert "within 7 days of delivery[2]." in en
+    # Nothing shown, or nothing in the customer's language: the reply stands (no Chinese quoted to an English reader).
+    assert guard_answer(unsure, shop_policy, "zh")[1] == []
+    plain = "Hello! Sorry, the reference excerpts don't answer this, so I won't guess."
+    assert guard_answer(plain, shop_policy, "en", excerpts[:1]) == (plain, [])
+    streamed = AnswerGuard(shop_policy, "zh", excerpts)
+    assert "".join(streamed.feed(c) for c in unsure) + streamed.finish() == zh
+
+
 def test_a_violation_stops_the_stream_and_finish_gives_the_replacement(shop_policy: Policy) -> None:
     guard = AnswerGuard(shop_policy, "en")
     shown = guard.feed("Hello! Your order ships within 48 hours. ")

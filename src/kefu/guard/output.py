@@ -23,7 +23,7 @@ from kefu.guard.identity import find_identity, own_names
 from kefu.guard.leak import LEAK_CHARS, covered, scaffold_ngrams
 from kefu.guard.notices import greeting, notice
 from kefu.guard.promises import check_limits, find_promises
-from kefu.guard.replace import Violation, replacement
+from kefu.guard.replace import Violation, closest_policy, replacement, says_unanswered
 from kefu.guard.think import ThinkFilter
 from kefu.guard.words import find_banned
 
@@ -252,6 +252,8 @@ class AnswerGuard:
         found += [("identity", f) for f in find_identity(sent, p.own_names)]
         found += [("secret_request", f) for f in find_secret_requests(sent)]
         violations = [Violation(hit, f.rule, f.detail or f.text, sent) for hit, f in found]
+        if self.excerpts and says_unanswered(sent) and closest_policy(self.excerpts, self.lang, p.limits):
+            violations.append(Violation("unanswered", "unanswered", "an excerpt was shown", sent))
         if p.prompt_ngrams:
             n, self._s.leak_tail = covered(sent, p.prompt_ngrams, self._s.leak_tail)
             self._s.leaked += n
@@ -276,7 +278,12 @@ class AnswerGuard:
             self._hit(v.hit, f"{v.rule}: {v.detail}")
         self.stopped = True
         p = self.policy
-        self._tail = self._joined(replacement(p.persona, violations, self.lang, self.excerpts, p.limits))
+        tail = replacement(p.persona, violations, self.lang, self.excerpts, p.limits)
+        # The greeting opened the dropped sentence ("您好，抱歉，…"): the answer still opens with it.
+        hello = greeting(p.persona, self.lang)
+        if not self.text and hello and violations[0].sentence.startswith(hello.rstrip(" ，,")):
+            tail = hello + tail
+        self._tail = self._joined(tail)
 
     def _stop_repeating(self, why: str, at: int) -> None:
         """Stop on a loop found `at` characters into the sentence being checked."""

@@ -47,6 +47,19 @@ _ACTION_RULES = re.compile(r"done_claim|immediate_action|compensation")
 _DELIVERY_RULES = re.compile(r"delivery|date_promise")
 _LABEL = re.compile(r"^[^：:。.!?！？]{1,12}[：:]\s*")
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]|\.(?=\s|$))?")
+# An answer saying the excerpts do not answer the question (what kefu's synthesised data teaches for a missing
+# excerpt, and what a model overtrained on it says with the answer in front of it).
+_UNANSWERED = re.compile(
+    r"(?:参考)?(?:资料|excerpts)\s*(?:里|中)?(?:没有|未)(?:找到|提到|说明|写)|"
+    r"\b(?:reference\s+)?excerpts?\s+(?:don't|do\s+not|doesn't|does\s+not)\s+(?:answer|say|cover|mention)\b",
+    re.I,
+)
+_MARKUP = re.compile(r"^[\s>#*•|-]+")
+CLOSEST_CHARS = 200  # the quoted policy: enough for a rule and its conditions, short enough to read in a chat
+_CLOSEST_LEAD = (
+    "这个问题我没法确定，最相关的店铺规定是：",
+    "I can't answer that for certain; the closest shop policy says: ",
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,27 @@ def limit_sentence(key: str, limit: float, lang: str, excerpts: Sequence[str], l
                 return s if s[-1] in "。！？!?." else s + ("." if lang == "en" else "。")
     zh, en = _LIMIT_SENTENCES[key]
     return (en if lang == "en" else zh).format(n=_num(limit))
+
+
+def says_unanswered(sentence: str) -> bool:
+    """Whether a sentence of an answer says the reference excerpts do not answer the question."""
+    return _UNANSWERED.search(sentence) is not None
+
+
+def closest_policy(excerpts: Sequence[str], lang: str, limits: dict[str, float]) -> str:
+    """The first shown excerpt in the customer's language, its sentences quoted and cited by its number, behind a
+    lead that says it may not be the answer; '' when no excerpt is in that language (no Chinese quoted in English)."""
+    for n, excerpt in enumerate(excerpts, 1):
+        quoted: list[str] = []
+        for m in _SENTENCE.finditer(excerpt):
+            sent = _MARKUP.sub("", m.group()).strip()
+            fits = sent and detect_lang(sent) == lang and not check_limits(sent, limits) and not find_promises(sent)
+            if fits and sum(map(len, quoted)) + len(sent) <= CLOSEST_CHARS:
+                quoted.append(sent if sent[-1] in "。！？!?." else sent + ("." if lang == "en" else "。"))
+        if quoted:
+            text = (" " if lang == "en" else "").join(quoted)
+            return _CLOSEST_LEAD[lang == "en"] + text[:-1] + f"[{n}]" + text[-1]
+    return ""
 
 
 def _cannot_sentence(persona: PersonaConfig, topic: str, lang: str) -> str:
@@ -116,6 +150,8 @@ def replacement(
         parts.append(_SECRET_SENTENCE[1] if lang == "en" else _SECRET_SENTENCE[0])
     if "identity" in hits:
         parts.append(identity_sentence(persona, lang))
+    if "unanswered" in hits:
+        parts.append(closest_policy(excerpts, lang, limits))
     for v in violations:
         if v.hit == "limit":
             key = v.rule.removeprefix("limit.")
@@ -125,6 +161,6 @@ def replacement(
             parts.append(_cannot_sentence(persona, _topic(v), lang))
             if _topic(v) == "delivery" and "ship_hours" in limits:
                 parts.append(limit_sentence("ship_hours", limits["ship_hours"], lang, excerpts, limits))
-    if not parts or hits & {"promise", "banned_word", "forbidden_phrase"}:
+    if not parts or hits & {"promise", "banned_word", "forbidden_phrase", "unanswered"}:
         parts.append(handoff_sentence(persona, lang))
     return (" " if lang == "en" else "").join(dict.fromkeys(parts))
