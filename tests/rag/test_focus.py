@@ -6,7 +6,8 @@ from kefu.answer.knowledge import KnowledgeBase
 from kefu.config import KefuConfig
 from kefu.data.schema import Conversation, Turn
 from kefu.rag.context import build_rag_sft, format_context
-from kefu.rag.retrieve import Retriever
+from kefu.rag.hit import Hit
+from kefu.rag.retrieve import Retriever, prefer_language
 
 
 def _retriever(cfg: KefuConfig, n: int | None) -> Retriever:
@@ -60,3 +61,21 @@ def test_warm_embeds_every_sentence_once_before_questions(ingested: KefuConfig) 
     KnowledgeBase(ingested.model_copy(update={"kb": cut.kb})).warm()  # through the pipeline's KB: no error
     whole.close()
     cut.close()
+
+
+def _hit(n: int, text: str) -> Hit:
+    return Hit(f"c{n}", "kb/x.md", (), n, text, "text", 1.0 / n, None, None, None, None, 1)
+
+
+def test_chunks_in_the_question_language_come_first() -> None:
+    zh1, en1, zh2, en2 = (
+        _hit(1, "新疆、西藏运费 22 元。"),
+        _hit(2, "Xinjiang: 22 yuan."),
+        _hit(3, "包邮门槛 168 元。"),
+        _hit(4, "Free shipping from 168 yuan."),
+    )
+    ranked = [zh1, en1, zh2, en2]
+    assert prefer_language("Is shipping free to Xinjiang?", ranked, 2) == [en1, en2]
+    assert prefer_language("新疆包邮吗", ranked, 3) == [zh1, zh2, en1]
+    only_zh = [zh1, zh2]  # nothing in English: the other language's best, in rank order
+    assert prefer_language("Is shipping free?", only_zh, 2) == only_zh

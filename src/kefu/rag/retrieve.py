@@ -19,6 +19,7 @@ from kefu.config import KefuConfig
 from kefu.data.schema import Turn
 from kefu.errors import KefuError
 from kefu.rag.embed import Embedder
+from kefu.rag.facts import lang_of
 from kefu.rag.focus import SentenceVectors, focus, sentences_of
 from kefu.rag.hit import Hit
 from kefu.rag.index import embedder_for, glossary_for, open_store
@@ -167,8 +168,10 @@ class Retriever:
         return sorted(reranked, key=lambda h: -(h.rerank_score or 0.0))
 
     def retrieve(self, query: str, history: Sequence[HistoryItem] | None = None, k: int | None = None) -> list[Hit]:
-        """Hybrid top-k for the current question, using the conversation's recent user turns as context."""
-        return self.search(query_with_history(query, history, self.kb.history_turns), k)
+        """Hybrid top-k for the current question, using the conversation's recent user turns as context; of the
+        top 2k, chunks in the question's language go first (see prefer_language)."""
+        k = k or self.kb.top_k
+        return prefer_language(query, self.search(query_with_history(query, history, self.kb.history_turns), 2 * k), k)
 
     def focus(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
         """The hits cut to the kb.key_sentences sentences that answer `query` best (kefu.rag.focus); all of them
@@ -192,6 +195,16 @@ class Retriever:
 
     def close(self) -> None:
         self.store.close()
+
+
+def prefer_language(query: str, hits: Sequence[Hit], k: int) -> list[Hit]:
+    """The k best hits, those in the question's language first (each group in rank order). A shop whose documents
+    come in both languages answers each customer from its own: the same rule in the other language took the slots
+    (an English question shown only Chinese shipping rules, "我在乌鲁木齐，多少钱包邮" only the English summary), and
+    a small model copies the excerpt it is shown rather than translating it. No hit in that language: unchanged."""
+    asked = lang_of(query)
+    same = [h for h in hits if lang_of(h.text) == asked]
+    return (same + [h for h in hits if lang_of(h.text) != asked])[:k]
 
 
 def relevant(hits: Sequence[Hit], min_score: float, min_score_lexical: float | None = None) -> bool:
