@@ -12,6 +12,7 @@ from kefu.config import PersonaConfig
 from kefu.guard.lang import detect_lang
 from kefu.guard.notices import handoff_sentence, notice
 from kefu.guard.promises import check_limits, find_promises, states_limit
+from kefu.rag.facts import cite, statement
 
 _LIMIT_SENTENCES = {
     "return_days": ("本店支持{n}天无理由退货。", "Returns for any reason are accepted within {n} days."),
@@ -54,7 +55,6 @@ _UNANSWERED = re.compile(
     r"\b(?:reference\s+)?excerpts?\s+(?:don't|do\s+not|doesn't|does\s+not)\s+(?:answer|say|cover|mention)\b",
     re.I,
 )
-_MARKUP = re.compile(r"^[\s>#*•|-]+")
 CLOSEST_CHARS = 200  # the quoted policy: enough for a rule and its conditions, short enough to read in a chat
 _CLOSEST_LEAD = (
     "这个问题我没法确定，最相关的店铺规定是：",
@@ -100,13 +100,12 @@ def closest_policy(excerpts: Sequence[str], lang: str, limits: dict[str, float])
     for n, excerpt in enumerate(excerpts, 1):
         quoted: list[str] = []
         for m in _SENTENCE.finditer(excerpt):
-            sent = _MARKUP.sub("", m.group()).strip()
+            sent = statement(m.group())  # as kefu's synthesised answers state an excerpt's sentences
             fits = sent and detect_lang(sent) == lang and not check_limits(sent, limits) and not find_promises(sent)
             if fits and sum(map(len, quoted)) + len(sent) <= CLOSEST_CHARS:
-                quoted.append(sent if sent[-1] in "。！？!?." else sent + ("." if lang == "en" else "。"))
+                quoted.append(sent)
         if quoted:
-            text = (" " if lang == "en" else "").join(quoted)
-            return _CLOSEST_LEAD[lang == "en"] + text[:-1] + f"[{n}]" + text[-1]
+            return _CLOSEST_LEAD[lang == "en"] + cite((" " if lang == "en" else "").join(quoted), n)
     return ""
 
 

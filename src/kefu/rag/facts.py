@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from kefu.rag.chunk import Chunk, split_sentences
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
+_END = re.compile(r"([。！？.!?])$")
 _MARKUP = re.compile(r"^\s*(?:[-*+]|\d+[.)、]|[一二三四五六七八九十]+、)\s*|\*\*|__|`")
 _HEADING_NUMBER = re.compile(r"^\s*(?:[一二三四五六七八九十]+、|\d+[.)、]\s*)")
 _RULE_ZH = re.compile(r"\d|可以|可申请|不支持|不能|不可|不接受|承担|包邮|免费|需|只能|限")
@@ -50,6 +51,11 @@ class Question:
 
 def lang_of(text: str) -> str:
     return "zh" if _CJK.search(text) else "en"
+
+
+def cite(text: str, n: int) -> str:
+    """Put the excerpt number before the sentence's final stop: '…照片[1]。'."""
+    return _END.sub(rf"[{n}]\1", text) if _END.search(text) else f"{text}[{n}]"
 
 
 def statement(raw: str) -> str:

@@ -33,6 +33,7 @@ from kefu.errors import KefuError
 from kefu.rag.context import format_context
 from kefu.rag.facts import (
     Fact,
+    cite,
     cloze_questions,
     extract_facts,
     fact_questions,
@@ -57,7 +58,6 @@ UNANSWERABLE = {
     "en": ("who owns the shop", "do you have a physical store I can visit", "will it rain tomorrow",
            "can you help me write a cover letter"),
 }  # fmt: skip
-_END = re.compile(r"([。！？.!?])$")
 # A bait's answer: the rule (cited) first, the refusal after it. With the refusal first ("抱歉，这个我不能答应。" + the
 # rule), the trained model opened ordinary "能…吗" questions with it and often stopped there (shop 2, session 8).
 _BAIT_TAIL = {"zh": "超出这个范围的我没法答应。", "en": " Anything beyond that I can't promise."}
@@ -72,11 +72,6 @@ class SynthReport:
     by_kind: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     generator: str = "templates"
-
-
-def cite(text: str, n: int) -> str:
-    """Put the excerpt number before the sentence's final stop: '…照片[1]。'."""
-    return _END.sub(rf"[{n}]\1", text) if _END.search(text) else f"{text}[{n}]"
 
 
 def _handoff_body(cfg: KefuConfig, lang: str) -> str:
