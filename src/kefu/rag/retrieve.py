@@ -203,8 +203,7 @@ def prefer_language(query: str, hits: Sequence[Hit], k: int) -> list[Hit]:
     (an English question shown only Chinese shipping rules, "我在乌鲁木齐，多少钱包邮" only the English summary), and
     a small model copies the excerpt it is shown rather than translating it. No hit in that language: unchanged."""
     asked = lang_of(query)
-    same = [h for h in hits if lang_of(h.text) == asked]
-    return (same + [h for h in hits if lang_of(h.text) != asked])[:k]
+    return sorted(hits, key=lambda h: lang_of(h.text) != asked)[:k]  # stable: rank order within each group
 
 
 def relevant(hits: Sequence[Hit], min_score: float, min_score_lexical: float | None = None) -> bool:
