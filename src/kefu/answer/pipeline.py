@@ -288,7 +288,8 @@ class AnswerPipeline:
         # its finish() brings the replacement. Raw answers go out as generated. Tool calls bypass both: they are
         # the client's to run, not text a customer reads.
         stops = StopFilter(params.stop)
-        guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts)
+        asked = str(prep.turns[last_user(prep.turns)]["content"] or "") if prep.turns else ""
+        guard = None if self.raw else AnswerGuard(self.policy, prep.lang, prep.context.excerpts, asked)
         agen = await self._engine_stream(prep, params)
         said: list[str] = []
         try:

@@ -20,6 +20,7 @@ from kefu.guard import repeat
 from kefu.guard.credentials import find_secret_requests
 from kefu.guard.findings import Finding, normalise_with_map
 from kefu.guard.identity import find_identity, own_names
+from kefu.guard.items import list_items, off_item
 from kefu.guard.leak import LEAK_CHARS, covered, scaffold_ngrams
 from kefu.guard.notices import greeting, notice
 from kefu.guard.promises import check_limits, find_promises
@@ -92,8 +93,10 @@ class AnswerGuard:
     """One per answer: feed() the model's text as it streams and show what it returns; when `stopped` turns True,
     stop generating; finish() returns what is left to show (the rest, or the replacement)."""
 
-    def __init__(self, policy: Policy, lang: str, excerpts: Sequence[str] = ()) -> None:
+    def __init__(self, policy: Policy, lang: str, excerpts: Sequence[str] = (), question: str = "") -> None:
         self.policy, self.lang, self.excerpts = policy, ("en" if lang == "en" else "zh"), tuple(excerpts)
+        self.question = question
+        self._items = list_items(self.excerpts) if question else []
         # The shop's hotline in an answer is what the customer asked for, not their personal data.
         self._own_contacts = policy.own_contacts | contact_keys("\n".join(self.excerpts))
         self.stopped = False
@@ -196,12 +199,23 @@ class AnswerGuard:
         if violations or word_violations:
             self._stop(violations + word_violations)
             return ""
+        if self._items and off_item(kept, self.question, self._items):
+            kept = self._off_item(kept)
         if not kept:
             return ""
         sent = kept
         self._repeat.accept(sent)
         self._s.released.append(sent)
         return sent
+
+    def _off_item(self, sent: str) -> str:
+        """What is left of a sentence restating a list item the customer did not ask about: the greeting that
+        opened the answer, and its citation markers (the item asked about may have come before it, uncited)."""
+        self._hit("off_item", f"off_item: {sent.strip()[:40]}")
+        hello = greeting(self.policy.persona, self.lang)
+        keep = hello if not self.text and hello and sent.lstrip().startswith(hello.rstrip(" ，,")) else ""
+        marks = [m for m in dict.fromkeys(re.findall(r"\[\d+\]", sent)) if m not in self.text]
+        return keep + "".join(marks)
 
     def _mask(self, sent: str) -> str:
         """PII masked, except the persona's own names ("我叫小禾" is not a customer's name) and the shop's own phone
@@ -305,8 +319,10 @@ class AnswerGuard:
         return " " + tail if self.lang == "en" and done and not done[-1].isspace() else tail
 
 
-def guard_answer(text: str, policy: Policy, lang: str, excerpts: Sequence[str] = ()) -> tuple[str, list[str]]:
+def guard_answer(
+    text: str, policy: Policy, lang: str, excerpts: Sequence[str] = (), question: str = ""
+) -> tuple[str, list[str]]:
     """The whole answer as the customer may see it, and the names of the guards that fired (non-streamed paths)."""
-    guard = AnswerGuard(policy, lang, excerpts)
+    guard = AnswerGuard(policy, lang, excerpts, question)
     shown = guard.feed(text)
     return shown + guard.finish(), guard.hits
