@@ -16,6 +16,12 @@ from kefu.guard.notices import notice
 from kefu.guard.output import AnswerGuard, Policy, guard_answer
 
 HANDOFF_ZH = "如需人工服务，请在对话中回复“转人工”，或点击对话框右上角“人工客服”。"
+SIGN = {"zh": "还有其他问题随时找小禾。", "en": " Feel free to ask me anything else."}
+
+
+def signed(replacement: str, lang: str = "zh") -> str:
+    """A guard's replacement as the customer reads it: closed with the persona's sign-off."""
+    return replacement + SIGN[lang]
 
 
 @pytest.mark.parametrize(
@@ -52,7 +58,7 @@ def test_violations_are_replaced_by_whole_sentences(
 ) -> None:
     text, hits = guard_answer(answer, shop_policy, lang)
     assert hit in hits
-    assert text == expected
+    assert text == signed(expected, lang)
 
 
 def test_english_guarantee_never_leaves_a_fragment(shop_policy: Policy) -> None:
@@ -69,7 +75,7 @@ def test_english_guarantee_never_leaves_a_fragment(shop_policy: Policy) -> None:
     [
         ("亲亲，您好！7天内可以无理由退货。", "您好！7天内可以无理由退货。"),
         ("宝子，商品签收后7天内可以申请无理由退货。", "商品签收后7天内可以申请无理由退货。"),
-        ("亲亲，宝子…随便退", HANDOFF_ZH),
+        ("亲亲，宝子…随便退", signed(HANDOFF_ZH)),
     ],
 )
 def test_forbidden_phrases_drop_their_clause_or_stop(shop_policy: Policy, answer: str, expected: str) -> None:
@@ -97,7 +103,7 @@ def test_banned_words_from_guard_config(shop_cfg) -> None:  # type: ignore[no-un
 def test_reasoning_never_reaches_the_customer(shop_policy: Policy, answer: str, expected: str) -> None:
     text, hits = guard_answer(answer, shop_policy, "zh")
     assert "think" in hits
-    assert text == (notice(shop_policy.persona, "no_match", "zh") if expected == "NO_MATCH" else expected)
+    assert text == (signed(notice(shop_policy.persona, "no_match", "zh")) if expected == "NO_MATCH" else expected)
 
 
 def test_system_prompt_reproduction_is_refused(shop_policy: Policy, shop_cfg) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +111,7 @@ def test_system_prompt_reproduction_is_refused(shop_policy: Policy, shop_cfg) ->
     text, hits = guard_answer(prompt, shop_policy, "zh")
     assert "system_prompt" in hits
     assert "回答要求" not in text and "不使用表情符号" not in text
-    assert text.endswith(HANDOFF_ZH)
+    assert text.endswith(signed(HANDOFF_ZH))
 
 
 @pytest.mark.parametrize(
@@ -215,11 +221,11 @@ def test_replacement_quotes_the_excerpt_that_holds_the_fact(shop_policy: Policy)
         "退换货：商品签收后7天内可申请无理由退货\n质量问题15天内可退换。",
     ]
     zh, _ = guard_answer("您好！本店支持30天无理由退货。", shop_policy, "zh", excerpts)
-    assert zh == "您好！商品签收后7天内可申请无理由退货。"
+    assert zh == signed("您好！商品签收后7天内可申请无理由退货。")
     en, _ = guard_answer("Hello! You can return it within 30 days.", shop_policy, "en", excerpts)
-    assert en == "Hello! Unused items can be returned within 7 days of delivery."
+    assert en == signed("Hello! Unused items can be returned within 7 days of delivery.", "en")
     wrong = ["本店支持30天无理由退货。"]  # an excerpt that itself breaks policy is not quoted
-    assert guard_answer("支持30天退货。", shop_policy, "zh", wrong)[0] == "本店支持7天无理由退货。"
+    assert guard_answer("支持30天退货。", shop_policy, "zh", wrong)[0] == signed("本店支持7天无理由退货。")
 
 
 def test_saying_the_excerpts_do_not_answer_beside_one_quotes_it(shop_policy: Policy) -> None:
@@ -230,7 +236,7 @@ def test_saying_the_excerpts_do_not_answer_beside_one_quotes_it(shop_policy: Pol
     unsure = "您好，抱歉，参考资料里没有找到这个问题的答案，我不能随便回答。" + HANDOFF_ZH + "还有问题随时找小禾。"
     zh, hits = guard_answer(unsure, shop_policy, "zh", excerpts)
     assert hits == ["unanswered"]
-    assert zh == (
+    assert zh == signed(
         "您好，这个问题我没法确定，最相关的店铺规定是：退换货：商品签收后7天内可申请无理由退货。质量问题15天内可退换[1]。"
         + HANDOFF_ZH
     )
@@ -257,7 +263,7 @@ def test_a_violation_stops_the_stream_and_finish_gives_the_replacement(shop_poli
     shown += guard.finish()
     assert shown == (
         "Hello! Your order ships within 48 hours. Sorry, I can't guarantee a specific delivery date. "
-        "Orders usually ship within 48 hours of payment. " + shop_policy.persona.handoff_en + "."
+        "Orders usually ship within 48 hours of payment. " + shop_policy.persona.handoff_en + "." + SIGN["en"]
     )
     assert guard.hits == ["promise"] and guard.finish() == ""
 

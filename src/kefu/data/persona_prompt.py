@@ -116,7 +116,8 @@ def handoff_sentence(p: PersonaConfig, lang: str) -> str:
 _EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d]")
 
 
-def _sign_off(p: PersonaConfig, lang: str) -> str:
+def sign_off(p: PersonaConfig, lang: str) -> str:
+    """The persona's closing line in `lang` ('' when it has none; English: its own when ASCII)."""
     if not p.sign_off or lang == "zh":
         return p.sign_off
     return p.sign_off if p.sign_off.isascii() else "Feel free to ask me anything else."
@@ -136,7 +137,7 @@ def styled(p: PersonaConfig, body: str, lang: str) -> str:
     greeting = p.greeting if lang == "zh" else ("Hello!" if p.greeting else "")
     sep = "" if not greeting or greeting[-1] in "，。！,.!" else ("，" if lang == "zh" else " ")
     head = f"{greeting}{sep}" + ("" if lang == "zh" or not greeting or sep else " ")
-    sign = _sign_off(p, lang)
+    sign = sign_off(p, lang)
     body = as_sentence(body, lang) if sign else body
     text = head + body + ((" " if lang == "en" else "") + sign if sign else "")
     if len(text) > p.max_chars:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kefu.config import KefuConfig, PersonaConfig, PIIConfig
+from kefu.data.persona_prompt import sign_off
 from kefu.data.pii import DEFAULT_PLACEHOLDERS, find_pii
 from kefu.guard import repeat
 from kefu.guard.credentials import find_secret_requests
@@ -125,7 +126,7 @@ class AnswerGuard:
             self._note_think(upto=None)
             if not self._s.released and self.hits:  # the guards left nothing at all (only reasoning, say)
                 self._hit("empty", "nothing left to show")
-                self._tail = notice(self.policy.persona, "no_match", self.lang)
+                self._tail = self._joined(notice(self.policy.persona, "no_match", self.lang))
         return out + self._tail
 
     @property
@@ -314,7 +315,11 @@ class AnswerGuard:
         return len(said.replace(repeat.key(greeting(self.policy.persona, self.lang)), "", 1)) >= repeat.SHORT
 
     def _joined(self, tail: str) -> str:
-        """`tail` as it follows the released text: a space between English sentences."""
+        """`tail` as it follows the released text (a space between English sentences), closed with the persona's
+        sign-off: the model's own went with the sentences the replacement stands for."""
+        sign = sign_off(self.policy.persona, self.lang)
+        if sign and not tail.rstrip().endswith(sign):
+            tail = tail.rstrip() + (" " if self.lang == "en" else "") + sign
         done = self.text
         return " " + tail if self.lang == "en" and done and not done[-1].isspace() else tail
 
