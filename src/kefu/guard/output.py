@@ -18,6 +18,7 @@ from kefu.config import KefuConfig, PersonaConfig, PIIConfig
 from kefu.data.persona_prompt import sign_off
 from kefu.data.pii import DEFAULT_PLACEHOLDERS, find_pii
 from kefu.guard import repeat
+from kefu.guard.copied import excerpt_sentences, restored
 from kefu.guard.credentials import find_secret_requests
 from kefu.guard.findings import Finding, normalise_with_map
 from kefu.guard.identity import find_identity, own_names
@@ -98,6 +99,7 @@ class AnswerGuard:
         self.policy, self.lang, self.excerpts = policy, ("en" if lang == "en" else "zh"), tuple(excerpts)
         self.question = question
         self._items = list_items(self.excerpts) if question else []
+        self._copied = excerpt_sentences(self.excerpts)
         # The shop's hotline in an answer is what the customer asked for, not their personal data.
         self._own_contacts = policy.own_contacts | contact_keys("\n".join(self.excerpts))
         self.stopped = False
@@ -193,6 +195,11 @@ class AnswerGuard:
             if masked != sent:
                 self._hit("pii", "pii masked")
             sent = masked
+        if self._copied:  # a rule copied with a number or day changed is shown as the excerpt says it
+            restored_ = restored(sent, self._copied)
+            if restored_ != sent:
+                self._hit("copy", f"copy restored: {sent.strip()[:40]}")
+            sent = restored_
         # The rules see the sentence before a forbidden clause is dropped: "保证明天到，" is a promise to replace,
         # not just words to leave out.
         violations = self._rules(sent)
