@@ -53,3 +53,13 @@ def test_the_guard_restores_and_reports_it(shop_cfg: KefuConfig) -> None:
     text, hits = guard_answer(answer, policy, "zh", [SHIPPING])
     assert text == answer.replace("周六", "周日") and hits == ["copy"]
     assert guard_answer(answer, policy, "zh") == (answer, [])  # nothing shown, nothing to compare with
+
+
+def test_a_hyphen_between_numbers_is_compared() -> None:
+    """ "2-3 天" is not "23 天": a range changed inside is put back, list markers are not part of the rule."""
+    sources = excerpt_sentences(["- 燃气罐只能走陆运专线，时效比普通快递慢 2-3 天。"])
+    assert sources == ["燃气罐只能走陆运专线，时效比普通快递慢2-3天"]
+    assert (
+        restored("燃气罐只能走陆运专线，时效比普通快递慢 2-4 天。", sources)
+        == "燃气罐只能走陆运专线，时效比普通快递慢 2-3 天。"
+    )

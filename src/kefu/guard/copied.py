@@ -13,7 +13,8 @@ import re
 from collections.abc import Sequence
 
 _SENTENCE = re.compile(r"[^。！？!?；;\n]+")
-_IGNORED = re.compile(r"\[\d+\]|[\s>*_`#\-–—•]+")
+# Markup, spaces and citation markers are not compared; a hyphen is, where it joins numbers ("2-3 天").
+_IGNORED = re.compile(r"\[\d+\]|^[\s>*+#\-•]+|[\s*_`]+")
 _FACT_CHARS = re.compile(r"^[0-9０-９.:一二三四五六七八九十百千万两半零日天周]{1,3}$")
 NEAR = 0.85  # similarity of a near-copy: one or two characters changed in a rule of 15-40
 _SHORTEST = 10  # characters; shorter sentences are too alike by chance ("运费10元")

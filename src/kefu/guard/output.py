@@ -196,10 +196,10 @@ class AnswerGuard:
                 self._hit("pii", "pii masked")
             sent = masked
         if self._copied:  # a rule copied with a number or day changed is shown as the excerpt says it
-            restored_ = restored(sent, self._copied)
-            if restored_ != sent:
+            fixed = restored(sent, self._copied)
+            if fixed != sent:
                 self._hit("copy", f"copy restored: {sent.strip()[:40]}")
-            sent = restored_
+            sent = fixed
         # The rules see the sentence before a forbidden clause is dropped: "保证明天到，" is a promise to replace,
         # not just words to leave out.
         violations = self._rules(sent)
