@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kefu.config import KefuConfig
-from kefu.guard.copied import excerpt_sentences, restored
+from kefu.guard.copied import excerpt_sentences, own_name, restored
 from kefu.guard.output import Policy, guard_answer
 
 SHIPPING = (
@@ -63,3 +63,17 @@ def test_a_hyphen_between_numbers_is_compared() -> None:
         restored("燃气罐只能走陆运专线，时效比普通快递慢 2-4 天。", sources)
         == "燃气罐只能走陆运专线，时效比普通快递慢 2-3 天。"
     )
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("您好，我是阿里，山岚户外的智能客服，不是真人。", "您好，我是阿岚，山岚户外的智能客服，不是真人。"),
+        ("我叫阿蓝。", "我叫阿岚。"),
+        ("我是阿岚，很高兴为您服务。", "我是阿岚，很高兴为您服务。"),
+        ("我是阿里巴巴开发的。", "我是阿里巴巴开发的。"),  # not a name alone: the identity guard's to judge
+        ("我是小米，", "我是小米，"),  # two characters off: another name, not a slip
+    ],
+)
+def test_the_persona_name_one_character_off_is_spelled_right(said: str, expected: str) -> None:
+    assert own_name(said, "阿岚") == expected

@@ -1,9 +1,10 @@
-"""A sentence copied from an excerpt says what the excerpt says.
+"""A sentence copied from an excerpt says what the excerpt says, and the persona's name is spelled right.
 
 A small model copying a rule sometimes changes one number or day on the way ("周日和法定节假日仓库休息" came out as
 "周六和…"): the customer reads a wrong fact in the shop's own words. When a sentence of the answer is a near-copy of
 one excerpt sentence (no exact copy of any) and differs from it only in a few numerals, digits or day words, those
 are put back as the excerpt has them. Anything else (a rephrasing, an added clause) is left to the other guards.
+The persona's name gets the same care: "我是阿里，山岚户外的智能客服" (for 阿岚) is one character off.
 """
 
 from __future__ import annotations
@@ -83,3 +84,13 @@ def _spans(said: str, source: str) -> list[tuple[str, str, str, str]]:
         for tag, i1, i2, j1, j2 in reversed(ops)
         if tag != "equal"
     ]
+
+
+def own_name(sentence: str, name: str) -> str:
+    """A first-person "我是/我叫 X，" where X is the persona's name with one character changed, spelled right."""
+    if len(name) < 2:
+        return sentence
+    claim = re.compile(rf"(?<=我是|我叫)[\u3400-\u9fff]{{{len(name)}}}(?=[，,。！!、\s]|$)")
+    return claim.sub(
+        lambda m: name if sum(a != b for a, b in zip(m.group(), name, strict=True)) == 1 else m.group(), sentence
+    )

@@ -18,7 +18,7 @@ from kefu.config import KefuConfig, PersonaConfig, PIIConfig
 from kefu.data.persona_prompt import sign_off
 from kefu.data.pii import DEFAULT_PLACEHOLDERS, find_pii
 from kefu.guard import repeat
-from kefu.guard.copied import excerpt_sentences, restored
+from kefu.guard.copied import excerpt_sentences, own_name, restored
 from kefu.guard.credentials import find_secret_requests
 from kefu.guard.findings import Finding, normalise_with_map
 from kefu.guard.identity import find_identity, own_names
@@ -195,11 +195,11 @@ class AnswerGuard:
             if masked != sent:
                 self._hit("pii", "pii masked")
             sent = masked
-        if self._copied:  # a rule copied with a number or day changed is shown as the excerpt says it
-            fixed = restored(sent, self._copied)
-            if fixed != sent:
-                self._hit("copy", f"copy restored: {sent.strip()[:40]}")
-            sent = fixed
+        # A rule copied with a number or day changed is shown as the excerpt says it; the name as the persona's.
+        fixed = own_name(restored(sent, self._copied) if self._copied else sent, self.policy.persona.name)
+        if fixed != sent:
+            self._hit("copy", f"copy restored: {sent.strip()[:40]}")
+        sent = fixed
         # The rules see the sentence before a forbidden clause is dropped: "保证明天到，" is a promise to replace,
         # not just words to leave out.
         violations = self._rules(sent)
