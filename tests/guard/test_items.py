@@ -93,3 +93,9 @@ def test_streaming_drops_the_same(policy: Policy) -> None:
         guard = AnswerGuard(policy, "zh", [WARRANTY], "帐篷保修几年")
         shown = "".join(guard.feed(WHOLE[a:b]) for a, b in zip([0, *cuts], [*cuts, len(WHOLE)], strict=True))
         assert (shown + guard.finish(), guard.hits) == whole
+
+
+def test_numbered_steps_are_not_a_list_of_items() -> None:
+    """A procedure's steps all belong in an answer about one of them."""
+    steps = "1. 登录账号：打开 App 登录。\n2. 进入订单：在「我的订单」找到这一单。\n3. 提交申请：选择退货原因。"
+    assert list_items([steps]) == []

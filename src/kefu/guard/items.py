@@ -12,12 +12,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# A list line of an excerpt: "- 冲锋衣、软壳：防水压胶…", "1. Tents and backpacks: 2 years …" (quoted or not).
-# The subject is a name, not a clause ("留言，人工客服在次日 10:00 前回复" has no subject), and a clock's colon is no
-# separator.
-_ITEM = re.compile(
-    r"^\s*(?:>\s*)?(?:[-*+•]|\d+[.)、])\s*(?:\*\*)?([^：:，,。.\n]{1,24}?)(?:\*\*)?\s*(?<!\d)[：:]\s*\S", re.MULTILINE
-)
+# A list line of an excerpt: "- 冲锋衣、软壳：防水压胶…", "* Tents and backpacks: 2 years …" (quoted or not).
+# Bulleted lines only: a numbered list is as often a procedure ("1. 登录账号：… 2. 进入订单：…"), whose steps all
+# belong in an answer about one of them. The subject is a name, not a clause ("留言，人工客服在次日 10:00 前回复" has
+# no subject), and a clock's colon is no separator.
+_ITEM = re.compile(r"^\s*(?:>\s*)?[-*+•]\s*(?:\*\*)?([^：:，,。.\n]{1,24}?)(?:\*\*)?\s*(?<!\d)[：:]\s*\S", re.MULTILINE)
 _SPLIT = re.compile(r"[、，,/／]|\s+(?:and|or)\s+|和|及|与|或")
 # What a subject's last term trails off with: "头灯等小件" is asked about as "头灯".
 _TRAIL = re.compile(r"(?:等.*|之类.*|类|\s*etc\.?)$")
