@@ -7,12 +7,11 @@ writes customer questions and answers that state the statement in the persona's 
     statement among them); a bait gets the same, then "can't promise more than that";
   - data.synth.teacher_url: any OpenAI-compatible model writes varied questions and answers from the excerpt.
 Retrieval-aware (RAFT, data.synth.raft): the system prompt carries the excerpts retrieval finds for the question,
-formatted exactly as build_rag_sft does for train.retrieval_context, distractors included, in a random order (the
-answer is found by reading, not by its place); the answer cites the right excerpt's number. A share of records
-(data.synth.drop_right_excerpt), and every question whose right excerpt retrieval misses, get the excerpts without
-it, and the target says the excerpts do not answer it and hands off; so do questions the KB cannot answer. Every
-record keeps its source chunk in meta; an answer with a number that is not in its source chunk (or the persona's own
-text) is dropped and counted.
+formatted exactly as build_rag_sft does for train.retrieval_context, distractors included; the answer cites the
+right excerpt's number. A share of records (data.synth.drop_right_excerpt), and every question whose right excerpt
+retrieval misses, get the excerpts without it, and the target says the excerpts do not answer it and hands off;
+so do questions the KB cannot answer. Every record keeps its source chunk in meta; an answer with a number that is
+not in its source chunk (or the persona's own text) is dropped and counted.
 """
 
 from __future__ import annotations
@@ -136,10 +135,6 @@ class Synthesizer:
         relevant = self.retriever.relevant(hits)
         found = relevant and any(h.chunk_id == right for h in hits)
         hits = self.retriever.focus(question, hits) if relevant else []
-        # The excerpts in a random order (RAFT does the same): retrieval ranks a template question's own chunk first
-        # nine times in ten, so a model trained in rank order learnt to copy excerpt [1], and a customer's
-        # paraphrase often has its answer in [2]-[4] (shop 2: the right excerpt at [1] in 161 of 177 records).
-        self.rng.shuffle(hits)
         n = next((i for i, h in enumerate(hits, 1) if h.chunk_id == right), None)
         return system_text(self.base, format_context(hits), self.cfg.persona, kb_searched=True), n, hits, found
 
