@@ -92,6 +92,13 @@ PROMISE_RULES: tuple[Rule, ...] = (
         rf"|过了{_C}{{0,6}}?期{_C}{{0,6}}?(?:也|还|仍然?|照样)(?:可以|能|可)",
     ),
     Rule(
+        # Returns with no condition at all ("随意退换货", "想退就退"): the shop's windows and conditions make every
+        # return conditional; found in a trained demo answer ("签收后 30 分钟内，您可以随意退换货").
+        "zh.unconditional",
+        "zh",
+        r"(?:随意|随便|任意|无条件|不限时)地?(?:退|换)|想退就退|想换就换|怎么退都(?:行|可以)",
+    ),
+    Rule(
         "zh.immediate_action",
         "zh",
         rf"(?:先|马上|立刻|立即|现在就|这就)就?(?:给|为|帮){_YOU}(?:办理)?"
@@ -144,6 +151,12 @@ PROMISE_RULES: tuple[Rule, ...] = (
         "en",
         r"\b(?:will|'ll|shall) (?:definitely|certainly|surely|absolutely|100%)\b"
         r"|\b(?:definitely|certainly) (?:will|arrive|get|be (?:delivered|refunded|there))\b",
+    ),
+    Rule(
+        "en.unconditional",
+        "en",
+        r"\b(?:return|exchange|refund)\w*(?: (?:it|them|anything|everything))? (?:any ?time|whenever you (?:like|want)"
+        r"|no matter (?:what|when))\b|\bunconditional (?:returns?|refunds?|exchanges?)\b|\bno questions asked\b",
     ),
     Rule("en.promise", "en", r"\b(?:I|we) promise\b|\bI assure you\b|\byou have my word\b"),
     Rule(
