@@ -3,9 +3,12 @@
 The text passes through in whole sentences. Each finished sentence is checked (PII masked; banned words, forbidden
 phrases, promises and claimed actions, numbers beyond guard.policy_limits, other identities, the system prompt,
 repetition); a clean one is released, a violating one is dropped with everything after it, generation stops and the
-answer ends with whole sentences in the customer's language (kefu.guard.replace). Reasoning (<think>) is cut first.
-Every decision looks at a fixed unit of the text, so the final answer does not depend on how the stream was chunked:
-`guard_answer(text)` equals what an AnswerGuard fed any chunking of `text` releases.
+answer ends with whole sentences in the customer's language (kefu.guard.replace), closed with the persona's sign-off.
+Before the checks, a rule copied from an excerpt with a number or day changed gets the excerpt's back, and the
+persona's misspelt name its own (kefu.guard.copied); after them, a sentence restating a list item the customer did
+not ask about is dropped (kefu.guard.items). Reasoning (<think>) is cut first. Every decision looks at a fixed unit
+of the text, so the final answer does not depend on how the stream was chunked: `guard_answer(text)` equals what an
+AnswerGuard fed any chunking of `text` releases.
 """
 
 from __future__ import annotations
