@@ -31,20 +31,17 @@ def excerpt_sentences(excerpts: Sequence[str]) -> list[str]:
     return [k for k in dict.fromkeys(keys) if len(k) >= _SHORTEST]
 
 
-def _changes(said: str, source: str) -> bool:
-    """Whether all that differs are a few numerals, digits or day words: substituted, or digits added to or lost
-    from a number ("满 199 元" for "满 99 元")."""
-    ops = difflib.SequenceMatcher(None, said, source, autojunk=False).get_opcodes()
-    changed = [(tag, said[i1:i2], source[j1:j2], said[max(i1 - 1, 0) : i2 + 1]) for tag, i1, i2, j1, j2 in ops]
-    changed = [c for c in changed if c[0] != "equal"]
-    return bool(changed) and all(_fact_change(*c) for c in changed)
+def _changes(ops: list[tuple[str, str, str, str]]) -> bool:
+    """Whether all that differs (`_spans`) are a few numerals, digits or day words: substituted, or digits added to or
+    lost from a number ("满 199 元" for "满 99 元")."""
+    return bool(ops) and all(_fact_change(before, said, source, after) for before, said, source, after in ops)
 
 
-def _fact_change(tag: str, said: str, source: str, around: str) -> bool:
-    if tag == "replace":
+def _fact_change(before: str, said: str, source: str, after: str) -> bool:
+    if said and source:
         return bool(_FACT_CHARS.match(said) and _FACT_CHARS.match(source))
     digits = said or source
-    return digits.isdigit() and len(digits) <= 2 and bool(re.search(r"\d", around.replace(said, "", 1)))
+    return digits.isdigit() and len(digits) <= 2 and bool(re.search(r"\d", before[-1:] + after[:1]))
 
 
 def restored(sentence: str, sources: Sequence[str]) -> str:
@@ -62,10 +59,12 @@ def _restore(sentence: str, said: str, sources: Sequence[str]) -> str | None:
     """The repaired sentence, or None when `said` is no near-copy with only fact characters changed."""
     if len(said) < _SHORTEST or not sources or any(said in s for s in sources):
         return None
-    best = max(sources, key=lambda s: difflib.SequenceMatcher(None, said, s, autojunk=False).ratio())
-    if difflib.SequenceMatcher(None, said, best, autojunk=False).ratio() < NEAR or not _changes(said, best):
+    matches = ((s, difflib.SequenceMatcher(None, said, s, autojunk=False)) for s in sources)
+    source, best = max(matches, key=lambda sm: sm[1].ratio())  # the matcher keeps its matching blocks for below
+    changes = _spans(said, source, best.get_opcodes())
+    if best.ratio() < NEAR or not _changes(changes):
         return None
-    for before, old, new, after in _spans(said, best):
+    for before, old, new, after in changes:
         # The sentence may space what the comparison does not ("36 小时"): only the changed characters are swapped.
         spaced = [r"\s*".join(map(re.escape, part)) for part in (before, old, after)]
         found = list(re.finditer(rf"{spaced[0]}\s*({spaced[1]})\s*{spaced[2]}", sentence))
@@ -75,10 +74,9 @@ def _restore(sentence: str, said: str, sources: Sequence[str]) -> str | None:
     return sentence
 
 
-def _spans(said: str, source: str) -> list[tuple[str, str, str, str]]:
-    """Each change (context before, what was said, what the excerpt says, context after), later ones first so
-    that earlier positions stay valid; two characters of context find it in the sentence unambiguously."""
-    ops = difflib.SequenceMatcher(None, said, source, autojunk=False).get_opcodes()
+def _spans(said: str, source: str, ops: Sequence[tuple[str, int, int, int, int]]) -> list[tuple[str, str, str, str]]:
+    """Each change of `ops` (context before, what was said, what the excerpt says, context after), later ones first
+    so that earlier positions stay valid; two characters of context find it in the sentence unambiguously."""
     return [
         (said[max(i1 - 2, 0) : i1], said[i1:i2], source[j1:j2], said[i2 : i2 + 2])
         for tag, i1, i2, j1, j2 in reversed(ops)

@@ -29,6 +29,7 @@ class Item:
     subject: str  # as the list writes it, "登山杖、头灯等小件"
     terms: tuple[str, ...]  # what a question names it by, casefolded: ("登山杖", "头灯")
     group: int  # items of one list share it
+    distinct: frozenset[str] = frozenset()  # fragments of its subject no sibling's subject shares (_fragments)
 
 
 def _terms(subject: str) -> tuple[str, ...]:
@@ -40,10 +41,14 @@ def list_items(excerpts: Sequence[str]) -> list[Item]:
     """The "subject: rule" lines of lists of two or more items in the excerpts."""
     items: list[Item] = []
     for group, text in enumerate(excerpts):
-        found = [Item(m.group(1).strip(), _terms(m.group(1)), group) for m in _ITEM.finditer(text)]
-        found = [i for i in found if i.terms]
-        if len(found) >= 2:
-            items += found
+        found = [(m.group(1).strip(), _terms(m.group(1))) for m in _ITEM.finditer(text)]
+        found = [(subject, terms) for subject, terms in found if terms]
+        if len(found) < 2:
+            continue
+        pieces = [_fragments(subject) for subject, _ in found]
+        for i, (subject, terms) in enumerate(found):
+            shared = set().union(*(p for j, p in enumerate(pieces) if j != i))
+            items.append(Item(subject, terms, group, frozenset(pieces[i] - shared)))
     return items
 
 
@@ -54,14 +59,13 @@ def _fragments(subject: str) -> set[str]:
     return pieces | {text[i : i + 2] for i in range(len(text) - 1) if _CJK_PAIR.fullmatch(text[i : i + 2])}
 
 
-def _names(question: str, item: Item, siblings: Sequence[Item]) -> bool:
+def _names(question: str, item: Item) -> bool:
     """The question names the item: one of its terms, or a fragment of its subject that no sibling shares (a
     customer asking "客服热线和人工几点" names "在线人工客服" too; when in doubt, nothing is dropped)."""
     q = question.casefold()
     if any(t in q or (t.endswith("s") and t[:-1] in q) for t in item.terms):
         return True
-    shared = set().union(*(_fragments(s.subject) for s in siblings))
-    return any(f in q for f in _fragments(item.subject) - shared)
+    return any(f in q for f in item.distinct)
 
 
 def _key(text: str) -> str:
@@ -73,15 +77,9 @@ def off_item(sentence: str, question: str, items: Sequence[Item]) -> bool:
     the same list (so the customer asked about one line of it)."""
     said = _key(sentence)
     for item in items:
-        if _key(item.subject) not in said:
+        if _key(item.subject) not in said or _names(question, item):
             continue
-        group = [i for i in items if i.group == item.group]
-        if _names(question, item, _others(group, item)):
-            continue
-        if any(_names(question, s, _others(group, s)) and _key(s.subject) not in said for s in group if s is not item):
+        siblings = (i for i in items if i.group == item.group and i is not item)
+        if any(_names(question, s) and _key(s.subject) not in said for s in siblings):
             return True
     return False
-
-
-def _others(group: Sequence[Item], item: Item) -> list[Item]:
-    return [i for i in group if i is not item]

@@ -223,10 +223,14 @@ class AnswerGuard:
         """What is left of a sentence restating a list item the customer did not ask about: the greeting that
         opened the answer, and its citation markers (the item asked about may have come before it, uncited)."""
         self._hit("off_item", f"off_item: {sent.strip()[:40]}")
-        hello = greeting(self.policy.persona, self.lang)
-        keep = hello if not self.text and hello and sent.lstrip().startswith(hello.rstrip(" ，,")) else ""
         marks = [m for m in dict.fromkeys(re.findall(r"\[\d+\]", sent)) if m not in self.text]
-        return keep + "".join(marks)
+        return self._opening(sent.lstrip()) + "".join(marks)
+
+    def _opening(self, dropped: str) -> str:
+        """The greeting, when the dropped sentence opened the answer with it ("您好，抱歉，…"): the answer still opens
+        with it; '' otherwise."""
+        hello = greeting(self.policy.persona, self.lang)
+        return hello if not self.text and hello and dropped.startswith(hello.rstrip(" ，,")) else ""
 
     def _mask(self, sent: str) -> str:
         """PII masked, except the persona's own names ("我叫小禾" is not a customer's name) and the shop's own phone
@@ -304,11 +308,7 @@ class AnswerGuard:
         self.stopped = True
         p = self.policy
         tail = replacement(p.persona, violations, self.lang, self.excerpts, p.limits)
-        # The greeting opened the dropped sentence ("您好，抱歉，…"): the answer still opens with it.
-        hello = greeting(p.persona, self.lang)
-        if not self.text and hello and violations[0].sentence.startswith(hello.rstrip(" ，,")):
-            tail = hello + tail
-        self._tail = self._joined(tail)
+        self._tail = self._joined(self._opening(violations[0].sentence) + tail)
 
     def _stop_repeating(self, why: str, at: int) -> None:
         """Stop on a loop found `at` characters into the sentence being checked."""
