@@ -137,6 +137,39 @@ def test_retrieval_context_and_citations(tmp_path: Path) -> None:
     assert "知识库中没有找到" not in system  # relevant context found: no "check or hand off" note
 
 
+def test_a_repaired_answer_keeps_the_models_own_for_the_flywheel(tmp_path: Path) -> None:
+    """A copy restored to the excerpt's number, or a banned clause dropped, is the guard's answer: the audit
+    keeps the model's own text beside it (the flywheel's 'rejected'); an answer the guards left alone keeps none."""
+    import json
+
+    from sqlalchemy import select
+
+    from kefu.rag.index import run_ingest
+    from kefu.serve.tables import AuditEvent
+
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "ship.md").write_text("# 发货\n\n每天 14:30 之前付款的现货订单当天发出。\n", encoding="utf-8")
+    cfg = make_cfg(tmp_path, "kb.sources=[kb/*.md]", "kb.db=kb.sqlite", "guard.banned_words=[亲亲]")
+    run_ingest(cfg)
+    engine = ScriptedEngine()
+    srv = start(create_app(cfg, engine))
+    rule = "每天 14:30 之前付款的现货订单当天发出[1]。"
+    said = [rule.replace("14:30", "16:30"), "亲亲，当天发出哦[1]。", rule]
+    try:
+        client = openai.OpenAI(base_url=srv.base, api_key=srv.key(), max_retries=0)
+        engine.queue(*said)
+        shown = [_ask(client, q)[0] for q in ("几点前付款当天发货？", "今天能发吗？", "下午两点付款今天发吗？")]
+        srv.svc.audit.flush()
+        with srv.svc.store.session() as s:
+            payloads = s.scalars(select(AuditEvent.payload).where(AuditEvent.action == "answer")).all()
+    finally:
+        srv.stop()
+    guards = [json.loads(p)["guard"] for p in payloads]
+    assert shown[0] == said[2] and guards[0]["output"] == ["copy"] and guards[0]["original"] == said[0]
+    assert "亲亲" not in shown[1] and guards[1]["original"] == said[1]
+    assert shown[2] == said[2] and guards[2]["output"] == [] and guards[2]["original"] is None
+
+
 def test_no_relevant_context_tells_the_model_to_check_or_hand_off(tmp_path: Path) -> None:
     from kefu.rag.index import run_ingest
 

@@ -315,7 +315,7 @@ class AnswerPipeline:
             return
         last = (guard.feed(tail) if tail else "") + guard.finish()
         out.guard_hits, out.guard_details = list(guard.hits), list(guard.details)
-        if guard.stopped:  # kept for the flywheel: the safe answer sent is 'chosen', this is 'rejected'
+        if guard.rewrote:  # kept for the flywheel: the answer sent is 'chosen', the model's own 'rejected'
             out.original = self.mask("".join(said) + tail)
         yield last
 

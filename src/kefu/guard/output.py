@@ -37,6 +37,10 @@ from kefu.guard.words import find_banned
 # followed by a space ("3.5" and "www.x.com" go on). It is final only once a character follows the match.
 _SENTENCE_END = re.compile(r"(?:[。！？!?；;\n…]+|\.(?=[”’\"')\]」』）]*\s))[”’\"')\]」』）]*\s*")
 _CLAUSE_PUNCT = re.compile(r"^[\s，,、：:；;。.！!？?]*$")
+# Hits where the customer got other words than the model wrote, and better ones: a restored copy, a dropped
+# off-item sentence or forbidden clause, a notice for an answer the guards emptied. Masking and removed reasoning
+# change the form, not the answer.
+REWRITES = frozenset({"copy", "off_item", "forbidden_phrase", "banned_word", "empty"})
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,12 @@ class AnswerGuard:
     def text(self) -> str:
         """Everything released so far (not counting a replacement)."""
         return "".join(self._s.released)
+
+    @property
+    def rewrote(self) -> bool:
+        """Whether the answer shown is the guard's, not the model's: replaced (stopped) or repaired. The model's own
+        text is then the flywheel's 'rejected' side of a preference pair."""
+        return self.stopped or not REWRITES.isdisjoint(self.hits)
 
     # ------------------------------------------------------------------ sentences
     def _take(self, visible: str, final: bool) -> str:
