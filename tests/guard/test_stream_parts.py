@@ -61,3 +61,6 @@ def test_repeat_watch() -> None:
     assert not watch.sentence_repeats("好的！")  # a short one may come twice
     watch.accept("好的！")
     assert watch.sentence_repeats("好的。")
+    watch.accept("租期 3 天起租，最长 30 天[1]。")
+    assert watch.sentence_repeats("租期 3 天起租，最长 30 天[2]。")  # cited again is said again
+    assert not watch.sentence_repeats("租期 3 天起租，最长 31 天[1]。")
