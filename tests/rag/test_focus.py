@@ -6,7 +6,6 @@ from kefu.answer.knowledge import KnowledgeBase
 from kefu.config import KefuConfig
 from kefu.data.schema import Conversation, Turn
 from kefu.rag.context import build_rag_sft, format_context
-from kefu.rag.focus import sentences_of
 from kefu.rag.hit import Hit
 from kefu.rag.retrieve import Retriever, prefer_language
 
@@ -80,15 +79,3 @@ def test_chunks_in_the_question_language_come_first() -> None:
     assert prefer_language("新疆包邮吗", ranked, 3) == [zh1, zh2, en1]
     only_zh = [zh1, zh2]  # nothing in English: the other language's best, in rank order
     assert prefer_language("Is shipping free?", only_zh, 2) == only_zh
-
-
-def test_clauses_a_semicolon_joins_stay_one_sentence() -> None:
-    """The rule's condition and its consequence are one sentence to rank; list lines and sentences stay apart."""
-    text = "- 确认收货后 90 天内提交；电子发票 2 个工作日内发送到邮箱。\n- 偏远地区运费 15 元；\n"
-    text += "- 江浙沪运费 8 元。再问一句。"
-    assert sentences_of(text) == [
-        "- 确认收货后 90 天内提交；电子发票 2 个工作日内发送到邮箱。",
-        "- 偏远地区运费 15 元；",
-        "- 江浙沪运费 8 元。",
-        "再问一句。",
-    ]
