@@ -61,8 +61,10 @@ def _restore(sentence: str, said: str, sources: Sequence[str]) -> str | None:
         return None
     matches = ((s, difflib.SequenceMatcher(None, said, s, autojunk=False)) for s in sources)
     source, best = max(matches, key=lambda sm: sm[1].ratio())  # the matcher keeps its matching blocks for below
+    if best.ratio() < NEAR:
+        return None
     changes = _spans(said, source, best.get_opcodes())
-    if best.ratio() < NEAR or not _changes(changes):
+    if not _changes(changes):
         return None
     for before, old, new, after in changes:
         # The sentence may space what the comparison does not ("36 小时"): only the changed characters are swapped.

@@ -233,7 +233,7 @@ class AnswerGuard:
         """What is left of a sentence restating a list item the customer did not ask about: the greeting that
         opened the answer, and its citation markers (the item asked about may have come before it, uncited)."""
         self._hit("off_item", f"off_item: {sent.strip()[:40]}")
-        marks = [m for m in dict.fromkeys(re.findall(r"\[\d+\]", sent)) if m not in self.text]
+        marks = [m for m in dict.fromkeys(repeat.CITATION.findall(sent)) if m not in self.text]
         return self._opening(sent.lstrip()) + "".join(marks)
 
     def _opening(self, dropped: str) -> str:

@@ -14,7 +14,7 @@ SHORTEST_RUNAWAY = 40  # a finished sentence shorter than this ends its own loop
 PROBE_EVERY = 80  # characters of an unfinished sentence between two looks for a loop without punctuation
 _LOOP = re.compile(r"(.{2,40}?)\1{4,}|([^\W_])\2{15,}", re.S)
 _NOISE = re.compile(r"[\W_]+")
-_CITATION = re.compile(r"\[\d+\]")
+CITATION = re.compile(r"\[\d+\]")  # an excerpt marker, "[2]"
 CLAUSE_REPEATS = 3  # the same clause this many times in a row
 SHORT = 4  # a repeated sentence shorter than this (好的。) may occur twice; a third time is a loop
 
@@ -22,7 +22,7 @@ SHORT = 4  # a repeated sentence shorter than this (好的。) may occur twice; 
 def key(text: str) -> str:
     """What two pieces of text must share to count as the same: letters, digits and CJK, casefolded; citation
     markers left out ("最长 30 天[1]。最长 30 天[2]。" is one rule said twice)."""
-    return _NOISE.sub("", _CITATION.sub("", text)).casefold()
+    return _NOISE.sub("", CITATION.sub("", text)).casefold()
 
 
 class RepeatWatch:
