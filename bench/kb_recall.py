@@ -104,11 +104,13 @@ def run_variant(
     ranks = [first_match(h, q.labels) for q, h in on_hits]
     langs = _rates(ranks, [q.lang for q in on])
     by_kind = _rates(ranks, [kind[q.id] for q in on])
-    at_default = sum(relevant(h, cfg.kb.min_score, cfg.kb.min_score_lexical) and r is not None
-                     for (q, h), r in zip(on_hits, ranks, strict=True))  # fmt: skip
+    through = [relevant(h, cfg.kb.min_score, cfg.kb.min_score_lexical) and r is not None
+               for (q, h), r in zip(on_hits, ranks, strict=True)]  # fmt: skip
+    at_default = sum(through)
     return {
         "recall": {**by_kind, **{f"lang:{k}": v for k, v in langs.items() if k != "all"}},
         "misses": [q.question for q, r in zip(on, ranks, strict=True) if r is None],
+        "gate_misses": [q.question for q, ok in zip(on, through, strict=True) if not ok],
         "gate_default": {"min_score": cfg.kb.min_score, "min_score_lexical": cfg.kb.min_score_lexical,
                          "recall_through_gate": round(at_default / max(len(on), 1), 4),
                          "off_topic_rejected": round(sum(not relevant(h, cfg.kb.min_score, cfg.kb.min_score_lexical)

@@ -1,4 +1,5 @@
-"""Query rewriting: English and colloquial words bring the documents' terms; a clock time brings cut-off words."""
+"""Query rewriting: English and colloquial words bring the documents' terms; a clock time brings cut-off words
+(or, asked of people, the service hours')."""
 
 from __future__ import annotations
 
@@ -24,12 +25,22 @@ def test_colloquial_english_and_chinese_terms_expand() -> None:
     assert g.expand("hello there") == "hello there"
 
 
+def test_english_synonyms_are_for_bm25_only() -> None:
+    g = Glossary.load(BUILTIN)
+    q = "How long do I have to send something back?"
+    assert "returned" in g.expand(q) and "退货" in g.expand(q)  # BM25 finds "Items can be returned..."
+    assert "returned" not in g.expand(q, synonyms=False) and "退货" in g.expand(q, synonyms=False)
+
+
 def test_a_clock_time_asks_about_a_cut_off() -> None:
     g = Glossary.load(BUILTIN)
     for q in ("我下午三点付的款今天能发吗", "paid at 4pm, ships today?", "15:20 下的单"):
         assert "当天" in g.expand(q) and "之前" in g.expand(q), q
     assert "当天" not in g.expand("三点水是什么")
     assert "当天" not in Glossary(g.rows, clock_times=False).expand("下午三点付的款")
+    # asked of people, a time is about the service hours, not the shipping cut-off
+    for q in ("晚上九点还有人工吗", "is there an agent at 9pm?"):
+        assert "服务时间" in g.expand(q) and "当天" not in g.expand(q), q
 
 
 def test_a_shops_glossary_adds_to_the_builtin_one() -> None:

@@ -4,8 +4,9 @@ A customer types "杯子到手就碎了" about a section titled 商品破损, "�
 about Chinese-only pages on 发票: no word matches. The glossary is a CSV with columns en, zh and an optional
 colloquial column (synonyms split by '|'); a query that contains a term of any column gets the row's document
 terms appended: the zh terms and the first en term. A clock time ("下午三点", "4pm") asks about a cut-off rule,
-so it brings the words such rules are written with. Dense retrieval already crosses languages and paraphrases in
-part; this gives the lexical side a vote for such questions too (measured in bench/kb_recall.py).
+so it brings the words such rules are written with; asked of people ("晚上九点还有人工吗"), the service hours'
+words. Dense retrieval already crosses languages and paraphrases in part; this gives the lexical side a vote for
+such questions too (measured in bench/kb_recall.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ _CLOCK = re.compile(
     re.IGNORECASE,
 )
 _CUTOFF_TERMS = "之前 付款 当天 发出 发货 cut-off same day"
+# ...unless it asks whether people are there then ("晚上九点还有人工吗"): the service hours answer that.
+_PEOPLE = re.compile(r"人工|客服|真人|在线|\b(?:human|agent|person|someone|anyone)\b", re.IGNORECASE)
+_HOURS_TERMS = "人工客服 在线时间 服务时间 回复 service hours"
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,19 @@ class Glossary:
             rows += _read(path)
         return cls(rows)
 
-    def expand(self, query: str) -> str:
-        """The query plus the document terms it implies: English terms bring their zh terms, zh terms their
-        first en term, colloquial words both."""
+    def expand(self, query: str, synonyms: bool = True) -> str:
+        """The query plus the document terms it implies: English terms bring their zh terms (and, with `synonyms`,
+        their row's other en terms), zh terms their first en term, colloquial words both. Synonyms are for BM25,
+        which matches words exactly ("send back" finds "returned"); a dense embedding already reads them as one
+        meaning, and a list of them pulled English questions away from Chinese pages (bench/kb_recall.py)."""
         extra: list[str] = []
         if self._en is not None:
-            extra += [t for m in self._en.finditer(query.lower()) for t in self._by_en[m.group(1)].zh]
+            rows = [self._by_en[m.group(1)] for m in self._en.finditer(query.lower())]
+            extra += [t for r in rows for t in [*r.zh, *(r.en if synonyms else ())]]
         extra += [r.en[0] for term, r in self._by_zh if term in query and r.en]
         extra += [t for term, r in self._by_colloquial if term in query for t in [*r.zh, *r.en[:1]]]
         if self.clock_times and _CLOCK.search(query):
-            extra.append(_CUTOFF_TERMS)
+            extra.append(_HOURS_TERMS if _PEOPLE.search(query) else _CUTOFF_TERMS)
         return f"{query} {' '.join(dict.fromkeys(extra))}" if extra else query
 
 

@@ -138,7 +138,7 @@ class Retriever:
 
     def _dense_query(self, query: str) -> str:
         glossary = self._glossary  # the one every loaded index's lexical part is given (index())
-        return glossary.expand(query) if self.kb.rewrite_dense and glossary is not None else query
+        return glossary.expand(query, synonyms=False) if self.kb.rewrite_dense and glossary is not None else query
 
     @staticmethod
     def _hit(
