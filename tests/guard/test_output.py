@@ -125,6 +125,8 @@ def test_system_prompt_reproduction_is_refused(shop_policy: Policy, shop_cfg) ->
         ("您好！您的订单已发货。" + "哈" * 40, "您好！您的订单已发货。"),
         ("Your order has shipped. " + "thank you " * 30, "Your order has shipped. "),
         ("租期 3 天起租，最长 30 天[1]。租期 3 天起租，最长 30 天[2]。", "租期 3 天起租，最长 30 天[1]。"),
+        # the greeting opening the first sentence does not make the second another rule (shop 2, session 14)
+        ("您好，租期 3 天起租，最长 30 天。租期 3 天起租，最长 30 天[1]。", "您好，租期 3 天起租，最长 30 天。"),
     ],
 )
 def test_repetition_stops_the_stream(shop_policy: Policy, answer: str, kept: str) -> None:

@@ -113,7 +113,7 @@ class AnswerGuard:
         self.hits: list[str] = []
         self.details: list[str] = []  # one line per finding, for the audit event
         self._think = ThinkFilter(inside=policy.think_open)
-        self._repeat = repeat.RepeatWatch()
+        self._repeat = repeat.RepeatWatch(greeting(policy.persona, self.lang))
         self._s = _State()
         self._tail = ""  # the replacement, once stopped
         self._finished = False

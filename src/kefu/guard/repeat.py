@@ -28,7 +28,10 @@ def key(text: str) -> str:
 class RepeatWatch:
     """Fed the sentences and the clauses of one answer in order; says when it has started to loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, greeting: str = "") -> None:
+        # The answer's opening greeting is left out of its first sentence's key: "您好，租期最长 30 天。租期最长
+        # 30 天[1]。" says one rule twice.
+        self._greeting = key(greeting)
         self.sentences: Counter[str] = Counter()
         self._last_clause = ""
         self._run = 0
@@ -42,15 +45,20 @@ class RepeatWatch:
         self._last_clause = k
         return self._run >= CLAUSE_REPEATS
 
+    def _key(self, text: str) -> str:
+        k = key(text)
+        g = self._greeting
+        return k[len(g) :] if g and k.startswith(g) and len(k) > len(g) else k
+
     def sentence_repeats(self, text: str) -> bool:
         """Whether this finished sentence repeats an earlier one of the answer."""
-        k = key(text)
+        k = self._key(text)
         seen = self.sentences[k]
         return bool(k) and seen >= (1 if len(k) >= SHORT else 2)
 
     def accept(self, text: str) -> None:
         """A sentence was released: remember it, and start clause runs afresh."""
-        self.sentences[key(text)] += 1
+        self.sentences[self._key(text)] += 1
         self._last_clause, self._run = "", 0
 
 
