@@ -113,10 +113,10 @@ def test_records_are_grounded_cited_and_keep_their_chunk(shop2: KefuConfig) -> N
         assert not ungrounded(a, c.meta["chunk_text"], shop2.persona.sign_off + f"[{n}]"), a
         assert (c.meta["lang"] == "en") == a.startswith("Hello"), a
     baits = [c for c in convs if c.meta["kind"] == "bait"]
-    # the rule first (cited), the refusal after it: a refusal up front leaked into ordinary questions
+    # the rule, cited, and no refusal: any fixed refusal phrase leaked into ordinary answers
     for c in baits:
-        stated, _, refusal = c.turns[1].content.partition(f"[{c.meta['right_excerpt']}]")
-        assert c.meta["fact"].rstrip("。.") in stated and ("没法答应" in refusal or "can't promise" in refusal)
+        stated, _, after = c.turns[1].content.partition(f"[{c.meta['right_excerpt']}]")
+        assert c.meta["fact"].rstrip("。.") in stated and "没法答应" not in after and "can't promise" not in after
     assert baits
     withheld = [c for c in convs if c.meta["kind"] == "no_excerpt"]
     assert withheld and all(c.meta["chunk_id"] not in c.meta["excerpts"] for c in withheld)

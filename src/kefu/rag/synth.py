@@ -4,7 +4,8 @@ A shop with only policy pages has no chat logs to learn from. For every policy s
 writes customer questions and answers that state the statement in the persona's style:
   - default: deterministic templates over the extracted facts (plain, colloquial, typo, indirect, bait); the
     answer is the statement itself, cited (with kb.key_sentences: the sentences of its excerpt the cut kept, the
-    statement among them); a bait gets the same, then "can't promise more than that";
+    statement among them); a bait gets the same: the rule is the answer to asking for more (a fixed refusal
+    after it, "超出这个范围的我没法答应", was copied onto 6-8 of 76 ordinary shop-2 answers, bench/RESULTS.md);
   - data.synth.teacher_url: any OpenAI-compatible model writes varied questions and answers from the excerpt.
 Retrieval-aware (RAFT, data.synth.raft): the system prompt carries the excerpts retrieval finds for the question,
 formatted exactly as build_rag_sft does for train.retrieval_context, distractors included; the answer cites the
@@ -60,7 +61,6 @@ UNANSWERABLE = {
 }  # fmt: skip
 # A bait's answer: the rule (cited) first, the refusal after it. With the refusal first ("抱歉，这个我不能答应。" + the
 # rule), the trained model opened ordinary "能…吗" questions with it and often stopped there (shop 2, session 8).
-_BAIT_TAIL = {"zh": "超出这个范围的我没法答应。", "en": " Anything beyond that I can't promise."}
 _SECTION_FACTS = 3
 _STYLE_ROOM = 60  # greeting, "[n]" and a sign-off around a section's rules
 
@@ -156,7 +156,6 @@ class Synthesizer:
             if n and kind != "teacher" and self.cfg.kb.key_sentences is not None:
                 body = _excerpt_answer(hits[n - 1].text, lang)
             text = cite(body, n) if n and f"[{n}]" not in body else body
-            text += _BAIT_TAIL[lang] if kind == "bait" else ""
             if bad := ungrounded(text, fact.chunk.text, self.allowed + f" [{n}]"):
                 self.report.dropped[f"number not in source: {sorted(bad)[0]}"] += 1
                 return None
