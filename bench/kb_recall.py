@@ -9,7 +9,8 @@ Each shop is ingested once into a temporary store; every variant (a list of conf
 same index in the same run, so the table shows what moved the number. Shop 1 is evaluated on its Markdown
 documents (its FAQ files repeat them, and the labels name Markdown sections); bench/kb_retrieval.py covers the full
 corpus. The gate sweep reports, per (min_score, min_score_lexical), the share of on-topic questions whose top-k
-passes the gate with a right hit in it (recall through the gate) and the share of off-topic ones rejected.
+passes the gate with a right hit in it (recall through the gate) and the share of off-topic ones rejected; the
+JSON lists the on-topic questions the default gate loses (gate_misses), so a change's gains and losses show.
 
     python bench/kb_recall.py [--out bench/results/kb_recall.json]
 """

@@ -41,6 +41,8 @@ def test_a_clock_time_asks_about_a_cut_off() -> None:
     # asked of people, a time is about the service hours, not the shipping cut-off
     for q in ("晚上九点还有人工吗", "is there an agent at 9pm?"):
         assert "服务时间" in g.expand(q) and "当天" not in g.expand(q), q
+    for q in ("下午三点在线支付的订单今天能发吗", "I paid at 4pm, can someone ship it today?"):
+        assert "当天" in g.expand(q) and "服务时间" not in g.expand(q), q
 
 
 def test_a_shops_glossary_adds_to_the_builtin_one() -> None:

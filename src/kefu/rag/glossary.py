@@ -3,7 +3,8 @@
 A customer types "杯子到手就碎了" about a section titled 商品破损, "邮费谁掏" about 运费由谁承担, or "invoice"
 about Chinese-only pages on 发票: no word matches. The glossary is a CSV with columns en, zh and an optional
 colloquial column (synonyms split by '|'); a query that contains a term of any column gets the row's document
-terms appended: the zh terms and the first en term. A clock time ("下午三点", "4pm") asks about a cut-off rule,
+terms appended: the zh terms and the first en term (an English term: all the row's en terms, for BM25's exact
+words). A clock time ("下午三点", "4pm") asks about a cut-off rule,
 so it brings the words such rules are written with; asked of people ("晚上九点还有人工吗"), the service hours'
 words. Dense retrieval already crosses languages and paraphrases in part; this gives the lexical side a vote for
 such questions too (measured in bench/kb_recall.py).
@@ -27,7 +28,8 @@ _CLOCK = re.compile(
 )
 _CUTOFF_TERMS = "之前 付款 当天 发出 发货 cut-off same day"
 # ...unless it asks whether people are there then ("晚上九点还有人工吗"): the service hours answer that.
-_PEOPLE = re.compile(r"人工|客服|真人|在线|\b(?:human|agent|person|someone|anyone)\b", re.IGNORECASE)
+# Not 在线 ("在线支付") nor "someone" ("can someone ship it today"): those times still ask about the cut-off.
+_PEOPLE = re.compile(r"人工|客服|真人|\b(?:human|agent|person|anyone)\b", re.IGNORECASE)
 _HOURS_TERMS = "人工客服 在线时间 服务时间 回复 service hours"
 
 

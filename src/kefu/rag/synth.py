@@ -4,8 +4,10 @@ A shop with only policy pages has no chat logs to learn from. For every policy s
 writes customer questions and answers that state the statement in the persona's style:
   - default: deterministic templates over the extracted facts (plain, colloquial, typo, indirect, bait); the
     answer is the statement itself, cited (with kb.key_sentences: the sentences of its excerpt the cut kept, the
-    statement among them); a bait gets the same: the rule is the answer to asking for more (a fixed refusal
-    after it, "超出这个范围的我没法答应", was copied onto 6-8 of 76 ordinary shop-2 answers, bench/RESULTS.md);
+    statement among them); a bait gets the same: the rule is the answer to asking for more. A fixed refusal
+    taught with it leaked into ordinary answers wherever it stood: put first ("抱歉，这个我不能答应。"), it opened
+    "能…吗" questions and often ended them; put after the rule ("超出这个范围的我没法答应"), it was copied onto 6-8
+    of 76 ordinary shop-2 answers (bench/RESULTS.md, sessions 8-14);
   - data.synth.teacher_url: any OpenAI-compatible model writes varied questions and answers from the excerpt.
 Retrieval-aware (RAFT, data.synth.raft): the system prompt carries the excerpts retrieval finds for the question,
 formatted exactly as build_rag_sft does for train.retrieval_context, distractors included; the answer cites the
@@ -59,8 +61,6 @@ UNANSWERABLE = {
     "en": ("who owns the shop", "do you have a physical store I can visit", "will it rain tomorrow",
            "can you help me write a cover letter"),
 }  # fmt: skip
-# A bait's answer: the rule (cited) first, the refusal after it. With the refusal first ("抱歉，这个我不能答应。" + the
-# rule), the trained model opened ordinary "能…吗" questions with it and often stopped there (shop 2, session 8).
 _SECTION_FACTS = 3
 _STYLE_ROOM = 60  # greeting, "[n]" and a sign-off around a section's rules
 
